@@ -1,0 +1,49 @@
+# loco - build, test, sanitize, bench.
+#   make            library + CLI (build/)
+#   make test       unit and fixture tests
+#   make asan       the same tests under ASan+UBSan (build-asan/)
+#   make bench      the benchmark program
+CC      ?= gcc
+ARCH    ?= -march=native
+OPT     ?= -O3
+BUILD   ?= build
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) $(ARCH) -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
+LDLIBS  += -lopenblas -lcjson -lm
+TEST_LDLIBS = -lcmocka
+
+LIB_SRC := $(wildcard src/*.c)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+
+.PHONY: all test asan bench clean
+all: $(BUILD)/loco $(BUILD)/bench
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libloco.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/loco: tools/loco.c $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libloco.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
+
+test: $(TESTS) $(BUILD)/loco
+	@BUILD=$(BUILD) tests/run.sh $(TESTS)
+
+asan:
+	$(MAKE) test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined"
+
+bench: $(BUILD)/bench
+	$(BUILD)/bench
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,209 @@
+/*
+ * loco.h - the public API of loco, LOCO Edit for diffusion models in C.
+ *
+ * Conventions
+ *  - Every public symbol starts with loco_ (types) or LOCO_ (constants).
+ *  - Handles are opaque; each *_open / *_new has a matching *_free / *_close.
+ *  - Functions that can fail return a loco_status. On failure a detailed
+ *    message (naming the file, tensor or key) is available from
+ *    loco_last_error() on the same thread, and is also sent to the log callback.
+ *  - Ownership is stated on every function. "Caller frees with loco_free()"
+ *    means the memory came from the library's allocator.
+ *  - The library never prints and never exits; it reports only through
+ *    return values and the log callback.
+ *  - Tensors are float32, C order, batch first: x is [B, C, H, W].
+ */
+#ifndef LOCO_H
+#define LOCO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOCO_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and logging                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum loco_status {
+    LOCO_OK = 0,
+    LOCO_E_INVALID_ARGUMENT, /* the caller passed something unusable        */
+    LOCO_E_IO,               /* a file could not be opened, read or written */
+    LOCO_E_FORMAT,           /* a file is malformed: truncated, bad JSON... */
+    LOCO_E_UNSUPPORTED,      /* well-formed but not supported (config, dtype)*/
+    LOCO_E_SHAPE,            /* shapes or dtypes disagree                    */
+    LOCO_E_NOT_FOUND,        /* a required tensor or key is missing          */
+    LOCO_E_NUMERIC,          /* NaN or Inf where finite numbers are needed   */
+    LOCO_E_NOMEM,            /* out of memory, or a size beyond the limits   */
+    LOCO_STATUS_COUNT
+} loco_status;
+
+/* A short static description of a status code. Never NULL; not to be freed. */
+const char *loco_strerror(loco_status s);
+
+/* The detailed message of the last failing call made on this thread
+ * (e.g. "model/diffusion_pytorch_model.safetensors: tensor 'conv_in.weight':
+ * shape [32,3,3] but the config needs [32,3,3,3]"). Owned by the library,
+ * valid until the next failing call on this thread. Empty string if none. */
+const char *loco_last_error(void);
+
+typedef enum loco_log_level {
+    LOCO_LOG_ERROR = 0,
+    LOCO_LOG_WARN = 1,
+    LOCO_LOG_INFO = 2,
+    LOCO_LOG_DEBUG = 3
+} loco_log_level;
+
+/* Receives every message the library has to say. msg is valid only during
+ * the call. */
+typedef void (*loco_log_fn)(loco_log_level level, const char *msg, void *user);
+
+/* Installs a process-wide log callback (NULL: messages are dropped, the
+ * default). Not thread-safe against concurrent library calls. */
+void loco_set_log(loco_log_fn fn, void *user);
+
+/* Number of threads used by the kernels and BLAS (0: the OpenMP default). */
+void loco_set_threads(int n);
+int loco_get_threads(void);
+
+/* Frees memory the library handed to the caller. NULL is fine. */
+void loco_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* Tensor files (safetensors)                                               */
+/* ------------------------------------------------------------------------ */
+
+#define LOCO_MAX_DIMS 8
+
+typedef enum loco_dtype {
+    LOCO_DTYPE_F32 = 0,
+    LOCO_DTYPE_F16,
+    LOCO_DTYPE_BF16,
+    LOCO_DTYPE_F64,
+    LOCO_DTYPE_U8,
+    LOCO_DTYPE_I8,
+    LOCO_DTYPE_I32,
+    LOCO_DTYPE_I64,
+    LOCO_DTYPE_BOOL,
+    LOCO_DTYPE_COUNT
+} loco_dtype;
+
+/* "F32", "F16", ... as written in safetensors headers. Static string. */
+const char *loco_dtype_name(loco_dtype d);
+size_t loco_dtype_size(loco_dtype d);
+
+/* An opened safetensors file, memory-mapped read-only. Every header field is
+ * validated at open: offsets inside the data, no overlaps, sizes consistent
+ * with dtype and shape. */
+typedef struct loco_tensors loco_tensors;
+
+/* Opens path. On success *out is a new handle the caller closes with
+ * loco_tensors_close(). On failure *out is NULL. */
+loco_status loco_tensors_open(const char *path, loco_tensors **out);
+void loco_tensors_close(loco_tensors *f);
+
+/* Number of tensors, and the name of the i-th (in header order). The name is
+ * owned by the handle. */
+size_t loco_tensors_count(const loco_tensors *f);
+const char *loco_tensors_name(const loco_tensors *f, size_t i);
+
+/* Shape and dtype of tensor `name`. shape must hold LOCO_MAX_DIMS entries.
+ * Returns LOCO_E_NOT_FOUND if absent. Any output pointer may be NULL. */
+loco_status loco_tensors_info(const loco_tensors *f, const char *name, loco_dtype *dtype,
+                              int *ndim, int64_t shape[LOCO_MAX_DIMS]);
+
+/* Reads tensor `name` converted to float32 (from F32, F16, BF16, F64 or U8).
+ * *data is a new array the caller frees with loco_free(). ndim/shape may be
+ * NULL. Non-finite values are an error (LOCO_E_NUMERIC) unless allow_nonfinite. */
+loco_status loco_tensors_read_f32(const loco_tensors *f, const char *name, float **data,
+                                  int *ndim, int64_t shape[LOCO_MAX_DIMS], int allow_nonfinite);
+
+/* Raw bytes of tensor `name` (pointer into the mapping, owned by the handle). */
+loco_status loco_tensors_raw(const loco_tensors *f, const char *name, const void **data,
+                             size_t *nbytes);
+
+/* Value of a __metadata__ key, or NULL. Owned by the handle. */
+const char *loco_tensors_metadata(const loco_tensors *f, const char *key);
+
+/* A tensor to write. data points at ndim-shaped C-order values of dtype. */
+typedef struct loco_tensor_ref {
+    const char *name;
+    loco_dtype dtype;
+    int ndim;
+    int64_t shape[LOCO_MAX_DIMS];
+    const void *data;
+} loco_tensor_ref;
+
+/* Writes a safetensors file. meta is n_meta key/value pairs (meta[2i] key,
+ * meta[2i+1] value), may be NULL. The file is written to a temporary name in
+ * the same folder and renamed into place, so `path` is either the old file
+ * or the complete new one. Tensors are written sorted by name. */
+loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors, size_t n,
+                               const char *const *meta, size_t n_meta);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct loco_model loco_model;
+
+/* Opens a diffusers UNet2DModel folder (config.json +
+ * diffusion_pytorch_model.safetensors; scheduler/scheduler_config.json is read
+ * when present). `path` may also name the config.json or the weights file
+ * directly inside such a folder. On success *out is a new model the caller
+ * frees with loco_model_free(). */
+loco_status loco_model_open(const char *path, loco_model **out);
+void loco_model_free(loco_model *m);
+
+typedef struct loco_model_info {
+    int in_channels, out_channels;
+    int height, width;             /* sample_size                          */
+    int n_blocks;                  /* len(block_out_channels)              */
+    int64_t n_params;
+    double flops;                  /* one forward pass, batch 1 (2*MACs)   */
+    size_t weight_bytes;           /* float32 parameters in memory         */
+    size_t activation_bytes;       /* forward arena + scratch at batch 1   */
+    int train_timesteps;           /* schedule length (default 1000)       */
+} loco_model_info;
+
+loco_status loco_model_get_info(const loco_model *m, loco_model_info *info);
+
+/* A human-readable multi-line summary of the architecture (blocks, channels,
+ * resolutions, attention heads, parameters, FLOPs, memory). *text is a new
+ * string the caller frees with loco_free(). */
+loco_status loco_model_describe(const loco_model *m, char **text);
+
+/* eps(x, t): x is [batch, C, H, W]; t[b] is the (fractional) timestep of
+ * image b; eps receives [batch, C_out, H, W]. The caller owns all buffers.
+ * Non-finite x or t gives LOCO_E_NUMERIC. Not safe to call concurrently on
+ * the same model (it reuses its activation arena). */
+loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps);
+
+/* alphas_cumprod of the model's noise schedule: *n entries, owned by the
+ * model. */
+const float *loco_model_alphas_cumprod(const loco_model *m, int *n);
+
+/* abar at timestep t: alphas_cumprod[floor(t)], t clamped to [0, T-1]. */
+float loco_model_abar(const loco_model *m, float t);
+
+/* Posterior mean x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar) with abar at
+ * floor(t[b]); also writes eps when eps != NULL. Buffers owned by caller. */
+loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const float *t,
+                              float *x0_hat, float *eps);
+
+/* Writes a random-initialised checkpoint folder for the UNet2DModel config
+ * at config_path: OUT_DIR/config.json and OUT_DIR/diffusion_pytorch_model.
+ * safetensors (dtype F32 or F16). Weights follow PyTorch's default
+ * initialisation (uniform +-1/sqrt(fan_in); GroupNorm 1 and 0), drawn from a
+ * deterministic generator seeded by seed. out_dir is created if needed. */
+loco_status loco_model_init_random(const char *config_path, const char *out_dir, uint64_t seed,
+                                   loco_dtype dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOCO_H */

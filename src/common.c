@@ -1,0 +1,313 @@
+/* common.c - status strings, error messages, logging, allocation helpers,
+ * half-precision conversion, a deterministic RNG, small file helpers. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ======================================================================== */
+/* Status and errors                                                        */
+/* ======================================================================== */
+
+static const char *const status_names[] = {
+    [LOCO_OK] = "ok",
+    [LOCO_E_INVALID_ARGUMENT] = "invalid argument",
+    [LOCO_E_IO] = "input/output error",
+    [LOCO_E_FORMAT] = "malformed file",
+    [LOCO_E_UNSUPPORTED] = "unsupported",
+    [LOCO_E_SHAPE] = "shape or dtype mismatch",
+    [LOCO_E_NOT_FOUND] = "not found",
+    [LOCO_E_NUMERIC] = "non-finite number",
+    [LOCO_E_NOMEM] = "out of memory or size beyond limits",
+};
+_Static_assert(sizeof(status_names) / sizeof(status_names[0]) == LOCO_STATUS_COUNT,
+               "status_names must cover every loco_status");
+
+const char *loco_strerror(loco_status s) {
+    if ((int)s < 0 || s >= LOCO_STATUS_COUNT) return "unknown status";
+    return status_names[s];
+}
+
+static _Thread_local char last_error[1024];
+
+const char *loco_last_error(void) { return last_error; }
+
+static loco_log_fn log_fn = NULL;
+static void *log_user = NULL;
+
+void loco_set_log(loco_log_fn fn, void *user) {
+    log_fn = fn;
+    log_user = user;
+}
+
+static void vlog(loco_log_level lvl, const char *fmt, va_list ap) {
+    if (!log_fn) return;
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    log_fn(lvl, buf, log_user);
+}
+
+void loco_log(loco_log_level lvl, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, fmt, ap);
+    va_end(ap);
+}
+
+loco_status loco_fail(loco_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    if (log_fn) log_fn(LOCO_LOG_ERROR, last_error, log_user);
+    return s;
+}
+
+/* ======================================================================== */
+/* Threads and memory                                                       */
+/* ======================================================================== */
+
+/* OpenBLAS's own setter; declared here to avoid depending on its header. */
+extern void openblas_set_num_threads(int);
+
+static int n_threads = 0;
+
+void loco_set_threads(int n) {
+    n_threads = n > 0 ? n : 0;
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#endif
+    if (n > 0) openblas_set_num_threads(n);
+}
+
+int loco_get_threads(void) {
+#ifdef _OPENMP
+    return n_threads > 0 ? n_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void loco_free(void *p) { free(p); }
+
+void *loco_malloc(size_t n) {
+    if (n == 0 || n > LOCO_MAX_ALLOC) return NULL;
+    return malloc(n);
+}
+
+void *loco_calloc(size_t n, size_t size) {
+    size_t total;
+    if (!loco_mul_ok(n, size, &total) || total == 0 || total > LOCO_MAX_ALLOC) return NULL;
+    return calloc(n, size);
+}
+
+bool loco_mul_ok(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+
+/* ======================================================================== */
+/* Half precision                                                           */
+/* ======================================================================== */
+
+float loco_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            man &= 0x3ff;
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp - 15 + 127) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t loco_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) /* inf or nan */
+        return sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0);
+    if (absx >= 0x477ff000u) return sign | 0x7c00; /* rounds past 65504 */
+    if (absx < 0x38800000u) {                      /* subnormal or zero in f16 */
+        if (absx < 0x33000000u) return sign;        /* below half the smallest */
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffff) | 0x800000;
+        int shift = 126 - (int)e; /* 14 - (e - 127) + 13 - 13 ... */
+        /* value = m * 2^(e-150); f16 subnormal unit 2^-24 -> q = m >> (126-e) */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return sign | (uint16_t)q;
+    }
+    uint32_t e = (absx >> 23) - 127 + 15;
+    uint32_t m = absx & 0x7fffff;
+    uint32_t h = (e << 10) | (m >> 13);
+    uint32_t rem = m & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return sign | (uint16_t)h;
+}
+
+float loco_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* ======================================================================== */
+/* RNG: xoshiro256** seeded by splitmix64                                   */
+/* ======================================================================== */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void loco_rng_seed(loco_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t loco_rng_next(loco_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double loco_rng_uniform(loco_rng *r) { return (double)(loco_rng_next(r) >> 11) * 0x1.0p-53; }
+
+double loco_rng_normal(loco_rng *r) {
+    double u1 = loco_rng_uniform(r), u2 = loco_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ======================================================================== */
+/* Files                                                                    */
+/* ======================================================================== */
+
+loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
+    *data = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return loco_fail(LOCO_E_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_len) {
+        fclose(f);
+        return loco_fail(LOCO_E_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,
+                         (long long)st.st_size, max_len);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        fclose(f);
+        free(buf);
+        return loco_fail(LOCO_E_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    buf[n] = 0;
+    *data = buf;
+    if (len) *len = n;
+    return LOCO_OK;
+}
+
+loco_status loco_write_file_atomic(const char *path, const void *data, size_t len) {
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 16);
+    if (!tmp) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            loco_status s = loco_fail(LOCO_E_IO, "%s: write failed: %s", path, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return s;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    fchmod(fd, 0644);
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot finish writing: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return s;
+    }
+    free(tmp);
+    return LOCO_OK;
+}
+
+bool loco_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool loco_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+double loco_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

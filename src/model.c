@@ -1,0 +1,480 @@
+/* model.c - the loco_model handle: opening a diffusers folder, loading and
+ * checking weights against the config, eps and x0_hat, summaries, and random
+ * initialisation of new checkpoints. */
+#define _POSIX_C_SOURCE 200809L
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define WEIGHTS_NAME "diffusion_pytorch_model.safetensors"
+#define MAX_CONFIG_BYTES (1 << 20)
+
+/* ======================================================================== */
+/* Paths                                                                    */
+/* ======================================================================== */
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", dir, name);
+    return s;
+}
+
+/* The folder of a MODEL argument: itself if a directory, else its parent. */
+static char *model_dir(const char *path) {
+    if (loco_is_dir(path)) return strdup(path);
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    size_t n = (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = 0;
+    if (n == 0) {
+        free(d);
+        return strdup("/");
+    }
+    return d;
+}
+
+/* ======================================================================== */
+/* Weights                                                                  */
+/* ======================================================================== */
+
+static loco_status load_weights(unet *u, const char *wpath) {
+    loco_tensors *f;
+    loco_status s = loco_tensors_open(wpath, &f);
+    if (s) return s;
+    size_t nf = loco_tensors_count(f);
+    char *used = calloc(nf ? nf : 1, 1);
+    u->pdata = loco_calloc(u->total_params, sizeof(float));
+    if (!used || !u->pdata) {
+        free(used);
+        loco_tensors_close(f);
+        return loco_fail(LOCO_E_NOMEM, "%s: out of memory for %zu parameters", wpath, u->total_params);
+    }
+    for (int i = 0; i < u->n_params && !s; i++) {
+        const param *p = &u->params[i];
+        const char *name = p->name;
+        size_t idx = nf;
+        for (size_t j = 0; j < nf; j++)
+            if (strcmp(loco_tensors_name(f, j), p->name) == 0 || (p->alt[0] && strcmp(loco_tensors_name(f, j), p->alt) == 0)) {
+                idx = j;
+                name = loco_tensors_name(f, j);
+                break;
+            }
+        if (idx == nf) {
+            s = loco_fail(LOCO_E_NOT_FOUND, "%s: tensor '%s' is missing (the config needs it)", wpath, p->name);
+            break;
+        }
+        if (used[idx]) {
+            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' is present under both its old and new name", wpath, p->name);
+            break;
+        }
+        used[idx] = 1;
+        loco_dtype dt;
+        int nd;
+        int64_t shape[LOCO_MAX_DIMS];
+        loco_tensors_info(f, name, &dt, &nd, shape);
+        if (dt != LOCO_DTYPE_F32 && dt != LOCO_DTYPE_F16 && dt != LOCO_DTYPE_BF16) {
+            s = loco_fail(LOCO_E_SHAPE, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 expected)", wpath, name,
+                          loco_dtype_name(dt));
+            break;
+        }
+        int same = nd == p->ndim;
+        for (int d = 0; same && d < nd; d++) same = shape[d] == p->shape[d];
+        if (!same) {
+            char got[128] = "", want[128] = "";
+            for (int d = 0; d < nd; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", (long long)shape[d]);
+            for (int d = 0; d < p->ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "",
+                         (long long)p->shape[d]);
+            s = loco_fail(LOCO_E_SHAPE, "%s: tensor '%s' has shape [%s] but the config needs [%s]", wpath, name, got,
+                          want);
+            break;
+        }
+        float *data;
+        s = loco_tensors_read_f32(f, name, &data, NULL, NULL, 0);
+        if (s) break;
+        memcpy(u->pdata + p->off, data, p->numel * sizeof(float));
+        free(data);
+    }
+    for (size_t j = 0; !s && j < nf; j++)
+        if (!used[j])
+            s = loco_fail(LOCO_E_FORMAT, "%s: unexpected tensor '%s' (not part of the model the config describes)", wpath,
+                          loco_tensors_name(f, j));
+    free(used);
+    loco_tensors_close(f);
+    return s;
+}
+
+/* ======================================================================== */
+/* Open / free                                                              */
+/* ======================================================================== */
+
+loco_status model_open_config(const char *cfg_path, unet_config *cfg) {
+    char *text;
+    size_t len;
+    loco_status s = loco_read_file(cfg_path, &text, &len, MAX_CONFIG_BYTES);
+    if (s) return s;
+    s = unet_config_parse(cfg, text, len, cfg_path);
+    free(text);
+    return s;
+}
+
+loco_status loco_model_open(const char *path, loco_model **out) {
+    if (!path || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_model_open: NULL argument");
+    *out = NULL;
+    char *dir = model_dir(path);
+    if (!dir) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    if (!loco_is_dir(dir)) {
+        loco_status s = loco_fail(LOCO_E_IO, "%s: not a model folder", path);
+        free(dir);
+        return s;
+    }
+    loco_model *m = calloc(1, sizeof *m);
+    char *cfg_path = join(dir, "config.json"), *w_path = join(dir, WEIGHTS_NAME),
+         *sched_path = join(dir, "scheduler/scheduler_config.json");
+    loco_status s = LOCO_OK;
+    if (!m || !cfg_path || !w_path || !sched_path) {
+        s = loco_fail(LOCO_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    m->path = dir;
+    dir = NULL;
+    if (!loco_file_exists(cfg_path)) {
+        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", m->path);
+        goto fail;
+    }
+    unet_config cfg;
+    if ((s = model_open_config(cfg_path, &cfg))) goto fail;
+    if ((s = unet_build(&m->net, &cfg))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", loco_last_error());
+        s = loco_fail(s, "%s: %s", cfg_path, msg);
+        goto fail;
+    }
+    if (!loco_file_exists(w_path)) {
+        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no %s in the model folder", m->path, WEIGHTS_NAME);
+        goto fail;
+    }
+    if ((s = load_weights(&m->net, w_path))) goto fail;
+    if (loco_file_exists(sched_path)) s = schedule_from_json(&m->sched, sched_path);
+    else s = schedule_default(&m->sched);
+    if (s) goto fail;
+    m->scratch = loco_malloc(m->net.scratch_floats * sizeof(float));
+    if (!m->scratch) {
+        s = loco_fail(LOCO_E_NOMEM, "%s: out of memory for scratch space", m->path);
+        goto fail;
+    }
+    free(cfg_path);
+    free(w_path);
+    free(sched_path);
+    *out = m;
+    return LOCO_OK;
+fail:
+    free(dir);
+    free(cfg_path);
+    free(w_path);
+    free(sched_path);
+    loco_model_free(m);
+    return s;
+}
+
+void loco_model_free(loco_model *m) {
+    if (!m) return;
+    unet_free(&m->net);
+    schedule_free(&m->sched);
+    free(m->arena);
+    free(m->scratch);
+    free(m->path);
+    free(m);
+}
+
+/* ======================================================================== */
+/* Evaluation                                                               */
+/* ======================================================================== */
+
+loco_status model_reserve_arena(loco_model *m, int batch) {
+    size_t need;
+    if (!loco_mul_ok(m->net.arena_per_image, (size_t)batch, &need) || !loco_mul_ok(need, sizeof(float), &need))
+        return loco_fail(LOCO_E_NOMEM, "batch %d: activation memory overflows", batch);
+    if (need <= m->arena_bytes) return LOCO_OK;
+    free(m->arena);
+    m->arena_bytes = 0;
+    m->arena = loco_malloc(need);
+    if (!m->arena) return loco_fail(LOCO_E_NOMEM, "batch %d: cannot allocate %zu bytes of activations", batch, need);
+    m->arena_bytes = need;
+    return LOCO_OK;
+}
+
+static loco_status check_inputs(const loco_model *m, int batch, const float *x, const float *t, const void *out) {
+    if (!m || !x || !t || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    if (batch < 1 || batch > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "batch %d out of range [1, 4096]", batch);
+    const unet_config *c = &m->net.cfg;
+    size_t n = (size_t)batch * c->in_ch * c->height * c->width;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return loco_fail(LOCO_E_NUMERIC, "x: element %zu is not finite", i);
+    for (int b = 0; b < batch; b++)
+        if (!isfinite(t[b])) return loco_fail(LOCO_E_NUMERIC, "t[%d] is not finite", b);
+    return LOCO_OK;
+}
+
+loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
+    loco_status s = check_inputs(m, batch, x, t, eps);
+    if (s) return s;
+    if ((s = model_reserve_arena(m, batch))) return s;
+    unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, NULL, NULL);
+    return LOCO_OK;
+}
+
+loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
+                          void *user) {
+    loco_status s = check_inputs(m, batch, x, t, eps);
+    if (s) return s;
+    if ((s = model_reserve_arena(m, batch))) return s;
+    unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, tap, user);
+    return LOCO_OK;
+}
+
+const float *loco_model_alphas_cumprod(const loco_model *m, int *n) {
+    if (n) *n = m ? m->sched.T : 0;
+    return m ? m->sched.alphas_cumprod : NULL;
+}
+
+float loco_model_abar(const loco_model *m, float t) { return schedule_abar(&m->sched, t); }
+
+loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const float *t, float *x0_hat, float *eps) {
+    loco_status s = check_inputs(m, batch, x, t, x0_hat);
+    if (s) return s;
+    const unet_config *c = &m->net.cfg;
+    if (c->in_ch != c->out_ch)
+        return loco_fail(LOCO_E_UNSUPPORTED, "x0_hat needs in_channels == out_channels (%d vs %d)", c->in_ch, c->out_ch);
+    size_t per = (size_t)c->in_ch * c->height * c->width;
+    float *e = eps ? eps : loco_malloc(per * (size_t)batch * sizeof(float));
+    if (!e) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    if ((s = loco_model_eps(m, batch, x, t, e))) {
+        if (!eps) free(e);
+        return s;
+    }
+    for (int b = 0; b < batch; b++) {
+        float ab = schedule_abar(&m->sched, t[b]);
+        float sa = sqrtf(ab), s1 = sqrtf(1.0f - ab);
+        for (size_t i = 0; i < per; i++) {
+            size_t k = (size_t)b * per + i;
+            x0_hat[k] = (x[k] - s1 * e[k]) / sa;
+        }
+    }
+    if (!eps) free(e);
+    return LOCO_OK;
+}
+
+/* ======================================================================== */
+/* Info                                                                     */
+/* ======================================================================== */
+
+loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
+    if (!m || !info) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    const unet *u = &m->net;
+    memset(info, 0, sizeof *info);
+    info->in_channels = u->cfg.in_ch;
+    info->out_channels = u->cfg.out_ch;
+    info->height = u->cfg.height;
+    info->width = u->cfg.width;
+    info->n_blocks = u->cfg.n_blocks;
+    info->n_params = (int64_t)u->total_params;
+    info->flops = u->flops;
+    info->weight_bytes = u->total_params * sizeof(float);
+    info->activation_bytes = (u->arena_per_image + u->scratch_floats) * sizeof(float);
+    info->train_timesteps = m->sched.T;
+    return LOCO_OK;
+}
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof tmp) n = sizeof tmp - 1;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t nc = b->cap ? 2 * b->cap : 1024;
+        while (nc < b->len + (size_t)n + 1) nc *= 2;
+        char *ns = realloc(b->s, nc);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = nc;
+    }
+    memcpy(b->s + b->len, tmp, (size_t)n + 1);
+    b->len += (size_t)n;
+}
+
+static void human_bytes(double b, char *out, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, n, "%.1f %s", b, u[i]);
+}
+
+loco_status loco_model_describe(const loco_model *m, char **text) {
+    if (!m || !text) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    *text = NULL;
+    const unet *u = &m->net;
+    const unet_config *c = &u->cfg;
+    sbuf b = {0};
+    sb_printf(&b, "model: %s\n", m->path);
+    sb_printf(&b, "class: UNet2DModel, %d -> %d channels, %dx%d\n", c->in_ch, c->out_ch, c->height, c->width);
+    sb_printf(&b, "parameters: %lld (%.2f M)\n", (long long)u->total_params, u->total_params / 1e6);
+    sb_printf(&b, "time embedding: positional %d -> %d, flip_sin_to_cos %s, freq_shift %g\n", c->boc[0], c->temb_dim,
+              c->flip_sin_to_cos ? "true" : "false", c->freq_shift);
+    sb_printf(&b, "norm: %d groups, eps %g; layers per block %d; downsample padding %d\n", c->groups, c->eps, c->layers,
+              c->downsample_padding);
+    int h = c->height, w = c->width;
+    for (int i = 0; i < c->n_blocks; i++) {
+        int hd = c->head_dim ? c->head_dim : c->boc[i];
+        sb_printf(&b, "  down_blocks.%d: %-15s %4d ch at %dx%d", i, c->down_attn[i] ? "AttnDownBlock2D" : "DownBlock2D",
+                  c->boc[i], h, w);
+        if (c->down_attn[i]) sb_printf(&b, ", %d head(s) of %d", c->boc[i] / hd, hd);
+        sb_printf(&b, "%s\n", i < c->n_blocks - 1 ? ", downsample" : "");
+        if (i < c->n_blocks - 1) {
+            h /= 2;
+            w /= 2;
+        }
+    }
+    if (c->mid_block) {
+        int cm = c->boc[c->n_blocks - 1], hd = c->head_dim ? c->head_dim : cm;
+        sb_printf(&b, "  mid_block:     UNetMidBlock2D  %4d ch at %dx%d", cm, h, w);
+        if (c->add_attention) sb_printf(&b, ", %d head(s) of %d", cm / hd, hd);
+        sb_printf(&b, ", scale %g\n", c->mid_scale);
+    }
+    for (int i = 0; i < c->n_blocks; i++) {
+        int ch = c->boc[c->n_blocks - 1 - i], hd = c->head_dim ? c->head_dim : ch;
+        sb_printf(&b, "  up_blocks.%d:   %-15s %4d ch at %dx%d", i, c->up_attn[i] ? "AttnUpBlock2D" : "UpBlock2D", ch, h, w);
+        if (c->up_attn[i]) sb_printf(&b, ", %d head(s) of %d", ch / hd, hd);
+        sb_printf(&b, "%s\n", i < c->n_blocks - 1 ? ", upsample" : "");
+        if (i < c->n_blocks - 1) {
+            h *= 2;
+            w *= 2;
+        }
+    }
+    char wb[32], ab[32];
+    human_bytes((double)u->total_params * 4, wb, sizeof wb);
+    human_bytes((double)(u->arena_per_image + u->scratch_floats) * 4, ab, sizeof ab);
+    sb_printf(&b, "forward: %.2f GFLOP per image (2 x multiply-adds)\n", u->flops / 1e9);
+    sb_printf(&b, "memory: weights %s (float32), activations %s per image at batch 1\n", wb, ab);
+    sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g\n", m->sched.T, m->sched.alphas_cumprod[0],
+              m->sched.alphas_cumprod[m->sched.T - 1]);
+    if (b.oom) {
+        free(b.s);
+        return loco_fail(LOCO_E_NOMEM, "out of memory");
+    }
+    *text = b.s;
+    return LOCO_OK;
+}
+
+/* ======================================================================== */
+/* Random initialisation                                                    */
+/* ======================================================================== */
+
+static loco_status mkdir_p(const char *dir) {
+    char *d = strdup(dir);
+    if (!d) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    for (char *p = d + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(d, 0755) != 0 && errno != EEXIST) {
+            loco_status s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
+            free(d);
+            return s;
+        }
+        *p = '/';
+    }
+    loco_status s = LOCO_OK;
+    if (mkdir(d, 0755) != 0 && errno != EEXIST) s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
+    free(d);
+    return s;
+}
+
+loco_status loco_model_init_random(const char *config_path, const char *out_dir, uint64_t seed, loco_dtype dtype) {
+    if (!config_path || !out_dir) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    if (dtype != LOCO_DTYPE_F32 && dtype != LOCO_DTYPE_F16)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "init: dtype must be F32 or F16");
+    char *text;
+    size_t len;
+    loco_status s = loco_read_file(config_path, &text, &len, MAX_CONFIG_BYTES);
+    if (s) return s;
+    unet_config cfg;
+    unet u;
+    if ((s = unet_config_parse(&cfg, text, len, config_path)) || (s = unet_build(&u, &cfg))) {
+        free(text);
+        return s;
+    }
+    size_t esz = dtype == LOCO_DTYPE_F32 ? 4 : 2;
+    uint8_t *data = loco_malloc(u.total_params * esz);
+    loco_tensor_ref *refs = calloc((size_t)u.n_params, sizeof *refs);
+    char *cfg_out = join(out_dir, "config.json"), *w_out = join(out_dir, WEIGHTS_NAME);
+    if (!data || !refs || !cfg_out || !w_out) {
+        s = loco_fail(LOCO_E_NOMEM, "init: out of memory for %zu parameters", u.total_params);
+        goto done;
+    }
+    loco_rng rng;
+    loco_rng_seed(&rng, seed);
+    for (int i = 0; i < u.n_params; i++) {
+        const param *p = &u.params[i];
+        uint8_t *dst = data + p->off * esz;
+        for (size_t k = 0; k < p->numel; k++) {
+            float v;
+            if (p->fan_in > 0) {
+                float bound = 1.0f / sqrtf(p->fan_in);
+                v = (float)((2.0 * loco_rng_uniform(&rng) - 1.0) * bound);
+            } else {
+                v = p->is_gn_weight ? 1.0f : 0.0f;
+            }
+            if (esz == 4) memcpy(dst + 4 * k, &v, 4);
+            else {
+                uint16_t hv = loco_f32_to_f16(v);
+                memcpy(dst + 2 * k, &hv, 2);
+            }
+        }
+        refs[i].name = p->name;
+        refs[i].dtype = dtype;
+        refs[i].ndim = p->ndim;
+        for (int d = 0; d < p->ndim; d++) refs[i].shape[d] = p->shape[d];
+        refs[i].data = dst;
+    }
+    if ((s = mkdir_p(out_dir))) goto done;
+    char seedbuf[32];
+    snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)seed);
+    const char *meta[] = {"format", "pt", "loco_init_seed", seedbuf};
+    if ((s = loco_tensors_write(w_out, refs, (size_t)u.n_params, meta, 2))) goto done;
+    s = loco_write_file_atomic(cfg_out, text, len);
+done:
+    free(cfg_out);
+    free(w_out);
+    free(refs);
+    free(data);
+    free(text);
+    unet_free(&u);
+    return s;
+}

@@ -1,0 +1,24 @@
+/* model.h - the loco_model handle and internal entry points other modules
+ * (linearization, pipelines, tests) use. */
+#ifndef LOCO_MODEL_H
+#define LOCO_MODEL_H
+
+#include "schedule.h"
+#include "unet.h"
+
+struct loco_model {
+    char *path;        /* model folder, owned                              */
+    unet net;          /* graph + parameters                               */
+    schedule sched;    /* alphas_cumprod                                   */
+    float *arena;      /* activation arena, grown to the largest batch     */
+    size_t arena_bytes;
+    float *scratch;    /* [net.scratch_floats]                             */
+};
+
+loco_status model_open_config(const char *cfg_path, unet_config *cfg);
+loco_status model_reserve_arena(loco_model *m, int batch);
+/* eps with an activation tap (tests compare block outputs). */
+loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
+                          void *user);
+
+#endif

@@ -1,0 +1,135 @@
+/* schedule.c - betas and alphas_cumprod. Formulas follow diffusers'
+ * DDPMScheduler: betas in float32 (torch.linspace semantics), alphas = 1 -
+ * betas, alphas_cumprod = cumulative product in float32. */
+#include "schedule.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* torch.linspace(start, end, n, dtype=float32): the first half counts up from
+ * start, the second half down from end, step computed in float. */
+static void linspace_f32(float start, float end, int n, float *out) {
+    if (n == 1) {
+        out[0] = start;
+        return;
+    }
+    float step = (end - start) / (float)(n - 1);
+    int halfway = n / 2;
+    for (int i = 0; i < n; i++)
+        out[i] = i < halfway ? start + step * (float)i : end - step * (float)(n - i - 1);
+}
+
+loco_status schedule_make(schedule *s, const char *kind, int T, double beta_start, double beta_end) {
+    memset(s, 0, sizeof *s);
+    if (T < 2 || T > 100000) return loco_fail(LOCO_E_UNSUPPORTED, "schedule: num_train_timesteps %d out of range", T);
+    float *betas = malloc(sizeof(float) * (size_t)T);
+    s->alphas_cumprod = malloc(sizeof(float) * (size_t)T);
+    if (!betas || !s->alphas_cumprod) {
+        free(betas);
+        free(s->alphas_cumprod);
+        s->alphas_cumprod = NULL;
+        return loco_fail(LOCO_E_NOMEM, "schedule: out of memory");
+    }
+    if (strcmp(kind, "linear") == 0) {
+        linspace_f32((float)beta_start, (float)beta_end, T, betas);
+    } else if (strcmp(kind, "scaled_linear") == 0) {
+        linspace_f32((float)sqrt(beta_start), (float)sqrt(beta_end), T, betas);
+        for (int i = 0; i < T; i++) betas[i] = betas[i] * betas[i];
+    } else if (strcmp(kind, "squaredcos_cap_v2") == 0) {
+        for (int i = 0; i < T; i++) {
+            double t1 = (double)i / T, t2 = (double)(i + 1) / T;
+            double a1 = cos((t1 + 0.008) / 1.008 * M_PI / 2), a2 = cos((t2 + 0.008) / 1.008 * M_PI / 2);
+            double b = 1.0 - (a2 * a2) / (a1 * a1);
+            betas[i] = (float)(b < 0.999 ? b : 0.999);
+        }
+    } else {
+        free(betas);
+        free(s->alphas_cumprod);
+        s->alphas_cumprod = NULL;
+        return loco_fail(LOCO_E_UNSUPPORTED, "schedule: beta_schedule '%s' is not supported", kind);
+    }
+    float acc = 1.0f;
+    for (int i = 0; i < T; i++) {
+        acc *= 1.0f - betas[i];
+        s->alphas_cumprod[i] = acc;
+    }
+    free(betas);
+    s->T = T;
+    return LOCO_OK;
+}
+
+loco_status schedule_default(schedule *s) { return schedule_make(s, "linear", 1000, 1e-4, 0.02); }
+
+loco_status schedule_from_json(schedule *s, const char *path) {
+    char *text;
+    size_t len;
+    loco_status st = loco_read_file(path, &text, &len, 1 << 20);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return loco_fail(LOCO_E_FORMAT, "%s: not a valid JSON object", path);
+    }
+    int T = 1000;
+    double b0 = 1e-4, b1 = 0.02;
+    const char *kind = "linear";
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 2 ||
+            v->valuedouble > 100000) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'num_train_timesteps' must be an integer in [2, 100000]", path);
+        }
+        T = (int)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "beta_start")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble < 1)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'beta_start' must be a number in (0, 1)", path);
+        }
+        b0 = v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "beta_end")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble < 1)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'beta_end' must be a number in (0, 1)", path);
+        }
+        b1 = v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "trained_betas")) && !cJSON_IsNull(v)) {
+        cJSON_Delete(j);
+        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key 'trained_betas' is not supported", path);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "beta_schedule")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'beta_schedule' must be a string", path);
+        }
+        kind = v->valuestring;
+    }
+    st = schedule_make(s, kind, T, b0, b1);
+    if (st) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", loco_last_error());
+        loco_fail(st, "%s: %s", path, msg);
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+void schedule_free(schedule *s) {
+    free(s->alphas_cumprod);
+    s->alphas_cumprod = NULL;
+    s->T = 0;
+}
+
+float schedule_abar(const schedule *s, float t) {
+    if (!(t >= 0)) t = 0;
+    int i = (int)floorf(t);
+    if (i > s->T - 1) i = s->T - 1;
+    return s->alphas_cumprod[i];
+}

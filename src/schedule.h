@@ -1,0 +1,23 @@
+/* schedule.h - noise schedules (betas -> alphas_cumprod) as diffusers'
+ * DDPMScheduler/DDIMScheduler compute them in float32. */
+#ifndef LOCO_SCHEDULE_H
+#define LOCO_SCHEDULE_H
+
+#include "internal.h"
+
+typedef struct schedule {
+    int T;                 /* num_train_timesteps                 */
+    float *alphas_cumprod; /* [T], owned                          */
+} schedule;
+
+/* Default: linear betas 1e-4..0.02 over 1000 steps. */
+loco_status schedule_default(schedule *s);
+/* From a diffusers scheduler_config.json (path used in messages). */
+loco_status schedule_from_json(schedule *s, const char *path);
+/* kind: "linear", "scaled_linear", "squaredcos_cap_v2". */
+loco_status schedule_make(schedule *s, const char *kind, int T, double beta_start, double beta_end);
+void schedule_free(schedule *s);
+/* alphas_cumprod[floor(t)] with t clamped to [0, T-1]. */
+float schedule_abar(const schedule *s, float t);
+
+#endif

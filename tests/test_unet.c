@@ -1,0 +1,105 @@
+/* test_unet.c - the UNet2DModel forward pass against the reference fixtures
+ * (eps, x0_hat and every block output), for both configuration branches. */
+#include "testutil.h"
+#include "model.h"
+
+typedef struct tap_ctx {
+    const char *vec_path;
+    int checked;
+    double worst;
+} tap_ctx;
+
+static void tap(void *user, const char *name, const float *data, int B, int c, int h, int w) {
+    tap_ctx *t = user;
+    char key[160];
+    snprintf(key, sizeof key, "act.%s", name);
+    size_t n;
+    float *ref = load_tensor(t->vec_path, key, &n);
+    if (n != (size_t)B * c * h * w) fail_msg("%s: reference has %zu elements, we have %d", key, n, B * c * h * w);
+    CHECK_CLOSE(key, data, ref, n, 1e-4);
+    double d = max_abs_diff(data, ref, n);
+    if (d > t->worst) t->worst = d;
+    t->checked++;
+    loco_free(ref);
+}
+
+static void check_model(const char *name) {
+    char mdir[512], vec[600];
+    snprintf(mdir, sizeof mdir, "%s", fixture_path(name));
+    snprintf(vec, sizeof vec, "%s/vectors.safetensors", mdir);
+    printf("%s:\n", name);
+    loco_model *m;
+    CHECK_OK(loco_model_open(mdir, &m));
+    size_t n;
+    float *x = load_tensor(vec, "x", &n);
+    float *t = load_tensor(vec, "t", NULL);
+    float *alpha = load_tensor(vec, "alpha_t", NULL);
+    float *eps_ref = load_tensor(vec, "eps", NULL);
+    float *x0_ref = load_tensor(vec, "x0_hat", NULL);
+    float *eps = malloc(n * sizeof(float)), *x0 = malloc(n * sizeof(float));
+    tap_ctx tc = {vec, 0, 0};
+    CHECK_OK(model_eps_tap(m, 1, x, t, eps, tap, &tc));
+    assert_int_equal(tc.checked, 10); /* conv_in, time_embedding, 3 down, mid, 3 up, conv_norm_out */
+    CHECK_CLOSE("eps", eps, eps_ref, n, 1e-4);
+    printf("  abar(t) = %.9g, reference %.9g\n", loco_model_abar(m, t[0]), alpha[0]);
+    assert_true(loco_model_abar(m, t[0]) == alpha[0]);
+    CHECK_OK(loco_model_x0_hat(m, 1, x, t, x0, NULL));
+    CHECK_CLOSE("x0_hat", x0, x0_ref, n, 1e-4);
+
+    /* batch 3: every image equals the batch-1 result (different t per image) */
+    float *xb = malloc(3 * n * sizeof(float)), *eb = malloc(3 * n * sizeof(float)), tb[3] = {t[0], 10.5f, t[0]};
+    for (int b = 0; b < 3; b++) memcpy(xb + b * n, x, n * sizeof(float));
+    CHECK_OK(loco_model_eps(m, 3, xb, tb, eb));
+    CHECK_CLOSE("batch 3, image 0", eb, eps_ref, n, 1e-4);
+    CHECK_CLOSE("batch 3, image 2", eb + 2 * n, eps_ref, n, 1e-4);
+    assert_true(max_abs_diff(eb + n, eps_ref, n) > 1e-3); /* another t gives another eps */
+
+    /* non-finite input is refused */
+    x[5] = NAN;
+    expect_error(loco_model_eps(m, 1, x, t, eps), LOCO_E_NUMERIC, "element 5", NULL);
+    free(xb);
+    free(eb);
+    free(eps);
+    free(x0);
+    loco_free(x);
+    loco_free(t);
+    loco_free(alpha);
+    loco_free(eps_ref);
+    loco_free(x0_ref);
+    loco_model_free(m);
+}
+
+static void test_unet_small(void **state) {
+    (void)state;
+    check_model("unet-small");
+}
+
+static void test_unet_small_mh(void **state) {
+    (void)state;
+    check_model("unet-small_mh");
+}
+
+static void test_info(void **state) {
+    (void)state;
+    loco_model *m;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
+    loco_model_info inf;
+    CHECK_OK(loco_model_get_info(m, &inf));
+    assert_int_equal(inf.n_params, 1113955); /* as the fixture README says */
+    assert_int_equal(inf.height, 32);
+    assert_int_equal(inf.in_channels, 3);
+    char *text;
+    CHECK_OK(loco_model_describe(m, &text));
+    assert_non_null(strstr(text, "AttnDownBlock2D"));
+    loco_free(text);
+    loco_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unet_small),
+        cmocka_unit_test(test_unet_small_mh),
+        cmocka_unit_test(test_info),
+    };
+    return cmocka_run_group_tests_name("unet", tests, NULL, NULL);
+}
