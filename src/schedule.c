@@ -1,6 +1,8 @@
 /* schedule.c - betas and alphas_cumprod. Formulas follow diffusers'
- * DDPMScheduler: betas in float32 (torch.linspace semantics), alphas = 1 -
- * betas, alphas_cumprod = cumulative product in float32. */
+ * DDPMScheduler; the arithmetic follows the LOCO Edit authors' code (numpy):
+ * betas and their cumulative product in float64, rounded to float32 at the
+ * end. This matches their alphas_cumprod bit for bit (tests/test_schedule.c);
+ * torch's float32 cumprod differs by up to 7e-7 relative. */
 #include "schedule.h"
 
 #include <cjson/cJSON.h>
@@ -9,23 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* torch.linspace(start, end, n, dtype=float32): the first half counts up from
- * start, the second half down from end, step computed in float. */
-static void linspace_f32(float start, float end, int n, float *out) {
-    if (n == 1) {
-        out[0] = start;
-        return;
-    }
-    float step = (end - start) / (float)(n - 1);
-    int halfway = n / 2;
-    for (int i = 0; i < n; i++)
-        out[i] = i < halfway ? start + step * (float)i : end - step * (float)(n - i - 1);
+/* numpy.linspace(start, end, n) in double precision. */
+static void linspace(double start, double end, int n, double *out) {
+    for (int i = 0; i < n; i++) out[i] = n == 1 ? start : start + (end - start) * (double)i / (double)(n - 1);
 }
 
 loco_status schedule_make(schedule *s, const char *kind, int T, double beta_start, double beta_end) {
     memset(s, 0, sizeof *s);
     if (T < 2 || T > 100000) return loco_fail(LOCO_E_UNSUPPORTED, "schedule: num_train_timesteps %d out of range", T);
-    float *betas = malloc(sizeof(float) * (size_t)T);
+    double *betas = malloc(sizeof(double) * (size_t)T);
     s->alphas_cumprod = malloc(sizeof(float) * (size_t)T);
     if (!betas || !s->alphas_cumprod) {
         free(betas);
@@ -34,16 +28,16 @@ loco_status schedule_make(schedule *s, const char *kind, int T, double beta_star
         return loco_fail(LOCO_E_NOMEM, "schedule: out of memory");
     }
     if (strcmp(kind, "linear") == 0) {
-        linspace_f32((float)beta_start, (float)beta_end, T, betas);
+        linspace(beta_start, beta_end, T, betas);
     } else if (strcmp(kind, "scaled_linear") == 0) {
-        linspace_f32((float)sqrt(beta_start), (float)sqrt(beta_end), T, betas);
+        linspace(sqrt(beta_start), sqrt(beta_end), T, betas);
         for (int i = 0; i < T; i++) betas[i] = betas[i] * betas[i];
     } else if (strcmp(kind, "squaredcos_cap_v2") == 0) {
         for (int i = 0; i < T; i++) {
             double t1 = (double)i / T, t2 = (double)(i + 1) / T;
             double a1 = cos((t1 + 0.008) / 1.008 * M_PI / 2), a2 = cos((t2 + 0.008) / 1.008 * M_PI / 2);
             double b = 1.0 - (a2 * a2) / (a1 * a1);
-            betas[i] = (float)(b < 0.999 ? b : 0.999);
+            betas[i] = b < 0.999 ? b : 0.999;
         }
     } else {
         free(betas);
@@ -51,10 +45,10 @@ loco_status schedule_make(schedule *s, const char *kind, int T, double beta_star
         s->alphas_cumprod = NULL;
         return loco_fail(LOCO_E_UNSUPPORTED, "schedule: beta_schedule '%s' is not supported", kind);
     }
-    float acc = 1.0f;
+    double acc = 1.0;
     for (int i = 0; i < T; i++) {
-        acc *= 1.0f - betas[i];
-        s->alphas_cumprod[i] = acc;
+        acc *= 1.0 - betas[i];
+        s->alphas_cumprod[i] = (float)acc;
     }
     free(betas);
     s->T = T;
