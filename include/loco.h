@@ -203,6 +203,48 @@ loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const fl
 loco_status loco_model_init_random(const char *config_path, const char *out_dir, uint64_t seed,
                                    loco_dtype dtype);
 
+/* ------------------------------------------------------------------------ */
+/* Linearization: J V and U^T J of eps or of the posterior mean x0_hat      */
+/* ------------------------------------------------------------------------ */
+
+/* One forward pass at (x, t), batch 1, recorded so that any number of
+ * Jacobian products can follow without recomputing it. */
+typedef struct loco_lin loco_lin;
+
+typedef enum loco_output {
+    LOCO_OUT_EPS = 0, /* eps(x, t)                                          */
+    LOCO_OUT_X0 = 1   /* x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar)       */
+} loco_output;
+
+/* Records the forward pass at x ([C, H, W]) and timestep t. The model must
+ * outlive the linearization and must not be freed before it; other calls on
+ * the model may be made in between (the record has its own memory). *out is a
+ * new handle freed with loco_lin_free(). */
+loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **out);
+void loco_lin_free(loco_lin *lin);
+
+/* The function value at the linearization point: eps or x0_hat, [C,H,W],
+ * owned by the handle. */
+const float *loco_lin_value(const loco_lin *lin, loco_output of);
+
+/* Number of output entries selected by mask (C*H*W bytes, nonzero = in; NULL
+ * = every entry). */
+size_t loco_lin_mask_count(const loco_lin *lin, const uint8_t *mask);
+
+/* J V for k tangents: V is [k, C, H, W]; JV receives [k, l], the l entries of
+ * the output selected by mask in C order (l = C*H*W when mask is NULL).
+ * Buffers owned by the caller. */
+loco_status loco_lin_jvp(loco_lin *lin, loco_output of, const uint8_t *mask, int k, const float *V, float *JV);
+
+/* U^T J for k cotangents: U is [k, l] on the masked output entries (as for
+ * loco_lin_jvp); UJ receives [k, C, H, W]. */
+loco_status loco_lin_vjp(loco_lin *lin, loco_output of, const uint8_t *mask, int k, const float *U, float *UJ);
+
+/* Bytes held by the record, and by the tangent/cotangent work space for k
+ * vectors (allocated on first use and kept for the largest k seen). */
+size_t loco_lin_record_bytes(const loco_lin *lin);
+size_t loco_lin_work_bytes(const loco_lin *lin, int k);
+
 #ifdef __cplusplus
 }
 #endif

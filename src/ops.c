@@ -3,6 +3,7 @@
  *   GroupNorm: biased variance, y = (x - mean) / sqrt(var + eps) * g + b
  *   Attention: softmax(q^T k / sqrt(d)) per head (diffusers Attention) */
 #include "ops.h"
+#include "ops_math.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -13,31 +14,7 @@
 /* Helpers                                                                  */
 /* ======================================================================== */
 
-/* exp(x) for float, vectorisable; relative error about 2 ulp on the range
- * used here; saturates to 0 below -87.3 and to +inf above 88.7. */
-static inline float fast_expf(float x) {
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.7f ? 88.7f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;  /* ln2 split in two parts (Cody-Waite) */
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t e = (int32_t)n + 127;
-    union {
-        int32_t i;
-        float f;
-    } u;
-    u.i = e << 23;
-    return p * u.f;
-}
 
-static inline float silu1(float x) { return x / (1.0f + fast_expf(-x)); }
 
 /* ======================================================================== */
 /* Convolution: chunked im2col + sgemm                                      */
@@ -45,11 +22,11 @@ static inline float silu1(float x) { return x / (1.0f + fast_expf(-x)); }
 
 #define IM2COL_MAX_FLOATS ((size_t)4 << 20) /* 16 MiB of columns at a time */
 
-static int direct_1x1(const conv_geom *g) {
+int conv2d_is_direct(const conv_geom *g) {
     return g->k == 1 && g->stride == 1 && g->pad_t == 0 && g->pad_l == 0 && g->ho == g->h && g->wo == g->w;
 }
 
-static size_t chunk_cols(const conv_geom *g) {
+size_t conv2d_chunk_cols(const conv_geom *g) {
     size_t K = (size_t)g->cin * g->k * g->k, np = (size_t)g->ho * g->wo;
     size_t c = IM2COL_MAX_FLOATS / K;
     if (c < (size_t)g->wo) c = (size_t)g->wo;
@@ -58,8 +35,8 @@ static size_t chunk_cols(const conv_geom *g) {
 }
 
 size_t conv2d_scratch(const conv_geom *g) {
-    if (direct_1x1(g)) return 0;
-    return (size_t)g->cin * g->k * g->k * chunk_cols(g);
+    if (conv2d_is_direct(g)) return 0;
+    return (size_t)g->cin * g->k * g->k * conv2d_chunk_cols(g);
 }
 
 /* col[r, p - p0] for output pixels p in [p0, p1), rows r = (ci, ky, kx). */
@@ -121,12 +98,12 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
             float *yc = yb + (size_t)c * np;
             for (size_t i = 0; i < np; i++) yc[i] = v;
         }
-        if (direct_1x1(g)) {
+        if (conv2d_is_direct(g)) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)np, g->cin, 1.0f, w, g->cin, xb,
                         (int)np, 1.0f, yb, (int)np);
             continue;
         }
-        size_t cc = chunk_cols(g);
+        size_t cc = conv2d_chunk_cols(g);
         for (size_t p0 = 0; p0 < np; p0 += cc) {
             size_t p1 = p0 + cc < np ? p0 + cc : np;
             im2col(g, xb, p0, p1, scratch);
@@ -250,6 +227,22 @@ void timestep_embedding_fwd(int B, int dim, int flip_sin_to_cos, float freq_shif
 
 size_t attention_scratch(int C, int hw) { return 5 * (size_t)C * hw + (size_t)hw * hw; }
 
+static void softmax_rows(int rows, int cols, float *S) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < rows; i++) {
+        float *row = S + (size_t)i * cols;
+        float m = row[0];
+        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
+        float sum = 0.0f;
+        for (int j = 0; j < cols; j++) {
+            row[j] = fast_expf(row[j] - m);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
 static void proj(int C, int hw, const float *W, const float *bias, const float *x, float *y) {
     /* y [C, hw] = W [C, C] x [C, hw] + bias */
     for (int c = 0; c < C; c++)
@@ -257,41 +250,36 @@ static void proj(int C, int hw, const float *W, const float *bias, const float *
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
 }
 
-void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch) {
+void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch,
+                   const attn_saved *save) {
     const size_t n = (size_t)C * hw;
     float *xn = scratch, *q = xn + n, *k = q + n, *v = k + n, *o = v + n, *S = o + n;
+    if (save) {
+        q = save->q;
+        k = save->k;
+        v = save->v;
+    }
     const int d = C / p->heads;
     const float scale = 1.0f / sqrtf((float)d);
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * n;
         float *yb = y + (size_t)b * n;
-        group_norm_fwd(1, C, hw, p->groups, p->eps, p->gn_w, p->gn_b, 0, xb, xn, NULL, NULL);
+        group_norm_fwd(1, C, hw, p->groups, p->eps, p->gn_w, p->gn_b, 0, xb, xn, save ? save->mean : NULL,
+                       save ? save->rstd : NULL);
         proj(C, hw, p->wq, p->bq, xn, q);
         proj(C, hw, p->wk, p->bk, xn, k);
         proj(C, hw, p->wv, p->bv, xn, v);
         for (int h = 0; h < p->heads; h++) {
             const float *qh = q + (size_t)h * d * hw, *kh = k + (size_t)h * d * hw, *vh = v + (size_t)h * d * hw;
+            float *Sh = save ? save->P + (size_t)h * hw * hw : S;
             /* S[i, j] = scale * sum_c q[c, i] k[c, j] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, qh, hw, kh, hw, 0.0f, S, hw);
-#pragma omp parallel for schedule(static)
-            for (int i = 0; i < hw; i++) {
-                float *row = S + (size_t)i * hw;
-                float m = row[0];
-                for (int j = 1; j < hw; j++) m = row[j] > m ? row[j] : m;
-                float sum = 0.0f;
-                for (int j = 0; j < hw; j++) {
-                    row[j] = fast_expf(row[j] - m);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < hw; j++) row[j] *= inv;
-            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, qh, hw, kh, hw, 0.0f, Sh, hw);
+            softmax_rows(hw, hw, Sh);
             /* o[c, i] = sum_j v[c, j] S[i, j] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, vh, hw, S, hw, 0.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, vh, hw, Sh, hw, 0.0f,
                         o + (size_t)h * d * hw, hw);
         }
         proj(C, hw, p->wo, p->bo, o, yb);
-        const float inv = 1.0f / p->rescale;
-        for (size_t i = 0; i < n; i++) yb[i] = (yb[i] + xb[i]) * inv;
+        for (size_t i = 0; i < n; i++) yb[i] = (yb[i] + xb[i]) / p->rescale;
     }
 }

@@ -14,6 +14,10 @@ typedef struct conv_geom {
     int ho, wo;           /* output size (padding after is implied)      */
 } conv_geom;
 
+/* 1x1, stride 1, no padding: a plain GEMM without im2col. */
+int conv2d_is_direct(const conv_geom *g);
+/* Output pixels per im2col chunk. */
+size_t conv2d_chunk_cols(const conv_geom *g);
 /* Floats of scratch conv2d_fwd needs (im2col buffer for one chunk). */
 size_t conv2d_scratch(const conv_geom *g);
 
@@ -63,7 +67,43 @@ typedef struct attn_params {
     float rescale;
 } attn_params;
 
+/* What a forward pass keeps for the derivative passes (batch 1):
+ * mean/rstd [groups] of the block's group norm, q, k, v [C, hw] and the
+ * attention probabilities P [heads, hw, hw]. */
+typedef struct attn_saved {
+    float *mean, *rstd, *q, *k, *v, *P;
+} attn_saved;
+
 size_t attention_scratch(int C, int hw);
-void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch);
+/* save may be NULL; when given, B must be 1 and q/k/v/P are kept there. */
+void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch,
+                   const attn_saved *save);
+
+/* ======================================================================== */
+/* Derivatives (ops_grad.c). "jvp" maps B tangents of the input to tangents  */
+/* of the output; "vjp" maps B cotangents of the output to cotangents of the */
+/* input and ACCUMULATES (+=) into them. x, mean, rstd, q, k, v, P are the   */
+/* recorded forward values at the linearisation point (batch 1).             */
+/* ======================================================================== */
+
+/* J^T of the convolution (no bias): dx[b] += conv^T(dy[b]). Scratch as
+ * conv2d_scratch. The JVP of a conv is conv2d_fwd with no biases. */
+void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);
+
+void group_norm_jvp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dx, float *dy);
+void group_norm_vjp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dy, float *dx);
+
+/* x: [n] recorded input; dx, dy: [B, n] */
+void silu_jvp(int B, size_t n, const float *x, const float *dx, float *dy);
+void silu_vjp(int B, size_t n, const float *x, const float *dy, float *dx);
+
+void upsample2x_vjp(int B, int C, int h, int w, const float *dy, float *dx);
+
+void attention_jvp(const attn_params *p, int C, int hw, const float *x, const attn_saved *s, int B, const float *dx,
+                   float *dy, float *scratch);
+void attention_vjp(const attn_params *p, int C, int hw, const float *x, const attn_saved *s, int B, const float *dy,
+                   float *dx, float *scratch);
 
 #endif

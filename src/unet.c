@@ -622,19 +622,113 @@ void unet_free(unet *u) {
     free(u->nodes);
     free(u->params);
     free(u->pdata);
+    free(u->fwd_off);
     memset(u, 0, sizeof *u);
 }
 
 /* ======================================================================== */
-/* Memory plan: first-fit offsets over value lifetimes                      */
+/* Memory planning: first-fit offsets over lifetimes                        */
 /* ======================================================================== */
 
-typedef struct span {
-    size_t off, len;
-    int id;
-} span;
+void planner_init(planner *p) { memset(p, 0, sizeof *p); }
 
-static size_t vsize(const value *v) { return (size_t)v->c * v->h * v->w; }
+void planner_release(planner *p) {
+    free(p->live);
+    memset(p, 0, sizeof *p);
+}
+
+size_t planner_alloc(planner *p, size_t len, int id) {
+    len = (len + 15) & ~(size_t)15; /* keep every block 64-byte aligned */
+    if (p->n + 1 > p->cap) {
+        int nc = p->cap ? 2 * p->cap : 64;
+        plan_span *nl = realloc(p->live, sizeof(plan_span) * (size_t)nc);
+        if (!nl) {
+            p->oom = 1;
+            return 0;
+        }
+        p->live = nl;
+        p->cap = nc;
+    }
+    size_t off = 0;
+    int pos = 0;
+    for (; pos < p->n; pos++) {
+        if (p->live[pos].off >= off + len) break;
+        size_t e = p->live[pos].off + p->live[pos].len;
+        if (e > off) off = e;
+    }
+    memmove(&p->live[pos + 1], &p->live[pos], sizeof(plan_span) * (size_t)(p->n - pos));
+    p->live[pos] = (plan_span){off, len, id};
+    p->n++;
+    if (off + len > p->peak) p->peak = off + len;
+    return off;
+}
+
+void planner_free(planner *p, int id) {
+    for (int j = 0; j < p->n; j++)
+        if (p->live[j].id == id) {
+            memmove(&p->live[j], &p->live[j + 1], sizeof(plan_span) * (size_t)(p->n - j - 1));
+            p->n--;
+            return;
+        }
+}
+
+size_t unet_value_size(const unet *u, int id) {
+    const value *v = &u->values[id];
+    return (size_t)v->c * v->h * v->w;
+}
+
+size_t unet_plan_forward(const unet *u, const char *keep, size_t *off) {
+    planner pl;
+    planner_init(&pl);
+    off[u->x_in] = planner_alloc(&pl, unet_value_size(u, u->x_in), u->x_in);
+    for (int i = 0; i < u->n_nodes; i++) {
+        const node *n = &u->nodes[i];
+        off[n->out] = planner_alloc(&pl, unet_value_size(u, n->out), n->out);
+        /* a node's inputs stay live while it runs: release them after */
+        const int in[2] = {n->in0, n->in1};
+        for (int j = 0; j < 2; j++)
+            if (in[j] >= 0 && u->values[in[j]].last_use == i && in[j] != u->t_out && !(keep && keep[in[j]]))
+                planner_free(&pl, in[j]);
+    }
+    size_t peak = pl.oom ? 0 : pl.peak;
+    planner_release(&pl);
+    return peak;
+}
+
+size_t unet_node_save_floats(const unet *u, int i) {
+    const node *n = &u->nodes[i];
+    const value *x = &u->values[n->in0 >= 0 ? n->in0 : n->out];
+    if (n->kind == NODE_GN) return 2 * (size_t)n->groups;
+    if (n->kind == NODE_ATTN) {
+        size_t hw = (size_t)x->h * x->w;
+        return 2 * (size_t)n->groups + 3 * (size_t)x->c * hw + (size_t)n->heads * hw * hw;
+    }
+    return 0;
+}
+
+attn_saved unet_attn_saved(const unet *u, int i, float *save) {
+    const node *n = &u->nodes[i];
+    const value *x = &u->values[n->in0];
+    size_t cn = (size_t)x->c * x->h * x->w;
+    attn_saved s;
+    s.mean = save;
+    s.rstd = save + n->groups;
+    s.q = s.rstd + n->groups;
+    s.k = s.q + cn;
+    s.v = s.k + cn;
+    s.P = s.v + cn;
+    return s;
+}
+
+attn_params unet_attn_params(const unet *u, int i) {
+    const node *n = &u->nodes[i];
+    attn_params ap = {
+        unet_param(u, n->pattn[0]), unet_param(u, n->pattn[1]), unet_param(u, n->pattn[2]), unet_param(u, n->pattn[3]),
+        unet_param(u, n->pattn[4]), unet_param(u, n->pattn[5]), unet_param(u, n->pattn[6]), unet_param(u, n->pattn[7]),
+        unet_param(u, n->pattn[8]), unet_param(u, n->pattn[9]), n->groups, n->eps, n->heads, n->scale,
+    };
+    return ap;
+}
 
 static loco_status plan(unet *u) {
     for (int i = 0; i < u->n_values; i++) u->values[i].last_use = -1;
@@ -643,43 +737,10 @@ static loco_status plan(unet *u) {
         if (n->in0 >= 0) u->values[n->in0].last_use = i;
         if (n->in1 >= 0) u->values[n->in1].last_use = i;
     }
-    u->values[u->t_out].last_use = u->n_nodes; /* read after the last node */
-    span *live = malloc(sizeof(span) * (size_t)(u->n_values + 1));
-    if (!live) return loco_fail(LOCO_E_NOMEM, "out of memory planning the model");
-    int nl = 0;
-    size_t peak = 0;
-    /* the input is live from the start until its last use */
-    for (int step = -1; step < u->n_nodes; step++) {
-        int vid = step < 0 ? u->x_in : u->nodes[step].out;
-        size_t len = vsize(&u->values[vid]);
-        len = (len + 15) & ~(size_t)15; /* 64-byte alignment per image */
-        /* first fit in gaps between sorted live spans */
-        size_t off = 0;
-        int pos = 0;
-        for (; pos < nl; pos++) {
-            if (live[pos].off >= off + len) break;
-            size_t e = live[pos].off + live[pos].len;
-            if (e > off) off = e;
-        }
-        memmove(&live[pos + 1], &live[pos], sizeof(span) * (size_t)(nl - pos));
-        live[pos] = (span){off, len, vid};
-        nl++;
-        u->values[vid].off = off;
-        if (off + len > peak) peak = off + len;
-        /* free values whose last use is this step (a node's inputs stay live
-         * while it runs, so they are released after the allocation above) */
-        for (int j = 0; j < nl;) {
-            const value *v = &u->values[live[j].id];
-            if (step >= 0 && v->last_use <= step && live[j].id != u->t_out) {
-                memmove(&live[j], &live[j + 1], sizeof(span) * (size_t)(nl - j - 1));
-                nl--;
-            } else {
-                j++;
-            }
-        }
-    }
-    free(live);
-    u->arena_per_image = peak;
+    u->fwd_off = malloc(sizeof(size_t) * (size_t)u->n_values);
+    if (!u->fwd_off) return loco_fail(LOCO_E_NOMEM, "out of memory planning the model");
+    u->arena_per_image = unet_plan_forward(u, NULL, u->fwd_off);
+    if (!u->arena_per_image) return loco_fail(LOCO_E_NOMEM, "out of memory planning the model");
     size_t sc = 0;
     for (int i = 0; i < u->n_nodes; i++) {
         const node *n = &u->nodes[i];
@@ -699,55 +760,53 @@ static loco_status plan(unet *u) {
 /* Forward                                                                  */
 /* ======================================================================== */
 
+void unet_exec_node(const unet *u, int i, int B, float *arena, const size_t *off, const float *t, float *scratch,
+                    float *save) {
+#define PTR(id) (arena + off[id] * (size_t)B)
+    const node *n = &u->nodes[i];
+    const value *ov = &u->values[n->out];
+    float *y = PTR(n->out);
+    const float *a = n->in0 >= 0 ? PTR(n->in0) : NULL;
+    const float *c = n->in1 >= 0 ? PTR(n->in1) : NULL;
+    const size_t nel = unet_value_size(u, n->out) * (size_t)B;
+    switch (n->kind) {
+    case NODE_TEMB: timestep_embedding_fwd(B, ov->c, u->cfg.flip_sin_to_cos, u->cfg.freq_shift, t, y); break;
+    case NODE_LINEAR:
+        linear_fwd(B, u->values[n->in0].c, ov->c, a, unet_param(u, n->pw), unet_param(u, n->pb), y);
+        break;
+    case NODE_SILU: silu_fwd(nel, a, y); break;
+    case NODE_CONV: conv2d_fwd(&n->g, B, a, unet_param(u, n->pw), unet_param(u, n->pb), c, y, scratch); break;
+    case NODE_GN:
+        group_norm_fwd(B, ov->c, ov->h * ov->w, n->groups, n->eps, unet_param(u, n->pw), unet_param(u, n->pb), n->silu,
+                       a, y, save ? save : NULL, save ? save + n->groups : NULL);
+        break;
+    case NODE_ADD: add_scale_fwd(nel, a, c, n->scale, y); break;
+    case NODE_CONCAT: concat_fwd(B, u->values[n->in0].c, u->values[n->in1].c, ov->h * ov->w, a, c, y); break;
+    case NODE_UPSAMPLE: upsample2x_fwd(B, ov->c, u->values[n->in0].h, u->values[n->in0].w, a, y); break;
+    case NODE_ATTN: {
+        attn_params ap = unet_attn_params(u, i);
+        attn_saved sv;
+        if (save) sv = unet_attn_saved(u, i, save);
+        attention_fwd(&ap, B, ov->c, ov->h * ov->w, a, y, scratch, save ? &sv : NULL);
+        break;
+    }
+    case NODE_SCALE_SHIFT:
+        for (size_t k = 0; k < nel; k++) y[k] = a[k] * n->scale + n->shift;
+        break;
+    case NODE_KIND_COUNT: break;
+    }
+#undef PTR
+}
+
 void unet_forward(const unet *u, int B, const float *x, const float *t, float *eps, float *arena, float *scratch,
                   unet_tap_fn tapfn, void *tap_user) {
-#define PTR(id) (arena + u->values[id].off * (size_t)B)
-    const value *xv = &u->values[u->x_in];
-    memcpy(PTR(u->x_in), x, sizeof(float) * vsize(xv) * (size_t)B);
+    const size_t *off = u->fwd_off;
+    memcpy(arena + off[u->x_in] * (size_t)B, x, sizeof(float) * unet_value_size(u, u->x_in) * (size_t)B);
     for (int i = 0; i < u->n_nodes; i++) {
-        const node *n = &u->nodes[i];
-        const value *ov = &u->values[n->out];
-        float *y = PTR(n->out);
-        const float *a = n->in0 >= 0 ? PTR(n->in0) : NULL;
-        const float *c = n->in1 >= 0 ? PTR(n->in1) : NULL;
-        const size_t nel = vsize(ov) * (size_t)B;
-        switch (n->kind) {
-        case NODE_TEMB:
-            timestep_embedding_fwd(B, ov->c, u->cfg.flip_sin_to_cos, u->cfg.freq_shift, t, y);
-            break;
-        case NODE_LINEAR:
-            linear_fwd(B, u->values[n->in0].c, ov->c, a, unet_param(u, n->pw), unet_param(u, n->pb), y);
-            break;
-        case NODE_SILU: silu_fwd(nel, a, y); break;
-        case NODE_CONV: conv2d_fwd(&n->g, B, a, unet_param(u, n->pw), unet_param(u, n->pb), c, y, scratch); break;
-        case NODE_GN:
-            group_norm_fwd(B, ov->c, ov->h * ov->w, n->groups, n->eps, unet_param(u, n->pw), unet_param(u, n->pb),
-                           n->silu, a, y, NULL, NULL);
-            break;
-        case NODE_ADD: add_scale_fwd(nel, a, c, n->scale, y); break;
-        case NODE_CONCAT:
-            concat_fwd(B, u->values[n->in0].c, u->values[n->in1].c, ov->h * ov->w, a, c, y);
-            break;
-        case NODE_UPSAMPLE:
-            upsample2x_fwd(B, ov->c, u->values[n->in0].h, u->values[n->in0].w, a, y);
-            break;
-        case NODE_ATTN: {
-            attn_params ap = {
-                unet_param(u, n->pattn[0]), unet_param(u, n->pattn[1]), unet_param(u, n->pattn[2]),
-                unet_param(u, n->pattn[3]), unet_param(u, n->pattn[4]), unet_param(u, n->pattn[5]),
-                unet_param(u, n->pattn[6]), unet_param(u, n->pattn[7]), unet_param(u, n->pattn[8]),
-                unet_param(u, n->pattn[9]), n->groups, n->eps, n->heads, n->scale,
-            };
-            attention_fwd(&ap, B, ov->c, ov->h * ov->w, a, y, scratch);
-            break;
-        }
-        case NODE_SCALE_SHIFT:
-            for (size_t k = 0; k < nel; k++) y[k] = a[k] * n->scale + n->shift;
-            break;
-        case NODE_KIND_COUNT: break;
-        }
-        if (tapfn && ov->tap) tapfn(tap_user, ov->tap, y, B, ov->c, ov->h, ov->w);
+        unet_exec_node(u, i, B, arena, off, t, scratch, NULL);
+        const value *ov = &u->values[u->nodes[i].out];
+        if (tapfn && ov->tap)
+            tapfn(tap_user, ov->tap, arena + off[u->nodes[i].out] * (size_t)B, B, ov->c, ov->h, ov->w);
     }
-    memcpy(eps, PTR(u->t_out), sizeof(float) * vsize(&u->values[u->t_out]) * (size_t)B);
-#undef PTR
+    memcpy(eps, arena + off[u->t_out] * (size_t)B, sizeof(float) * unet_value_size(u, u->t_out) * (size_t)B);
 }

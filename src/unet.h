@@ -56,7 +56,6 @@ typedef struct value {
     int c, h, w;          /* per-image shape; vectors are [c, 1, 1]        */
     int depends_on_x;     /* 0 for the time-embedding path                 */
     const char *tap;      /* block name for activation taps, or NULL       */
-    size_t off;           /* per-image float offset in the arena plan      */
     int last_use;         /* index of the last node reading it             */
 } value;
 
@@ -92,6 +91,7 @@ typedef struct unet {
     node *nodes;
     int n_nodes, cap_nodes;
     int x_in, t_out;      /* input value, output (eps) value               */
+    size_t *fwd_off;      /* [n_values] per-image offsets of the forward plan */
     size_t arena_per_image; /* floats, from the plan                       */
     size_t scratch_floats;
     double flops;         /* per image                                     */
@@ -103,6 +103,38 @@ loco_status unet_build(unet *u, const unet_config *cfg);
 void unet_free(unet *u);
 
 static inline const float *unet_param(const unet *u, int id) { return id < 0 ? NULL : u->pdata + u->params[id].off; }
+
+/* ---- memory planning -------------------------------------------------- */
+typedef struct plan_span {
+    size_t off, len;
+    int id;
+} plan_span;
+typedef struct planner {
+    plan_span *live;
+    int n, cap, oom;
+    size_t peak;
+} planner;
+void planner_init(planner *p);
+void planner_release(planner *p);
+/* first-fit offset (floats) for a block of len floats named id */
+size_t planner_alloc(planner *p, size_t len, int id);
+void planner_free(planner *p, int id);
+
+size_t unet_value_size(const unet *u, int id); /* floats per image */
+/* Forward-order plan; values with keep[id] set are never released. Fills
+ * off[n_values] and returns the peak (floats per image), 0 on OOM. */
+size_t unet_plan_forward(const unet *u, const char *keep, size_t *off);
+
+/* ---- execution ----------------------------------------------------------- */
+/* Floats node i keeps for the derivative passes when recording (GN: mean and
+ * rstd; attention: attn_saved). */
+size_t unet_node_save_floats(const unet *u, int i);
+attn_saved unet_attn_saved(const unet *u, int i, float *save);
+attn_params unet_attn_params(const unet *u, int i);
+/* Runs node i on batch B; value id lives at arena + off[id] * B. save: NULL or
+ * unet_node_save_floats(u, i) floats to record into (B must be 1). */
+void unet_exec_node(const unet *u, int i, int B, float *arena, const size_t *off, const float *t, float *scratch,
+                    float *save);
 
 /* Activation tap: called after each node that produces a named value. */
 typedef void (*unet_tap_fn)(void *user, const char *name, const float *data, int B, int c, int h, int w);
