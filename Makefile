@@ -2,18 +2,19 @@
 #   make            library + CLI (build/)
 #   make test       unit and fixture tests
 #   make asan       the same tests under ASan+UBSan (build-asan/)
-#   make bench      the benchmark program
+#   make bench      the benchmark (BENCH_ARGS="--quick", "--json", "--only NAME")
 CC      ?= gcc
 ARCH    ?= -march=native
 OPT     ?= -O3
 BUILD   ?= build
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) $(ARCH) -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lcjson -lm
+LDLIBS  += -lopenblas -lcjson -lpng -lm
 TEST_LDLIBS = -lcmocka
 
 LIB_SRC := $(wildcard src/*.c)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
 all: $(BUILD)/loco $(BUILD)/bench
@@ -36,14 +37,16 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
 
 test: $(TESTS) $(BUILD)/loco
-	@BUILD=$(BUILD) tests/run.sh $(TESTS)
+	@BUILD=$(BUILD) tests/run.sh $(TESTS) $(SH_TESTS)
 
 asan:
 	$(MAKE) test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	    LDFLAGS="-fsanitize=address,undefined"
 
+# OPENBLAS_CORETYPE defaults to Haswell as in the tests; run $(BUILD)/bench
+# directly to let OpenBLAS pick its kernel. Options: make bench BENCH_ARGS=--quick
 bench: $(BUILD)/bench
-	$(BUILD)/bench
+	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE-Haswell} $(BUILD)/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan

@@ -204,6 +204,35 @@ loco_status loco_model_init_random(const char *config_path, const char *out_dir,
                                    loco_dtype dtype);
 
 /* ------------------------------------------------------------------------ */
+/* Images and masks                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* An 8-bit image, rows top to bottom, channels interleaved: data[(y*W + x)*C + c]. */
+typedef struct loco_image {
+    int width, height, channels; /* channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA */
+    uint8_t *data;               /* owned by whoever filled the struct        */
+} loco_image;
+
+/* Reads a PNG (any bit depth and colour type; 16-bit is reduced to 8, palettes
+ * expanded). img->data is new memory the caller frees with loco_free(). At most
+ * 16384 x 16384 pixels. */
+loco_status loco_png_read(const char *path, loco_image *img);
+
+/* Writes img as an 8-bit PNG (1-4 channels), atomically (temporary file,
+ * then rename). */
+loco_status loco_png_write(const char *path, const loco_image *img);
+
+/* Region-of-interest masks over an h x w image: mask[h*w], 1 inside, 0 outside.
+ * rect: rows y0..y1-1, columns x0..x1-1 (half-open, as Python slices; must be
+ * inside the image and non-empty). ellipse: centre (cy, cx), radii (ry, rx)
+ * in pixels, pixel centres at integer coordinates. png: a PNG of the same
+ * size, any channel count, a pixel is inside when any channel is nonzero.
+ * The caller owns mask. An empty mask is an error (LOCO_E_INVALID_ARGUMENT). */
+loco_status loco_mask_rect(int h, int w, int y0, int y1, int x0, int x1, uint8_t *mask);
+loco_status loco_mask_ellipse(int h, int w, double cy, double cx, double ry, double rx, uint8_t *mask);
+loco_status loco_mask_png(const char *path, int h, int w, uint8_t *mask);
+
+/* ------------------------------------------------------------------------ */
 /* Linearization: J V and U^T J of eps or of the posterior mean x0_hat      */
 /* ------------------------------------------------------------------------ */
 

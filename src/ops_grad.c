@@ -33,10 +33,28 @@ static void col2im_add(const conv_geom *g, const float *col, size_t p0, size_t p
         for (int kk = 0; kk < k * k; kk++) {
             int ky = kk / k, kx = kk % k;
             const float *src = col + ((size_t)ci * k * k + kk) * np;
-            for (size_t p = p0; p < p1; p++) {
-                int oy = (int)(p / Wo), ox = (int)(p % Wo);
-                int iy = oy * s - g->pad_t + ky, ix = ox * s - g->pad_l + kx;
-                if (iy >= 0 && iy < H && ix >= 0 && ix < W) xc[(size_t)iy * W + ix] += src[p - p0];
+            size_t p = p0;
+            while (p < p1) { /* one output row segment at a time */
+                int oy = (int)(p / Wo), ox0 = (int)(p % Wo);
+                int ox1 = Wo;
+                if (p1 - p < (size_t)(ox1 - ox0)) ox1 = ox0 + (int)(p1 - p);
+                int iy = oy * s - g->pad_t + ky;
+                const float *sr = src + (p - p0) - ox0;
+                if (iy >= 0 && iy < H) {
+                    float *xr = xc + (size_t)iy * W;
+                    /* valid ox: 0 <= ox*s - pad_l + kx < W */
+                    int lo = g->pad_l - kx > 0 ? (g->pad_l - kx + s - 1) / s : 0;
+                    int hi = (W - 1 + g->pad_l - kx) / s + 1; /* exclusive */
+                    if (lo < ox0) lo = ox0;
+                    if (hi > ox1) hi = ox1;
+                    if (s == 1) {
+                        float *xd = xr - g->pad_l + kx;
+                        for (int ox = lo; ox < hi; ox++) xd[ox] += sr[ox];
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) xr[ox * s - g->pad_l + kx] += sr[ox];
+                    }
+                }
+                p += (size_t)(ox1 - ox0);
             }
         }
     }

@@ -7,6 +7,8 @@
  * sides are sums of many float products, and for random u, v the inner
  * products themselves are ~sqrt(n) smaller than |u||Jv| (cancellation), so
  * dividing by |<u,Jv>| would measure the cancellation, not the Jacobians. */
+#include <unistd.h>
+
 #include "testutil.h"
 #include "linalg.h"
 #include "model.h"
@@ -463,12 +465,53 @@ static void test_op_attention(void **s) {
     }
 }
 
+/* ======================================================================== */
+/* Command line: loco jacobian reproduces the fixture                       */
+/* ======================================================================== */
+
+static void test_cli_jacobian(void **st) {
+    (void)st;
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char cmd[2048], dir[] = "/tmp/loco_jacXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *F = fixture_path("unet-small");
+    char vec[600];
+    snprintf(vec, sizeof vec, "%s/vectors.safetensors", F);
+    const char *modes[2] = {"jvp", "vjp"}, *names[2] = {"JV", "UJ"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s/loco jacobian %s --x %s --t 595.36359 --mode %s --in %s --out %s/%s.st --rect 6,16,8,24 --quiet",
+                 build, F, vec, modes[i], vec, dir, modes[i]);
+        printf("  $ %s\n", cmd);
+        assert_int_equal(system(cmd), 0);
+        char out[700];
+        snprintf(out, sizeof out, "%s/%s.st", dir, modes[i]);
+        size_t n, nr;
+        float *got = load_tensor(out, names[i], &n), *ref = load_tensor(vec, names[i], &nr);
+        assert_int_equal(n, nr);
+        CHECK_CLOSE(names[i], got, ref, n, 1e-4 * max_abs(ref, n));
+        loco_free(got);
+        loco_free(ref);
+        remove(out);
+    }
+    /* a bad rectangle is refused and writes nothing */
+    snprintf(cmd, sizeof cmd,
+             "%s/loco jacobian %s --x %s --t 595 --mode jvp --in %s --out %s/bad.st --rect 6,6,8,24 2>/dev/null", build,
+             F, vec, vec, dir);
+    assert_int_not_equal(system(cmd), 0);
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/bad.st", dir);
+    assert_null(fopen(bad, "rb"));
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_op_conv),          cmocka_unit_test(test_op_group_norm),
         cmocka_unit_test(test_op_elementwise),   cmocka_unit_test(test_op_attention),
         cmocka_unit_test(test_fixture_small),    cmocka_unit_test(test_fixture_small_mh),
         cmocka_unit_test(test_network_small),    cmocka_unit_test(test_network_small_mh),
+        cmocka_unit_test(test_cli_jacobian),
     };
     return cmocka_run_group_tests_name("linearize", tests, NULL, NULL);
 }

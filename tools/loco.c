@@ -21,8 +21,7 @@ static void log_cb(loco_log_level lvl, const char *msg, void *user) {
 
 static int fail(loco_status s) {
     const char *d = loco_last_error();
-    fprintf(stderr, "loco: error: %s%s%s\n", d[0] ? d : loco_strerror(s), d[0] ? " " : "",
-            d[0] ? "" : "");
+    fprintf(stderr, "loco: error: %s\n", d[0] ? d : loco_strerror(s));
     return s == LOCO_E_INVALID_ARGUMENT ? 2 : 1;
 }
 
@@ -42,6 +41,11 @@ static const char *const usage_text =
     "                                      write a random-initialised checkpoint folder\n"
     "  eps MODEL --x X.safetensors --t T --out OUT.safetensors\n"
     "                                      eps(x, t) and x0_hat for tensor x [B,C,H,W]\n"
+    "  jacobian MODEL --x X.safetensors --t T --mode jvp|vjp --in IN.safetensors\n"
+    "           --out OUT.safetensors [--mask M.png | --rect y0,y1,x0,x1] [--of eps|x0]\n"
+    "                                      J V (IN has V [k,C,H,W]; OUT gets JV) or U^T J\n"
+    "                                      (IN has U [k,C,H,W] or [k,l]; OUT gets UJ) of\n"
+    "                                      x0_hat (default) or eps, on the mask entries\n"
     "  help                                this text\n"
     "\n"
     "MODEL is a diffusers UNet2DModel folder (config.json +\n"
@@ -217,6 +221,163 @@ done:
     return rc;
 }
 
+/* ---- jacobian -------------------------------------------------------------- */
+
+/* "a,b,c,d" -> 4 ints */
+static int parse_rect(const char *s, int r[4]) {
+    char tail;
+    return sscanf(s, "%d,%d,%d,%d%c", &r[0], &r[1], &r[2], &r[3], &tail) == 4;
+}
+
+/* Reads tensor `name` [1,C,H,W] or [C,H,W] of the model's input shape. */
+static loco_status read_image_tensor(const char *path, const char *name, const loco_model_info *inf, float **out) {
+    loco_tensors *f;
+    loco_status st = loco_tensors_open(path, &f);
+    if (st) return st;
+    int nd;
+    int64_t sh[LOCO_MAX_DIMS];
+    st = loco_tensors_read_f32(f, name, out, &nd, sh, 0);
+    loco_tensors_close(f);
+    if (st) return st;
+    int ok = (nd == 4 && sh[0] == 1 && sh[1] == inf->in_channels && sh[2] == inf->height && sh[3] == inf->width) ||
+             (nd == 3 && sh[0] == inf->in_channels && sh[1] == inf->height && sh[2] == inf->width);
+    if (!ok) {
+        fprintf(stderr, "loco: error: %s: tensor '%s' must have shape [1,%d,%d,%d]\n", path, name, inf->in_channels,
+                inf->height, inf->width);
+        loco_free(*out);
+        *out = NULL;
+        return LOCO_E_SHAPE;
+    }
+    return LOCO_OK;
+}
+
+static int cmd_jacobian(args *a) {
+    const char *model = NULL, *xpath = NULL, *inp = NULL, *outp = NULL, *maskp = NULL, *rect = NULL, *mode = NULL,
+               *of_s = "x0", *v;
+    double t = NAN;
+    for (; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if ((v = opt(a, "--x"))) xpath = v;
+        else if ((v = opt(a, "--in"))) inp = v;
+        else if ((v = opt(a, "--out"))) outp = v;
+        else if ((v = opt(a, "--mask"))) maskp = v;
+        else if ((v = opt(a, "--rect"))) rect = v;
+        else if ((v = opt(a, "--mode"))) mode = v;
+        else if ((v = opt(a, "--of"))) of_s = v;
+        else if ((v = opt(a, "--t"))) {
+            if (!parse_float(v, &t) || t < 0) return usage_error("jacobian: bad --t '%s' (a timestep >= 0)", v);
+        } else if (s[0] == '-') return usage_error("jacobian: unknown or incomplete option '%s'", s);
+        else if (!model) model = s;
+        else return usage_error("jacobian: unexpected argument '%s'", s);
+    }
+    if (!model || !xpath || !inp || !outp || !mode || isnan(t))
+        return usage_error("jacobian: %s", "needs MODEL --x X --t T --mode jvp|vjp --in IN --out OUT");
+    int jvp = strcmp(mode, "jvp") == 0;
+    if (!jvp && strcmp(mode, "vjp") != 0) return usage_error("jacobian: --mode must be jvp or vjp, not '%s'", mode);
+    loco_output of;
+    if (strcmp(of_s, "x0") == 0) of = LOCO_OUT_X0;
+    else if (strcmp(of_s, "eps") == 0) of = LOCO_OUT_EPS;
+    else return usage_error("jacobian: --of must be eps or x0, not '%s'", of_s);
+    if (maskp && rect) return usage_error("jacobian: %s", "give --mask or --rect, not both");
+    int r4[4];
+    if (rect && !parse_rect(rect, r4)) return usage_error("jacobian: bad --rect '%s' (y0,y1,x0,x1)", rect);
+
+    loco_model *m = NULL;
+    loco_lin *L = NULL;
+    loco_tensors *inf_f = NULL;
+    float *x = NULL, *in = NULL, *out = NULL;
+    uint8_t *pix = NULL, *mask = NULL;
+    int rc = 0;
+    loco_status st;
+    if ((st = loco_model_open(model, &m))) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int C = inf.out_channels, H = inf.height, W = inf.width;
+    const size_t n = (size_t)inf.in_channels * H * W, nout = (size_t)C * H * W;
+    if ((st = read_image_tensor(xpath, "x", &inf, &x))) goto err;
+    if (maskp || rect) {
+        pix = malloc((size_t)H * W);
+        mask = malloc(nout);
+        if (!pix || !mask) {
+            st = LOCO_E_NOMEM;
+            goto err;
+        }
+        st = maskp ? loco_mask_png(maskp, H, W, pix) : loco_mask_rect(H, W, r4[0], r4[1], r4[2], r4[3], pix);
+        if (st) goto err;
+        for (int c = 0; c < C; c++) memcpy(mask + (size_t)c * H * W, pix, (size_t)H * W);
+    }
+    if ((st = loco_tensors_open(inp, &inf_f))) goto err;
+    int nd;
+    int64_t sh[LOCO_MAX_DIMS];
+    const char *iname = jvp ? "V" : "U";
+    if ((st = loco_tensors_read_f32(inf_f, iname, &in, &nd, sh, 0))) goto err;
+    if ((st = loco_linearize(m, x, (float)t, &L))) goto err;
+    size_t l = loco_lin_mask_count(L, mask);
+    int k = nd >= 1 ? (int)sh[0] : 0;
+    if (jvp) {
+        if (nd != 4 || sh[1] != inf.in_channels || sh[2] != H || sh[3] != W || k < 1 || k > 65536) {
+            fprintf(stderr, "loco: error: %s: tensor 'V' must have shape [k,%d,%d,%d]\n", inp, inf.in_channels, H, W);
+            rc = 1;
+            goto done;
+        }
+        out = malloc(sizeof(float) * (size_t)k * l);
+        if (!out) {
+            st = LOCO_E_NOMEM;
+            goto err;
+        }
+        if ((st = loco_lin_jvp(L, of, mask, k, in, out))) goto err;
+        loco_tensor_ref ref = {"JV", LOCO_DTYPE_F32, mask ? 2 : 4, {k, (int64_t)l}, out};
+        if (!mask) {
+            ref.shape[1] = C;
+            ref.shape[2] = H;
+            ref.shape[3] = W;
+        }
+        char tb[64];
+        snprintf(tb, sizeof tb, "%.9g", (double)(float)t);
+        const char *meta[] = {"model", model, "t", tb, "of", of_s, "mode", "jvp"};
+        if ((st = loco_tensors_write(outp, &ref, 1, meta, 4))) goto err;
+    } else {
+        int full = nd == 4 && sh[1] == C && sh[2] == H && sh[3] == W;
+        int flat = nd == 2 && (size_t)sh[1] == l;
+        if ((!full && !flat) || k < 1 || k > 65536) {
+            fprintf(stderr, "loco: error: %s: tensor 'U' must have shape [k,%d,%d,%d] or [k,%zu] (mask entries)\n", inp,
+                    C, H, W, l);
+            rc = 1;
+            goto done;
+        }
+        if (full && mask) { /* keep only the mask entries */
+            size_t j = 0;
+            for (int b = 0; b < k; b++)
+                for (size_t i = 0; i < nout; i++)
+                    if (mask[i]) in[j++] = in[(size_t)b * nout + i];
+        }
+        out = malloc(sizeof(float) * (size_t)k * n);
+        if (!out) {
+            st = LOCO_E_NOMEM;
+            goto err;
+        }
+        if ((st = loco_lin_vjp(L, of, mask, k, in, out))) goto err;
+        loco_tensor_ref ref = {"UJ", LOCO_DTYPE_F32, 4, {k, inf.in_channels, H, W}, out};
+        char tb[64];
+        snprintf(tb, sizeof tb, "%.9g", (double)(float)t);
+        const char *meta[] = {"model", model, "t", tb, "of", of_s, "mode", "vjp"};
+        if ((st = loco_tensors_write(outp, &ref, 1, meta, 4))) goto err;
+    }
+    goto done;
+err:
+    rc = fail(st);
+done:
+    loco_free(x);
+    loco_free(in);
+    free(out);
+    free(pix);
+    free(mask);
+    loco_tensors_close(inf_f);
+    loco_lin_free(L);
+    loco_model_free(m);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
@@ -249,5 +410,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "info") == 0) return cmd_info(&a);
     if (strcmp(cmd, "init") == 0) return cmd_init(&a);
     if (strcmp(cmd, "eps") == 0) return cmd_eps(&a);
+    if (strcmp(cmd, "jacobian") == 0) return cmd_jacobian(&a);
     return usage_error("unknown command '%s'", cmd);
 }
