@@ -229,8 +229,14 @@ double loco_rng_normal(loco_rng *r) {
 
 loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
     *data = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK: a FIFO must not hang the open (it is refused below) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return s;
+    }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
@@ -286,6 +292,15 @@ loco_status loco_write_file_atomic(const char *path, const void *data, size_t le
         left -= (size_t)w;
     }
     fchmod(fd, 0644);
+    /* the data reaches the disk before the rename makes it visible, so a
+     * crash leaves the old file or the complete new one */
+    if (fsync(fd) != 0) {
+        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot flush to disk: %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return s;
+    }
     if (close(fd) != 0 || rename(tmp, path) != 0) {
         loco_status s = loco_fail(LOCO_E_IO, "%s: cannot finish writing: %s", path, strerror(errno));
         unlink(tmp);

@@ -60,20 +60,26 @@ static loco_status load_weights(unet *u, const char *wpath) {
     }
     for (int i = 0; i < u->n_params && !s; i++) {
         const param *p = &u->params[i];
-        const char *name = p->name;
-        size_t idx = nf;
-        for (size_t j = 0; j < nf; j++)
-            if (strcmp(loco_tensors_name(f, j), p->name) == 0 || (p->alt[0] && strcmp(loco_tensors_name(f, j), p->alt) == 0)) {
-                idx = j;
-                name = loco_tensors_name(f, j);
-                break;
-            }
+        /* the current name, or else the older one (attention); not both */
+        size_t idx = nf, idx_alt = nf;
+        for (size_t j = 0; j < nf; j++) {
+            const char *fn = loco_tensors_name(f, j);
+            if (idx == nf && strcmp(fn, p->name) == 0) idx = j;
+            else if (idx_alt == nf && p->alt[0] && strcmp(fn, p->alt) == 0) idx_alt = j;
+        }
+        if (idx != nf && idx_alt != nf) {
+            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' is present under both its name and its old name '%s'", wpath,
+                          p->name, p->alt);
+            break;
+        }
+        if (idx == nf) idx = idx_alt;
         if (idx == nf) {
             s = loco_fail(LOCO_E_NOT_FOUND, "%s: tensor '%s' is missing (the config needs it)", wpath, p->name);
             break;
         }
+        const char *name = loco_tensors_name(f, idx);
         if (used[idx]) {
-            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' is present under both its old and new name", wpath, p->name);
+            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' would be used twice", wpath, name);
             break;
         }
         used[idx] = 1;

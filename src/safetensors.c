@@ -37,6 +37,7 @@ struct loco_tensors {
     uint64_t data_len;
     st_entry *entries;
     size_t n;
+    st_entry **by_name; /* the entries sorted by name, for lookups */
     char **meta; /* 2*n_meta strings */
     size_t n_meta;
 };
@@ -75,6 +76,7 @@ void loco_tensors_close(loco_tensors *f) {
     if (f->map) munmap(f->map, f->map_len);
     for (size_t i = 0; i < f->n; i++) free(f->entries[i].name);
     free(f->entries);
+    free(f->by_name);
     for (size_t i = 0; i < 2 * f->n_meta; i++) free(f->meta[i]);
     free(f->meta);
     free(f->path);
@@ -93,6 +95,10 @@ static bool json_uint(const cJSON *j, uint64_t *out) {
 static int cmp_begin(const void *a, const void *b) {
     const st_entry *x = *(const st_entry *const *)a, *y = *(const st_entry *const *)b;
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : 0;
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
 }
 
 static loco_status parse_entry(loco_tensors *f, const cJSON *item, st_entry *e) {
@@ -164,7 +170,8 @@ static loco_status parse_meta(loco_tensors *f, const cJSON *item) {
     const cJSON *v;
     cJSON_ArrayForEach(v, item) {
         if (!cJSON_IsString(v))
-            return loco_fail(LOCO_E_FORMAT, "%s: __metadata__ key '%s' is not a string", f->path, v->string);
+            return loco_fail(LOCO_E_FORMAT, "%s: '__metadata__' key '%s': the value is not a string", f->path,
+                             v->string);
         f->meta[2 * f->n_meta] = strdup(v->string);
         f->meta[2 * f->n_meta + 1] = strdup(v->valuestring);
         f->n_meta++;
@@ -176,13 +183,21 @@ static loco_status parse_meta(loco_tensors *f, const cJSON *item) {
 
 static loco_status parse_header(loco_tensors *f, const char *json, size_t len) {
     const char *p = f->path;
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) return loco_fail(LOCO_E_FORMAT, "%s: header is not valid JSON", p);
     loco_status s = LOCO_OK;
     if (!cJSON_IsObject(root)) {
         s = loco_fail(LOCO_E_FORMAT, "%s: header is not a JSON object", p);
         goto done;
     }
+    /* only whitespace (the format pads with spaces) may follow the object */
+    for (const char *q = end; q && q < json + len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            s = loco_fail(LOCO_E_FORMAT, "%s: header has unexpected bytes after the JSON object (at byte %zu of %zu)",
+                          p, (size_t)(q - json), len);
+            goto done;
+        }
     int n = cJSON_GetArraySize(root);
     f->entries = calloc(n > 0 ? (size_t)n : 1, sizeof(st_entry));
     if (!f->entries) {
@@ -190,12 +205,14 @@ static loco_status parse_header(loco_tensors *f, const char *json, size_t len) {
         goto done;
     }
     const cJSON *item;
+    bool seen_meta = false;
     cJSON_ArrayForEach(item, root) {
         if (strcmp(item->string, "__metadata__") == 0) {
-            if (f->meta || f->n_meta) {
+            if (seen_meta) {
                 s = loco_fail(LOCO_E_FORMAT, "%s: '__metadata__' appears twice", p);
                 goto done;
             }
+            seen_meta = true;
             if ((s = parse_meta(f, item)) != LOCO_OK) goto done;
             continue;
         }
@@ -203,15 +220,25 @@ static loco_status parse_header(loco_tensors *f, const char *json, size_t len) {
             s = loco_fail(LOCO_E_FORMAT, "%s: a tensor has an empty name", p);
             goto done;
         }
-        for (size_t i = 0; i < f->n; i++)
-            if (strcmp(f->entries[i].name, item->string) == 0) {
-                s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' appears twice in the header", p, item->string);
-                goto done;
-            }
         if ((s = parse_entry(f, item, &f->entries[f->n])) != LOCO_OK) goto done;
         f->n++;
     }
-    /* overlap check: sort a view by begin offset */
+    /* duplicate names: sort an index by name (also used for lookups) */
+    f->by_name = malloc((f->n ? f->n : 1) * sizeof *f->by_name);
+    if (!f->by_name) {
+        s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", p);
+        goto done;
+    }
+    for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->entries[i];
+    qsort(f->by_name, f->n, sizeof *f->by_name, cmp_name);
+    for (size_t i = 1; i < f->n; i++)
+        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
+            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' appears twice in the header", p, f->by_name[i]->name);
+            goto done;
+        }
+    /* overlap check: sort a view by begin offset; each non-empty tensor must
+     * start at or after the furthest end seen so far (empty tensors occupy
+     * nothing and may sit anywhere) */
     if (f->n > 1) {
         st_entry **v = malloc(f->n * sizeof *v);
         if (!v) {
@@ -220,14 +247,18 @@ static loco_status parse_header(loco_tensors *f, const char *json, size_t len) {
         }
         for (size_t i = 0; i < f->n; i++) v[i] = &f->entries[i];
         qsort(v, f->n, sizeof *v, cmp_begin);
-        for (size_t i = 1; i < f->n; i++)
-            if (v[i]->begin < v[i - 1]->end && v[i]->end > v[i]->begin) {
+        const st_entry *far = NULL; /* the non-empty tensor with the largest end so far */
+        for (size_t i = 0; i < f->n; i++) {
+            if (v[i]->end == v[i]->begin) continue;
+            if (far && v[i]->begin < far->end) {
                 s = loco_fail(LOCO_E_FORMAT, "%s: tensors '%s' and '%s' overlap in the data ([%llu,%llu) and [%llu,%llu))",
-                              p, v[i - 1]->name, v[i]->name, (unsigned long long)v[i - 1]->begin,
-                              (unsigned long long)v[i - 1]->end, (unsigned long long)v[i]->begin,
+                              p, far->name, v[i]->name, (unsigned long long)far->begin,
+                              (unsigned long long)far->end, (unsigned long long)v[i]->begin,
                               (unsigned long long)v[i]->end);
                 break;
             }
+            if (!far || v[i]->end > far->end) far = v[i];
+        }
         free(v);
     }
 done:
@@ -244,7 +275,9 @@ loco_status loco_tensors_open(const char *path, loco_tensors **out) {
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
     }
     loco_status s = LOCO_OK;
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * refused as not a regular file); no effect on regular files */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
@@ -294,8 +327,15 @@ const char *loco_tensors_name(const loco_tensors *f, size_t i) {
 }
 
 static const st_entry *find(const loco_tensors *f, const char *name) {
-    for (size_t i = 0; i < f->n; i++)
-        if (strcmp(f->entries[i].name, name) == 0) return &f->entries[i];
+    size_t lo = 0, hi = f->n; /* binary search in the name index */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const st_entry *e = f->by_name[mid];
+        int c = strcmp(e->name, name);
+        if (c == 0) return e;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 
@@ -392,7 +432,34 @@ static int cmp_ref_name(const void *a, const void *b) {
 
 loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors, size_t n, const char *const *meta,
                                size_t n_meta) {
-    if (!path || (n && !tensors)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_tensors_write: NULL argument");
+    if (!path) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_tensors_write: NULL path");
+    if ((n && !tensors) || (n_meta && !meta))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: NULL %s array", path, n && !tensors ? "tensor" : "metadata");
+    /* everything is checked before anything is sorted, allocated or written */
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const loco_tensor_ref *t = &tensors[i];
+        if (!t->name || !t->name[0] || strcmp(t->name, "__metadata__") == 0)
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor %zu: name %s%s%s is not allowed", path, i,
+                             t->name ? "'" : "", t->name ? t->name : "NULL", t->name ? "'" : "");
+        if ((int)t->dtype < 0 || t->dtype >= LOCO_DTYPE_COUNT || t->ndim < 0 || t->ndim > LOCO_MAX_DIMS)
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s': bad dtype (%d) or rank (%d)", path, t->name,
+                             (int)t->dtype, t->ndim);
+        size_t nb = dtype_table[t->dtype].size;
+        for (int d = 0; d < t->ndim; d++)
+            if (t->shape[d] < 0 || t->shape[d] > ST_MAX_DIM || !loco_mul_ok(nb, (size_t)t->shape[d], &nb))
+                return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s': bad shape (dimension %d is %lld or the "
+                                 "size overflows)", path, t->name, d, (long long)t->shape[d]);
+        if (nb > LOCO_MAX_ALLOC || off + nb > LOCO_MAX_ALLOC)
+            return loco_fail(LOCO_E_NOMEM, "%s: tensor '%s': the data would pass %zu bytes", path, t->name,
+                             (size_t)LOCO_MAX_ALLOC);
+        if (nb && !t->data) return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s': NULL data", path, t->name);
+        off += nb;
+    }
+    for (size_t i = 0; i < 2 * n_meta; i++)
+        if (!meta[i])
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: metadata entry %zu has a NULL %s", path, i / 2,
+                             i % 2 ? "value" : "key");
     loco_status s = LOCO_OK;
     const loco_tensor_ref **order = calloc(n ? n : 1, sizeof *order);
     cJSON *root = cJSON_CreateObject();
@@ -406,27 +473,22 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
     qsort(order, n, sizeof *order, cmp_ref_name);
     if (n_meta) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (size_t i = 0; m && i < n_meta; i++) cJSON_AddStringToObject(m, meta[2 * i], meta[2 * i + 1]);
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        const loco_tensor_ref *t = order[i];
-        if (!t->name || !t->name[0] || (int)t->dtype < 0 || t->dtype >= LOCO_DTYPE_COUNT || t->ndim < 0 ||
-            t->ndim > LOCO_MAX_DIMS) {
-            s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor %zu has a bad name, dtype or rank", path, i);
+        for (size_t i = 0; m && i < n_meta; i++)
+            if (!cJSON_AddStringToObject(m, meta[2 * i], meta[2 * i + 1])) m = NULL;
+        if (!m) {
+            s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
             goto done;
         }
+    }
+    off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const loco_tensor_ref *t = order[i];
         if (i > 0 && strcmp(order[i - 1]->name, t->name) == 0) {
             s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s' given twice", path, t->name);
             goto done;
         }
-        size_t numel = 1;
-        for (int d = 0; d < t->ndim; d++)
-            if (t->shape[d] < 0 || !loco_mul_ok(numel, (size_t)t->shape[d], &numel)) {
-                s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s': bad shape", path, t->name);
-                goto done;
-            }
-        size_t nb = numel * dtype_table[t->dtype].size;
+        size_t nb = dtype_table[t->dtype].size; /* no overflow: checked above */
+        for (int d = 0; d < t->ndim; d++) nb *= (size_t)t->shape[d];
         cJSON *e = cJSON_AddObjectToObject(root, t->name);
         cJSON *sh = e ? cJSON_AddArrayToObject(e, "shape") : NULL;
         cJSON *of = e ? cJSON_AddArrayToObject(e, "data_offsets") : NULL;
@@ -457,9 +519,8 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
     uint8_t *dp = buf + 8 + padded;
     for (size_t i = 0; i < n; i++) {
         const loco_tensor_ref *t = order[i];
-        size_t numel = 1;
-        for (int d = 0; d < t->ndim; d++) numel *= (size_t)t->shape[d];
-        size_t nb = numel * dtype_table[t->dtype].size;
+        size_t nb = dtype_table[t->dtype].size;
+        for (int d = 0; d < t->ndim; d++) nb *= (size_t)t->shape[d];
         if (nb) memcpy(dp, t->data, nb);
         dp += nb;
     }

@@ -89,6 +89,47 @@ static loco_status cfg_expect_null(const cfg_ctx *c, const char *key) {
     return st;
 }
 
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A key that appears twice: parsers disagree on which one wins (cJSON the
+ * first, Python's json the last), so such a config is refused. Returns the
+ * name or NULL. Sorting keeps this fast on hostile files with many keys. */
+static const char *cfg_duplicate_key(const cJSON *root, loco_status *s, const char *path) {
+    int n = cJSON_GetArraySize(root);
+    if (n < 2) return NULL;
+    const char **k = malloc((size_t)n * sizeof *k);
+    if (!k) {
+        *s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root) k[i++] = it->string;
+    qsort(k, (size_t)n, sizeof *k, cmp_str_ptr);
+    const char *dup = NULL;
+    for (i = 1; i < n && !dup; i++)
+        if (strcmp(k[i - 1], k[i]) == 0) dup = k[i];
+    free(k);
+    return dup;
+}
+
+/* Scratch floats of one attention (heads score matrices of hw x hw) must stay
+ * within the allocator's limit; computed without overflow. */
+static loco_status cfg_check_attention(const unet_config *cfg, const char *where, int ch, int h, int w,
+                                       const char *path) {
+    int heads = ch / (cfg->head_dim ? cfg->head_dim : ch);
+    size_t hw = (size_t)h * (size_t)w, floats;
+    if (!loco_mul_ok(hw, hw, &floats) || !loco_mul_ok(floats, (size_t)heads, &floats) ||
+        floats > LOCO_MAX_ALLOC / sizeof(float))
+        return loco_fail(LOCO_E_NOMEM,
+                         "%s: the attention in %s (%d head(s) over %dx%d positions) needs more than %zu bytes of "
+                         "scores; key 'sample_size' (%dx%d) is too large for it",
+                         path, where, heads, h, w, (size_t)LOCO_MAX_ALLOC, cfg->height, cfg->width);
+    return LOCO_OK;
+}
+
 static const char *const known_keys[] = {
     "sample_size", "in_channels", "out_channels", "center_input_sample", "time_embedding_type",
     "time_embedding_dim", "freq_shift", "flip_sin_to_cos", "down_block_types", "mid_block_type",
@@ -100,7 +141,8 @@ static const char *const known_keys[] = {
 
 loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, const char *path) {
     memset(cfg, 0, sizeof *cfg);
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) return loco_fail(LOCO_E_FORMAT, "%s: not valid JSON (truncated or malformed)", path);
     cfg_ctx c = {root, path};
     loco_status s = LOCO_OK;
@@ -111,6 +153,20 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
     if (!cJSON_IsObject(root)) {
         s = loco_fail(LOCO_E_FORMAT, "%s: not a JSON object", path);
         goto done;
+    }
+    for (const char *q = end; q && q < text + len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            s = loco_fail(LOCO_E_FORMAT, "%s: unexpected text after the JSON object (at byte %zu)", path,
+                          (size_t)(q - text));
+            goto done;
+        }
+    {
+        const char *dup = cfg_duplicate_key(root, &s, path);
+        if (s) goto done;
+        if (dup) {
+            s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' appears twice", path, dup);
+            goto done;
+        }
     }
     const cJSON *cls = cfg_get(&c, "_class_name");
     if (cls && (!cJSON_IsString(cls) || strcmp(cls->valuestring, "UNet2DModel") != 0)) {
@@ -190,10 +246,15 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
     /* block lists */
     const cJSON *boc = cfg_get(&c, "block_out_channels"), *dbt = cfg_get(&c, "down_block_types"),
                 *ubt = cfg_get(&c, "up_block_types");
-    if (!cJSON_IsArray(boc) || !cJSON_IsArray(dbt) || !cJSON_IsArray(ubt)) {
-        s = loco_fail(LOCO_E_FORMAT, "%s: keys 'block_out_channels', 'down_block_types', 'up_block_types' must be arrays",
-                      path);
-        goto done;
+    {
+        const cJSON *lists[3] = {boc, dbt, ubt};
+        static const char *const names[3] = {"block_out_channels", "down_block_types", "up_block_types"};
+        for (int i = 0; i < 3; i++)
+            if (!cJSON_IsArray(lists[i])) {
+                s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an array%s", path, names[i],
+                              lists[i] ? "" : " (it is missing)");
+                goto done;
+            }
     }
     int n = cJSON_GetArraySize(boc);
     if (n < 1 || n > UNET_MAX_BLOCKS) {
@@ -202,8 +263,9 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
         goto done;
     }
     if (cJSON_GetArraySize(dbt) != n || cJSON_GetArraySize(ubt) != n) {
-        s = loco_fail(LOCO_E_FORMAT, "%s: 'down_block_types' (%d) and 'up_block_types' (%d) must have %d entries like "
-                      "'block_out_channels'", path, cJSON_GetArraySize(dbt), cJSON_GetArraySize(ubt), n);
+        s = loco_fail(LOCO_E_FORMAT, "%s: key 'block_out_channels' has %d entries, 'down_block_types' %d and "
+                      "'up_block_types' %d (all three must agree)", path, n, cJSON_GetArraySize(dbt),
+                      cJSON_GetArraySize(ubt));
         goto done;
     }
     cfg->n_blocks = n;
@@ -221,7 +283,8 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
         cfg->boc[i] = (int)v->valuedouble;
         const cJSON *d = cJSON_GetArrayItem(dbt, i), *u = cJSON_GetArrayItem(ubt, i);
         if (!cJSON_IsString(d) || !cJSON_IsString(u)) {
-            s = loco_fail(LOCO_E_FORMAT, "%s: block types must be strings (entry %d)", path, i);
+            s = loco_fail(LOCO_E_FORMAT, "%s: key '%s'[%d] must be a string", path,
+                          cJSON_IsString(d) ? "up_block_types" : "down_block_types", i);
             goto done;
         }
         if (strcmp(d->valuestring, "DownBlock2D") == 0) cfg->down_attn[i] = 0;
@@ -266,7 +329,22 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
                       cfg->attn_groups, cfg->boc[n - 1]);
         goto done;
     }
-    if (cfg->boc[0] % cfg->groups) goto done; /* already reported above */
+    /* attention score memory, at each attention's resolution */
+    for (int i = 0; i < n && !s; i++) {
+        char where[48];
+        if (cfg->down_attn[i]) {
+            snprintf(where, sizeof where, "down_blocks.%d", i);
+            s = cfg_check_attention(cfg, where, cfg->boc[i], cfg->height >> i, cfg->width >> i, path);
+        }
+        if (!s && cfg->up_attn[i]) {
+            int r = n - 1 - i; /* up block i works at the resolution of down block n-1-i */
+            snprintf(where, sizeof where, "up_blocks.%d", i);
+            s = cfg_check_attention(cfg, where, cfg->boc[r], cfg->height >> r, cfg->width >> r, path);
+        }
+    }
+    if (!s && cfg->mid_block && cfg->add_attention)
+        s = cfg_check_attention(cfg, "mid_block", cfg->boc[n - 1], cfg->height >> (n - 1), cfg->width >> (n - 1),
+                                path);
 done:
 #undef TRY
     cJSON_Delete(root);
