@@ -256,6 +256,10 @@ void loco_lin_free(loco_lin *lin);
  * owned by the handle. */
 const float *loco_lin_value(const loco_lin *lin, loco_output of);
 
+/* C*H*W of the input and of the output. */
+size_t loco_lin_input_size(const loco_lin *lin);
+size_t loco_lin_output_size(const loco_lin *lin);
+
 /* Number of output entries selected by mask (C*H*W bytes, nonzero = in; NULL
  * = every entry). */
 size_t loco_lin_mask_count(const loco_lin *lin, const uint8_t *mask);
@@ -273,6 +277,88 @@ loco_status loco_lin_vjp(loco_lin *lin, loco_output of, const uint8_t *mask, int
  * vectors (allocated on first use and kept for the largest k seen). */
 size_t loco_lin_record_bytes(const loco_lin *lin);
 size_t loco_lin_work_bytes(const loco_lin *lin, int k);
+
+/* ------------------------------------------------------------------------ */
+/* Sampling and inversion (DDIM, eta 0; the LOCO Edit authors' timesteps)    */
+/* ------------------------------------------------------------------------ */
+
+/* Progress of long work: phase name, units done of total. */
+typedef void (*loco_progress_fn)(const char *phase, int done, int total, void *user);
+
+/* The timestep grid of an n-step schedule over T training steps:
+ * grid[i] = linspace(0, 1, n)[i] * (T - 1) in float32 (torch.linspace
+ * semantics), i = 0..n-1; sampling walks it downwards, inversion upwards.
+ * The network sees these float timesteps; alphas are looked up at floor(t).
+ * grid holds n floats (caller-owned). n in [2, T]. */
+loco_status loco_ddim_grid(int n, int T, float *grid);
+
+/* DDIM inversion (eta 0) of a batch x [B, C, H, W] in place, from grid index
+ * `from` up to grid index `to` (from < to <= n-1), one network evaluation per
+ * step. As the authors do, the very first step evaluates the network at
+ * t = 1e-6 rather than 0. */
+loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, int from, int to,
+                             loco_progress_fn progress, void *user);
+
+/* DDIM sampling of x [B, C, H, W] in place from grid index `from` down to `to`
+ * (from > to >= 0). Steps whose target timestep is below boost_t use eta 1
+ * (stochastic, noise from `seed`) as the authors' performance_boosting_t;
+ * boost_t <= 0 keeps every step deterministic. */
+loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
+                             uint64_t seed, loco_progress_fn progress, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Local directions: subspace iteration and null-space projection           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct loco_subspace_params {
+    int rank;            /* r, number of directions                              */
+    int min_iter, max_iter;
+    double tol;          /* stop when sin(largest principal angle) < tol         */
+    const float *init;   /* [rank, n] starting basis, or NULL: random (seed)     */
+    uint64_t seed;
+    loco_output of;      /* LOCO_OUT_X0 (the paper) or LOCO_OUT_EPS             */
+    loco_progress_fn progress;
+    void *user;
+    const char *phase;   /* label passed to progress                            */
+} loco_subspace_params;
+
+/* Fills defaults: rank 5, min 10, max 50 iterations, tol 1e-4, x0_hat. */
+void loco_subspace_params_init(loco_subspace_params *p);
+
+typedef struct loco_subspace {
+    int rank;
+    size_t n, l;         /* input size C*H*W; masked output entries             */
+    float *vT;           /* [rank, n] right singular vectors (orthonormal rows)  */
+    float *s;            /* [rank] singular values of the masked Jacobian        */
+    float *u;            /* [rank, l] left singular vectors                      */
+    int iters;           /* iterations run                                       */
+    double *sin_angle;   /* [iters] sin of the largest principal angle between
+                            successive bases (history)                          */
+    float *s_hist;       /* [iters, rank] singular values after each iteration  */
+    int converged;
+    int jvp_vectors, vjp_vectors; /* products computed                           */
+    double seconds_jvp, seconds_vjp, seconds_svd;
+} loco_subspace;
+
+/* Top-r singular subspace of the Jacobian of x0_hat (or eps) restricted to
+ * the output entries selected by mask ([C*H*W], nonzero = in), by subspace
+ * iteration: V <- rows of Q^T where (J V^T)^T J = P S Q^T. Each step costs one
+ * J V and one U^T J product with r vectors. On success *out owns its arrays;
+ * free them with loco_subspace_free(). */
+loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const loco_subspace_params *p,
+                                    loco_subspace *out);
+void loco_subspace_free(loco_subspace *s);
+
+/* Removes from each of the r rows of dirs [r, n] its component in the span of
+ * the orthonormal rows of null_basis [r_null, n] (r_null may be 0), then
+ * normalises each row to unit length and flips its sign so that its
+ * largest-magnitude entry is positive. A row that vanishes after projection
+ * is an error (LOCO_E_NUMERIC). */
+loco_status loco_project_directions(int r, size_t n, float *dirs, int r_null, const float *null_basis);
+
+/* Flips the sign of each row of X [r, n] so that its largest-magnitude entry
+ * is positive (the authors' canonical sign). */
+void loco_canonical_sign(int r, size_t n, float *X);
 
 #ifdef __cplusplus
 }

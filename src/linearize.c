@@ -193,6 +193,9 @@ const float *loco_lin_value(const loco_lin *L, loco_output of) {
     return of == LOCO_OUT_X0 ? L->x0 : L->eps;
 }
 
+size_t loco_lin_input_size(const loco_lin *L) { return L ? L->n_in : 0; }
+size_t loco_lin_output_size(const loco_lin *L) { return L ? L->n_out : 0; }
+
 size_t loco_lin_mask_count(const loco_lin *L, const uint8_t *mask) {
     if (!L) return 0;
     if (!mask) return L->n_out;

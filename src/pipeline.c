@@ -1,0 +1,334 @@
+/* pipeline.c - the pieces of LOCO Edit above the network: DDIM sampling and
+ * inversion on the authors' timestep grid, the masked subspace iteration for
+ * the top singular vectors of the posterior-mean Jacobian, and null-space
+ * projection of directions.
+ *
+ * DDIM (Song et al. 2021, eq. 12) with a_t = alphas_cumprod[floor(t)]:
+ *   x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)
+ *   x' = sqrt(a') x0 + sqrt(1 - a' - sigma^2) eps + sigma z,
+ *   sigma = eta sqrt((1 - a') / (1 - a_t)) sqrt(1 - a_t / a')
+ * with eta 0 (deterministic) except below the boost timestep. Inversion runs
+ * the same update towards larger t.
+ *
+ * Subspace iteration (LOCO Edit, Alg. 1): with V [r, n] orthonormal rows,
+ * A = J V^T (r products J v), W = A^T J (r products u^T J), W = P S Q^T;
+ * V <- Q^T. At a fixed point S = Sigma^2 (so singular values are sqrt(S)) and
+ * the left singular vectors are A P S^-1/2. */
+#include "linalg.h"
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ======================================================================== */
+/* DDIM                                                                     */
+/* ======================================================================== */
+
+loco_status loco_ddim_grid(int n, int T, float *grid) {
+    if (!grid) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_ddim_grid: NULL argument");
+    if (T < 2 || n < 2 || n > T)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "steps = %d must be in [2, %d] (the training timesteps)", n, T);
+    /* torch.linspace(0, 1, n) in float32: the lower half counts up from 0,
+     * the upper half down from 1, with a float32 step */
+    const float step = 1.0f / (float)(n - 1);
+    for (int i = 0; i < n; i++) {
+        float v = i < n / 2 ? (float)((double)step * i) : (float)(1.0 - (double)step * (n - 1 - i));
+        grid[i] = v * (float)(T - 1);
+    }
+    return LOCO_OK;
+}
+
+static loco_status check_grid(const loco_model *m, const float *grid, int a, int b) {
+    if (!m || !grid) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    for (int i = a < b ? a : b; i <= (a < b ? b : a); i++)
+        if (!isfinite(grid[i]) || grid[i] < 0 || grid[i] > (float)(m->sched.T - 1))
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "timestep grid[%d] = %g is outside [0, %d]", i, grid[i],
+                             m->sched.T - 1);
+    return LOCO_OK;
+}
+
+/* One DDIM update of x [B, n] from timestep t (network sees t_net) to t_next. */
+static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *tb, float t_net, float t, float t_next,
+                             float eta, loco_rng *rng) {
+    const unet_config *c = &m->net.cfg;
+    const size_t n = (size_t)c->in_ch * c->height * c->width;
+    for (int b = 0; b < B; b++) tb[b] = t_net;
+    loco_status s = loco_model_eps(m, B, x, tb, eps);
+    if (s) return s;
+    /* float32 arithmetic in the reference's order: near t = T, 1/sqrt(a_t) is
+     * ~160 and the result depends on the rounding of each step */
+    const float a = schedule_abar(&m->sched, t), an = schedule_abar(&m->sched, t_next);
+    const float sa = sqrtf(a), s1 = sqrtf(1.0f - a), cx = sqrtf(an);
+    float sigma = 0.0f;
+    if (eta > 0) sigma = eta * sqrtf((1.0f - an) / (1.0f - a)) * sqrtf(fmaxf(0.0f, 1.0f - a / an));
+    const float ce = sqrtf(fmaxf(0.0f, 1.0f - an - sigma * sigma));
+    for (size_t i = 0; i < n * (size_t)B; i++) {
+        float x0 = (x[i] - s1 * eps[i]) / sa;
+        float v = cx * x0 + ce * eps[i];
+        if (sigma > 0) v += sigma * (float)loco_rng_normal(rng);
+        x[i] = v;
+    }
+    return LOCO_OK;
+}
+
+static loco_status ddim_buffers(loco_model *m, int B, float **eps, float **tb) {
+    const unet_config *c = &m->net.cfg;
+    *eps = loco_malloc(sizeof(float) * (size_t)B * c->in_ch * c->height * c->width);
+    *tb = loco_malloc(sizeof(float) * (size_t)B);
+    if (!*eps || !*tb) {
+        free(*eps);
+        free(*tb);
+        return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
+    }
+    return LOCO_OK;
+}
+
+loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, int from, int to,
+                             loco_progress_fn progress, void *user) {
+    loco_status s = check_grid(m, grid, from, to);
+    if (s) return s;
+    if (!x || B < 1 || from < 0 || to <= from)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "inversion: need x, batch >= 1 and 0 <= from < to (got %d, %d)", from,
+                         to);
+    if (m->net.cfg.in_ch != m->net.cfg.out_ch)
+        return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
+    float *eps, *tb;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    for (int i = from; i < to && !s; i++) {
+        float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
+        s = ddim_step(m, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL);
+        if (progress) progress("inversion", i - from + 1, to - from, user);
+    }
+    free(eps);
+    free(tb);
+    return s;
+}
+
+loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
+                             uint64_t seed, loco_progress_fn progress, void *user) {
+    loco_status s = check_grid(m, grid, to, from);
+    if (s) return s;
+    if (!x || B < 1 || to < 0 || from <= to)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need x, batch >= 1 and 0 <= to < from (got %d, %d)", from,
+                         to);
+    if (m->net.cfg.in_ch != m->net.cfg.out_ch)
+        return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
+    float *eps, *tb;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    loco_rng rng;
+    loco_rng_seed(&rng, seed);
+    for (int i = from; i > to && !s; i--) {
+        float eta = (boost_t > 0 && grid[i - 1] < boost_t) ? 1.0f : 0.0f;
+        s = ddim_step(m, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng);
+        if (progress) progress("sampling", from - i + 1, from - to, user);
+    }
+    free(eps);
+    free(tb);
+    return s;
+}
+
+/* ======================================================================== */
+/* Subspace iteration                                                       */
+/* ======================================================================== */
+
+void loco_subspace_params_init(loco_subspace_params *p) {
+    memset(p, 0, sizeof *p);
+    p->rank = 5;
+    p->min_iter = 10;
+    p->max_iter = 50;
+    p->tol = 1e-4;
+    p->of = LOCO_OUT_X0;
+    p->phase = "subspace";
+}
+
+void loco_subspace_free(loco_subspace *s) {
+    if (!s) return;
+    free(s->vT);
+    free(s->s);
+    free(s->u);
+    free(s->sin_angle);
+    free(s->s_hist);
+    memset(s, 0, sizeof *s);
+}
+
+void loco_canonical_sign(int r, size_t n, float *X) {
+    for (int i = 0; i < r; i++) {
+        float *x = X + (size_t)i * n;
+        size_t am = 0;
+        for (size_t e = 1; e < n; e++)
+            if (fabsf(x[e]) > fabsf(x[am])) am = e;
+        if (x[am] < 0)
+            for (size_t e = 0; e < n; e++) x[e] = -x[e];
+    }
+}
+
+/* sin of the largest principal angle between the row spaces of orthonormal
+ * A and B [r, n]: the 2-norm of B - (B A^T) A. */
+static double sin_max_angle(int r, size_t n, const float *A, const float *B, double *work) {
+    double *M = work, *G = M + r * r, *w = G + r * r, *V = w + r;
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j < r; j++) {
+            double d = 0;
+            for (size_t e = 0; e < n; e++) d += (double)B[i * n + e] * A[j * n + e];
+            M[i * r + j] = d;
+        }
+    /* G = R R^T with R = B - M A; R R^T = I - M M^T for orthonormal rows, but
+     * form it from R directly for accuracy at small angles */
+    double *R = malloc(sizeof(double) * (size_t)r * n);
+    if (!R) return NAN;
+    for (int i = 0; i < r; i++)
+        for (size_t e = 0; e < n; e++) {
+            double v = B[i * n + e];
+            for (int j = 0; j < r; j++) v -= M[i * r + j] * A[j * n + e];
+            R[i * n + e] = v;
+        }
+    for (int i = 0; i < r; i++)
+        for (int j = i; j < r; j++) {
+            double d = 0;
+            for (size_t e = 0; e < n; e++) d += R[i * n + e] * R[j * n + e];
+            G[i * r + j] = G[j * r + i] = d;
+        }
+    free(R);
+    linalg_sym_eig(r, G, w, V);
+    return sqrt(fmax(0.0, w[0]));
+}
+
+loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const loco_subspace_params *p,
+                                    loco_subspace *out) {
+    if (!lin || !p || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_subspace_iteration: NULL argument");
+    memset(out, 0, sizeof *out);
+    const int r = p->rank;
+    const size_t n = loco_lin_input_size(lin);
+    const size_t l = loco_lin_mask_count(lin, mask);
+    if (l == 0) return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: the mask is empty");
+    if (r < 1 || (size_t)r > n || (size_t)r > l)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: rank %d must be in [1, %zu] (mask entries)", r,
+                         l < n ? l : n);
+    if (p->max_iter < 1 || p->min_iter < 0 || p->min_iter > p->max_iter || p->max_iter > 100000)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: need 0 <= min_iter <= max_iter (got %d, %d)",
+                         p->min_iter, p->max_iter);
+    if (!(p->tol >= 0)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: tol must be >= 0");
+    float *V = malloc(sizeof(float) * r * n), *Vn = malloc(sizeof(float) * r * n);
+    float *A = malloc(sizeof(float) * r * l), *W = malloc(sizeof(float) * r * n);
+    double *S = malloc(sizeof(double) * r), *P = malloc(sizeof(double) * r * r);
+    double *work = malloc(sizeof(double) * (3 * r * r + r));
+    out->sin_angle = malloc(sizeof(double) * p->max_iter);
+    out->s_hist = malloc(sizeof(float) * r * p->max_iter);
+    out->s = malloc(sizeof(float) * r);
+    out->u = malloc(sizeof(float) * r * l);
+    loco_status s = LOCO_OK;
+    if (!V || !Vn || !A || !W || !S || !P || !work || !out->sin_angle || !out->s_hist || !out->s || !out->u) {
+        s = loco_fail(LOCO_E_NOMEM, "subspace iteration: out of memory");
+        goto done;
+    }
+    out->rank = r;
+    out->n = n;
+    out->l = l;
+    if (p->init) {
+        memcpy(V, p->init, sizeof(float) * r * n);
+        for (size_t i = 0; i < (size_t)r * n; i++)
+            if (!isfinite(V[i])) {
+                s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: initial basis element %zu is not finite", i);
+                goto done;
+            }
+    } else {
+        loco_rng rng;
+        loco_rng_seed(&rng, p->seed);
+        for (size_t i = 0; i < (size_t)r * n; i++) V[i] = (float)loco_rng_normal(&rng);
+    }
+    if (linalg_orthonormalize_rows(r, n, V)) {
+        s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the initial basis has dependent rows");
+        goto done;
+    }
+    for (int it = 0; it < p->max_iter; it++) {
+        double t0 = loco_now();
+        if ((s = loco_lin_jvp(lin, p->of, mask, r, V, A))) goto done;
+        double t1 = loco_now();
+        if ((s = loco_lin_vjp(lin, p->of, mask, r, A, W))) goto done;
+        double t2 = loco_now();
+        if (linalg_svd_rows(r, n, W, S, Vn, P)) {
+            s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: SVD failed at iteration %d", it);
+            goto done;
+        }
+        if (!(S[0] > 0)) {
+            s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the masked Jacobian is zero");
+            goto done;
+        }
+        if (linalg_orthonormalize_rows(r, n, Vn)) {
+            s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: rank deficient at iteration %d (rank %d too large?)", it,
+                          r);
+            goto done;
+        }
+        double sa = sin_max_angle(r, n, V, Vn, work);
+        double t3 = loco_now();
+        out->seconds_jvp += t1 - t0;
+        out->seconds_vjp += t2 - t1;
+        out->seconds_svd += t3 - t2;
+        out->jvp_vectors += r;
+        out->vjp_vectors += r;
+        out->sin_angle[it] = sa;
+        for (int i = 0; i < r; i++) out->s_hist[it * r + i] = (float)sqrt(S[i]);
+        /* left singular vectors from this step: U = A P S^-1/2 */
+        for (int i = 0; i < r; i++) {
+            float *ui = out->u + (size_t)i * l;
+            double inv = 1.0 / sqrt(S[i]);
+            for (size_t e = 0; e < l; e++) {
+                double v = 0;
+                for (int j = 0; j < r; j++) v += (double)A[(size_t)j * l + e] * P[j * r + i];
+                ui[e] = (float)(v * inv);
+            }
+            out->s[i] = (float)sqrt(S[i]);
+        }
+        memcpy(V, Vn, sizeof(float) * r * n);
+        out->iters = it + 1;
+        if (p->progress) p->progress(p->phase ? p->phase : "subspace", it + 1, p->max_iter, p->user);
+        if (it + 1 >= p->min_iter && sa < p->tol) {
+            out->converged = 1;
+            break;
+        }
+    }
+    out->vT = V;
+    V = NULL;
+done:
+    free(V);
+    free(Vn);
+    free(A);
+    free(W);
+    free(S);
+    free(P);
+    free(work);
+    if (s) loco_subspace_free(out);
+    return s;
+}
+
+/* ======================================================================== */
+/* Null-space projection                                                    */
+/* ======================================================================== */
+
+loco_status loco_project_directions(int r, size_t n, float *dirs, int r_null, const float *null_basis) {
+    if (!dirs || r < 1 || (r_null > 0 && !null_basis) || r_null < 0)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_project_directions: bad arguments");
+    for (int i = 0; i < r; i++) {
+        float *v = dirs + (size_t)i * n;
+        double n0 = 0;
+        for (size_t e = 0; e < n; e++) n0 += (double)v[e] * v[e];
+        for (int pass = 0; pass < 2; pass++) /* twice, for orthogonality to float precision */
+            for (int j = 0; j < r_null; j++) {
+                const float *b = null_basis + (size_t)j * n;
+                double d = 0;
+                for (size_t e = 0; e < n; e++) d += (double)v[e] * b[e];
+                for (size_t e = 0; e < n; e++) v[e] = (float)(v[e] - d * b[e]);
+            }
+        double nn = 0;
+        for (size_t e = 0; e < n; e++) nn += (double)v[e] * v[e];
+        if (!(nn > 1e-12 * n0))
+            return loco_fail(LOCO_E_NUMERIC,
+                             "direction %d lies inside the null space (norm %.2e after projection): lower --null-rank",
+                             i, sqrt(nn));
+        double inv = 1.0 / sqrt(nn);
+        for (size_t e = 0; e < n; e++) v[e] = (float)(v[e] * inv);
+    }
+    loco_canonical_sign(r, n, dirs);
+    return LOCO_OK;
+}
