@@ -300,9 +300,11 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
                              loco_progress_fn progress, void *user);
 
 /* DDIM sampling of x [B, C, H, W] in place from grid index `from` down to `to`
- * (from > to >= 0). Steps whose target timestep is below boost_t use eta 1
- * (stochastic, noise from `seed`) as the authors' performance_boosting_t;
- * boost_t <= 0 keeps every step deterministic. */
+ * (from > to >= 0). Steps that start at a timestep <= boost_t use eta 1
+ * (stochastic) as the authors' performance_boosting_t; boost_t <= 0 keeps
+ * every step deterministic. The noise comes from `seed`, one draw per step
+ * shared by every image of the batch (so an image's result does not depend
+ * on what else is in the batch; the authors draw per image). */
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user);
 

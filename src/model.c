@@ -137,6 +137,8 @@ loco_status model_open_config(const char *cfg_path, unet_config *cfg) {
 loco_status loco_model_open(const char *path, loco_model **out) {
     if (!path || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_model_open: NULL argument");
     *out = NULL;
+    struct stat pst;
+    if (stat(path, &pst) != 0) return loco_fail(LOCO_E_NOT_FOUND, "%s: no such file or folder", path);
     char *dir = model_dir(path);
     if (!dir) return loco_fail(LOCO_E_NOMEM, "out of memory");
     if (!loco_is_dir(dir)) {

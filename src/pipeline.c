@@ -63,12 +63,20 @@ static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *
     float sigma = 0.0f;
     if (eta > 0) sigma = eta * sqrtf((1.0f - an) / (1.0f - a)) * sqrtf(fmaxf(0.0f, 1.0f - a / an));
     const float ce = sqrtf(fmaxf(0.0f, 1.0f - an - sigma * sigma));
+    /* stochastic steps draw one noise image per step, shared by the whole
+     * batch: an image's result does not depend on its batch neighbours */
+    float *z = NULL;
+    if (sigma > 0) {
+        if (!(z = loco_malloc(sizeof(float) * n))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
+        for (size_t i = 0; i < n; i++) z[i] = (float)loco_rng_normal(rng);
+    }
     for (size_t i = 0; i < n * (size_t)B; i++) {
         float x0 = (x[i] - s1 * eps[i]) / sa;
         float v = cx * x0 + ce * eps[i];
-        if (sigma > 0) v += sigma * (float)loco_rng_normal(rng);
+        if (z) v += sigma * z[i % n];
         x[i] = v;
     }
+    free(z);
     return LOCO_OK;
 }
 
@@ -119,7 +127,7 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
     loco_rng rng;
     loco_rng_seed(&rng, seed);
     for (int i = from; i > to && !s; i--) {
-        float eta = (boost_t > 0 && grid[i - 1] < boost_t) ? 1.0f : 0.0f;
+        float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
         s = ddim_step(m, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng);
         if (progress) progress("sampling", from - i + 1, from - to, user);
     }

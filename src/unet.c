@@ -225,7 +225,11 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
     TRY(cfg_expect_str(&c, "resnet_time_scale_shift", "default"));
     TRY(cfg_expect_null(&c, "class_embed_type"));
     TRY(cfg_expect_null(&c, "num_class_embeds"));
-    TRY(cfg_int(&c, "attention_head_dim", 0, 1, CFG_MAX_CH, &cfg->head_dim));
+    {
+        /* diffusers' UNet2DModel: absent -> 8; null -> one head of full width */
+        const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "attention_head_dim");
+        TRY(cfg_int(&c, "attention_head_dim", hd ? 0 : 8, 1, CFG_MAX_CH, &cfg->head_dim));
+    }
     TRY(cfg_num(&c, "norm_eps", 1e-5, 1e-12, 1.0, &cfg->eps));
     TRY(cfg_bool(&c, "add_attention", 1, &cfg->add_attention));
     {
@@ -444,7 +448,7 @@ static int wb(builder *b, const char *prefix, int ndim, const int64_t *wshape, f
 
 static int conv(builder *b, const char *prefix, int in, int cout, int k, int stride, int pad_t, int pad_l, int bias2) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     int cin = x->c;
     int64_t ws[4] = {cout, cin, k, k};
     int pb;
@@ -466,7 +470,7 @@ static int conv(builder *b, const char *prefix, int in, int cout, int k, int str
 
 static int group_norm(builder *b, const char *prefix, int in, int groups, float eps, int silu) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     char n1[128], n2[128];
     snprintf(n1, sizeof n1, "%s.weight", prefix);
     snprintf(n2, sizeof n2, "%s.bias", prefix);
@@ -486,7 +490,7 @@ static int group_norm(builder *b, const char *prefix, int in, int groups, float 
 
 static int linear(builder *b, const char *prefix, int in, int out_f) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     int64_t ws[2] = {out_f, x->c};
     int pb;
     int pw = wb(b, prefix, 2, ws, (float)x->c, &pb);
@@ -501,7 +505,7 @@ static int linear(builder *b, const char *prefix, int in, int out_f) {
 
 static int silu(builder *b, int in) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     int out = add_value(b, x->c, x->h, x->w, x->depends_on_x);
     add_node(b, NODE_SILU, in, -1, out);
     return out;
@@ -509,8 +513,9 @@ static int silu(builder *b, int in) {
 
 static int add(builder *b, int a, int c, float scale) {
     if (b->err) return -1;
-    const value *x = V(b, a);
-    int out = add_value(b, x->c, x->h, x->w, x->depends_on_x || V(b, c)->depends_on_x);
+    const value xv = *V(b, a), *x = &xv;
+    int dep = x->depends_on_x || V(b, c)->depends_on_x;
+    int out = add_value(b, x->c, x->h, x->w, dep);
     node *n = add_node(b, NODE_ADD, a, c, out);
     if (n) n->scale = scale;
     return out;
@@ -518,7 +523,7 @@ static int add(builder *b, int a, int c, float scale) {
 
 static int concat(builder *b, int a, int c) {
     if (b->err) return -1;
-    const value *x = V(b, a), *y = V(b, c);
+    const value xv = *V(b, a), yv = *V(b, c), *x = &xv, *y = &yv;
     int out = add_value(b, x->c + y->c, x->h, x->w, x->depends_on_x || y->depends_on_x);
     add_node(b, NODE_CONCAT, a, c, out);
     return out;
@@ -526,7 +531,7 @@ static int concat(builder *b, int a, int c) {
 
 static int upsample(builder *b, int in) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     int out = add_value(b, x->c, 2 * x->h, 2 * x->w, x->depends_on_x);
     add_node(b, NODE_UPSAMPLE, in, -1, out);
     return out;
@@ -534,7 +539,7 @@ static int upsample(builder *b, int in) {
 
 static int attention(builder *b, const char *prefix, int in, int head_dim, int groups, float eps, float rescale) {
     if (b->err) return -1;
-    const value *x = V(b, in);
+    const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
     const int C = x->c, hw = x->h * x->w;
     static const char *const cur[4] = {"to_q", "to_k", "to_v", "to_out.0"};
     static const char *const old[4] = {"query", "key", "value", "proj_attn"};
