@@ -26,8 +26,8 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
 $(BUILD)/libloco.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/loco: tools/loco.c $(BUILD)/libloco.a
-	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)

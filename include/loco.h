@@ -308,6 +308,35 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user);
 
+/* The encode/decode halves of an edit, on the authors' schedule. */
+typedef struct loco_edit_params {
+    float t_edit;      /* edit timestep as a fraction of T (0.6): the sampling
+                          timestep nearest t_edit * T                        */
+    int steps;         /* sampling steps (100)                                */
+    int inv_steps;     /* inversion steps (100)                               */
+    int invert_full;   /* 1: invert to T and sample back down to the edit step
+                          (the authors' round trip); 0: invert only up to it  */
+    float boost_t;     /* fraction of T; sampling steps from the timestep
+                          nearest boost_t * T downwards are stochastic (eta 1);
+                          0 = off                                              */
+    uint64_t seed;     /* noise of the stochastic steps                       */
+    loco_progress_fn progress;
+    void *user;
+} loco_edit_params;
+
+/* Defaults: t_edit 0.6, 100 and 100 steps, invert_full 1, boost off, seed 0. */
+void loco_edit_params_init(loco_edit_params *p);
+
+/* The edit timestep (network time) and its index in the sampling grid. */
+loco_status loco_edit_timestep(const loco_model *m, const loco_edit_params *p, float *t_value, int *grid_index);
+
+/* x0 [C, H, W] (in [-1, 1]) -> x_t at the edit timestep, written to xt
+ * (caller-owned). *nfe (may be NULL) receives the network evaluations. */
+loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const float *x0, float *xt, int *nfe);
+
+/* x [B, C, H, W] at the edit timestep -> images at t = 0, in place. */
+loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, float *x, int *nfe);
+
 /* ------------------------------------------------------------------------ */
 /* Local directions: subspace iteration and null-space projection           */
 /* ------------------------------------------------------------------------ */

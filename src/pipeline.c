@@ -137,6 +137,112 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
 }
 
 /* ======================================================================== */
+/* Encode and decode on the authors' schedule                               */
+/* ======================================================================== */
+
+void loco_edit_params_init(loco_edit_params *p) {
+    memset(p, 0, sizeof *p);
+    p->t_edit = 0.6f;
+    p->steps = 100;
+    p->inv_steps = 100;
+    p->invert_full = 1;
+}
+
+/* index into grid[0..n-1] nearest to target among 1..n-1 (sampling starts) */
+static int nearest_start(const float *grid, int n, double target) {
+    int best = n - 1;
+    for (int i = n - 1; i >= 1; i--) /* ties go to the earlier sampling step */
+        if (fabs(grid[i] - target) < fabs(grid[best] - target)) best = i;
+    return best;
+}
+
+static loco_status edit_grids(const loco_model *m, const loco_edit_params *p, float **g, float **gi) {
+    *g = *gi = NULL;
+    if (!m || !p) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    const int T = m->sched.T;
+    if (!(p->t_edit > 0 && p->t_edit < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "t_edit = %g must be in (0, 1)", p->t_edit);
+    if (!(p->boost_t >= 0 && p->boost_t < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "boost_t = %g must be in [0, 1)", p->boost_t);
+    if (p->steps < 2 || p->steps > T || p->inv_steps < 2 || p->inv_steps > T)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "steps (%d) and inversion steps (%d) must be in [2, %d]", p->steps,
+                         p->inv_steps, T);
+    *g = malloc(sizeof(float) * (size_t)p->steps);
+    *gi = malloc(sizeof(float) * ((size_t)p->inv_steps + 1));
+    if (!*g || !*gi) {
+        free(*g);
+        free(*gi);
+        *g = *gi = NULL;
+        return loco_fail(LOCO_E_NOMEM, "out of memory");
+    }
+    loco_ddim_grid(p->steps, T, *g);
+    loco_ddim_grid(p->inv_steps, T, *gi);
+    return LOCO_OK;
+}
+
+loco_status loco_edit_timestep(const loco_model *m, const loco_edit_params *p, float *t_value, int *grid_index) {
+    float *g, *gi;
+    loco_status s = edit_grids(m, p, &g, &gi);
+    if (s) return s;
+    int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
+    if (t_value) *t_value = g[e];
+    if (grid_index) *grid_index = e;
+    free(g);
+    free(gi);
+    return LOCO_OK;
+}
+
+loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const float *x0, float *xt, int *nfe) {
+    float *g, *gi;
+    loco_status s = edit_grids(m, p, &g, &gi);
+    if (s) return s;
+    if (!x0 || !xt) {
+        free(g);
+        free(gi);
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
+    }
+    const unet_config *c = &m->net.cfg;
+    const size_t n = (size_t)c->in_ch * c->height * c->width;
+    const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
+    memcpy(xt, x0, sizeof(float) * n);
+    int evals = 0;
+    if (p->invert_full) {
+        /* up the inversion grid, skipping its last step (as the authors do),
+         * then treat the result as x at grid[n-1] and sample down to e */
+        if (p->inv_steps > 2) s = loco_ddim_invert(m, 1, xt, gi, 0, p->inv_steps - 2, p->progress, p->user);
+        evals += p->inv_steps - 2;
+        if (!s && e < p->steps - 1) {
+            s = loco_ddim_sample(m, 1, xt, g, p->steps - 1, e, 0, p->seed, p->progress, p->user);
+            evals += p->steps - 1 - e;
+        }
+    } else {
+        /* up the inversion grid while below the edit timestep, then one last
+         * step onto it exactly */
+        int k = 0;
+        while (k < p->inv_steps && gi[k] < g[e]) k++;
+        gi[k] = g[e];
+        s = loco_ddim_invert(m, 1, xt, gi, 0, k, p->progress, p->user);
+        evals += k;
+    }
+    if (nfe) *nfe = evals;
+    free(g);
+    free(gi);
+    return s;
+}
+
+loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, float *x, int *nfe) {
+    float *g, *gi;
+    loco_status s = edit_grids(m, p, &g, &gi);
+    if (s) return s;
+    const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
+    float boost = 0;
+    if (p->boost_t > 0) boost = g[nearest_start(g, p->steps, (double)p->boost_t * m->sched.T)];
+    s = loco_ddim_sample(m, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
+    if (nfe) *nfe = e * B;
+    free(g);
+    free(gi);
+    return s;
+}
+
+/* ======================================================================== */
 /* Subspace iteration                                                       */
 /* ======================================================================== */
 

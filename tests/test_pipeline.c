@@ -217,11 +217,115 @@ static void test_directions(void **s) {
     ref_free(&r);
 }
 
+/* ---- the command line ------------------------------------------------------ */
+
+static int files_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int eq = fa && fb;
+    while (eq) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) eq = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return eq;
+}
+
+static void run(const char *cmd) {
+    printf("  $ %s\n", cmd);
+    if (system(cmd) != 0) fail_msg("command failed: %s", cmd);
+}
+
+static void test_cli_edit(void **st) {
+    (void)st;
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char dir[] = "/tmp/loco_editXXXXXX", cmd[4096], p1[800], p2[800];
+    assert_non_null(mkdtemp(dir));
+    const char *F = fixtures_dir();
+    const char *common = "--steps 20 --inv-steps 20 --rank 3 --null-rank 3 --min-iter 10 --max-iter 12 "
+                         "--strengths -8,0,8 --rect 6,16,8,24 --quiet";
+    for (int rep = 0; rep < 2; rep++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s/loco edit %s/unet-small --image %s/edit-small/original.png --out %s/run%d %s "
+                 "--init-basis %s/edit-small/arrays.safetensors --save-tensors",
+                 build, F, F, dir, rep, common, F);
+        run(cmd);
+    }
+    /* same parameters, same bytes */
+    const char *files[] = {"directions.safetensors", "tensors.safetensors", "strip.png", "edit_d0_s+8.png"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p1, sizeof p1, "%s/run0/%s", dir, files[i]);
+        snprintf(p2, sizeof p2, "%s/run1/%s", dir, files[i]);
+        if (!files_equal(p1, p2)) fail_msg("%s differs between two identical runs", files[i]);
+    }
+    printf("  two identical runs wrote identical directions, tensors and PNGs\n");
+    /* against the reference */
+    snprintf(p1, sizeof p1, "%s/run0/directions.safetensors", dir);
+    snprintf(p2, sizeof p2, "%s/run0/tensors.safetensors", dir);
+    size_t n;
+    float *d = load_tensor(p1, "directions", &n), *ve = load_tensor(arrays(), "vT_edit", NULL);
+    check_basis("CLI directions vs vT_edit", d, ve, 3, n / 3);
+    float *xt = load_tensor(p2, "xt", NULL), *xtr = load_tensor(arrays(), "xt", NULL);
+    CHECK_CLOSE("CLI xt (end to end)", xt, xtr, n / 3, 1e-3);
+    float *ed = load_tensor(p2, "edits", NULL);
+    const char *en[3] = {"edit_pc0_s-8", "edit_pc0_s+0", "edit_pc0_s+8"};
+    for (int k = 0; k < 3; k++) {
+        float *r = load_tensor(arrays(), en[k], NULL);
+        /* from our own x_t, which carries the 3e-4 round-trip difference */
+        CHECK_CLOSE(en[k], ed + k * (n / 3), r, n / 3, 1e-2);
+        loco_free(r);
+    }
+    /* loco apply with the saved direction reproduces the edit bytes */
+    snprintf(cmd, sizeof cmd,
+             "%s/loco apply %s/unet-small --directions %s --image %s/edit-small/original.png --out %s/apply "
+             "--strengths -8,0,8 --quiet",
+             build, F, p1, F, dir);
+    run(cmd);
+    const char *pairs[3][2] = {{"edit_d0_s-8.png", "img0_edit_d0_s-8.png"},
+                               {"edit_d0_s+8.png", "img0_edit_d0_s+8.png"},
+                               {"recon.png", "img0_recon.png"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p1, sizeof p1, "%s/run0/%s", dir, pairs[i][0]);
+        snprintf(p2, sizeof p2, "%s/apply/%s", dir, pairs[i][1]);
+        if (!files_equal(p1, p2)) fail_msg("loco apply: %s differs from loco edit's %s", pairs[i][1], pairs[i][0]);
+    }
+    printf("  loco apply reproduced loco edit's PNGs byte for byte\n");
+    /* composition: +8 of direction 0 as two moves of +4 gives the +8 edit */
+    snprintf(p1, sizeof p1, "%s/run0/directions.safetensors", dir);
+    snprintf(cmd, sizeof cmd,
+             "%s/loco apply %s/unet-small --direction %s:0:4 --direction %s:0:4 --image %s/edit-small/original.png "
+             "--out %s/comp --quiet",
+             build, F, p1, p1, F, dir);
+    run(cmd);
+    snprintf(p1, sizeof p1, "%s/run0/edit_d0_s+8.png", dir);
+    snprintf(p2, sizeof p2, "%s/comp/img0_composed.png", dir);
+    if (!files_equal(p1, p2)) fail_msg("two moves of +4 differ from one move of +8");
+    printf("  composition: 4 v + 4 v == 8 v (same PNG bytes)\n");
+    /* hostile arguments: empty mask, mask covering everything, bad image size */
+    snprintf(cmd, sizeof cmd, "%s/loco edit %s/unet-small --image %s/edit-small/original.png --out %s/bad --rect 0,32,0,32 --quiet 2>/dev/null",
+             build, F, F, dir);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/loco edit %s/unet-small --image %s/edit-small/edit_strip.png --out %s/bad --rect 0,3,0,3 --quiet 2>/dev/null",
+             build, F, F, dir);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(p1, sizeof p1, "%s/bad", dir);
+    assert_null(fopen(p1, "rb"));
+    loco_free(d);
+    loco_free(ve);
+    loco_free(xt);
+    loco_free(xtr);
+    loco_free(ed);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),
         cmocka_unit_test(test_inversion_and_sampling),
         cmocka_unit_test(test_directions),
+        cmocka_unit_test(test_cli_edit),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* loco - command-line front end. Uses only the public header. */
 #define _POSIX_C_SOURCE 200809L
-#include "loco.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <math.h>
@@ -8,29 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int g_quiet = 0;
-
-static void log_cb(loco_log_level lvl, const char *msg, void *user) {
-    (void)user;
-    if (lvl == LOCO_LOG_ERROR) return; /* errors are printed by the caller */
-    if (g_quiet && lvl > LOCO_LOG_WARN) return;
-    if (lvl == LOCO_LOG_DEBUG) return;
-    fprintf(stderr, "loco: %s: %s\n", lvl == LOCO_LOG_WARN ? "warning" : "info", msg);
-}
-
-static int fail(loco_status s) {
-    const char *d = loco_last_error();
-    fprintf(stderr, "loco: error: %s\n", d[0] ? d : loco_strerror(s));
-    return s == LOCO_E_INVALID_ARGUMENT ? 2 : 1;
-}
-
-static int usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "loco: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nRun 'loco help' for usage.\n");
-    return 2;
-}
 
 static const char *const usage_text =
     "usage: loco COMMAND [ARGS]\n"
@@ -46,28 +23,56 @@ static const char *const usage_text =
     "                                      J V (IN has V [k,C,H,W]; OUT gets JV) or U^T J\n"
     "                                      (IN has U [k,C,H,W] or [k,l]; OUT gets UJ) of\n"
     "                                      x0_hat (default) or eps, on the mask entries\n"
+    "  edit MODEL --image IMG (--mask M.png | --rect y0,y1,x0,x1 | --ellipse cy,cx,ry,rx)\n"
+    "       --out DIR [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--rank 5]\n"
+    "       [--null-rank 5] [--min-iter 10] [--max-iter 50] [--tol 1e-4]\n"
+    "       [--strengths -8,8] [--directions 0] [--invert-to edit|full] [--boost-t 0]\n"
+    "       [--seed 0] [--init-basis FILE] [--save-tensors] [--drop-alpha] [--resize]\n"
+    "       [--json]                       LOCO Edit: local directions at x_t, edits\n"
+    "  apply MODEL --directions FILE --image IMG [--image IMG2 ...] --out DIR\n"
+    "       [--index 0,1] [--strengths -8,8] | [--direction FILE:INDEX:STRENGTH ...]\n"
+    "                                      apply saved directions (transfer, compose)\n"
     "  help                                this text\n"
     "\n"
     "MODEL is a diffusers UNet2DModel folder (config.json +\n"
     "diffusion_pytorch_model.safetensors). Global options: --threads N, --quiet.\n";
 
+/* ---- shared helpers (declared in cli.h) ------------------------------------ */
+
+int g_quiet = 0;
+
+void log_cb(loco_log_level lvl, const char *msg, void *user) {
+    (void)user;
+    if (lvl == LOCO_LOG_ERROR) return; /* errors are printed by the caller */
+    if (g_quiet && lvl > LOCO_LOG_WARN) return;
+    if (lvl == LOCO_LOG_DEBUG) return;
+    fprintf(stderr, "loco: %s: %s\n", lvl == LOCO_LOG_WARN ? "warning" : "info", msg);
+}
+
+int fail(loco_status s) {
+    const char *d = loco_last_error();
+    fprintf(stderr, "loco: error: %s\n", d[0] ? d : loco_strerror(s));
+    return s == LOCO_E_INVALID_ARGUMENT ? 2 : 1;
+}
+
+int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "loco: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'loco help' for usage.\n");
+    return 2;
+}
+
 /* ---- small argument helpers ---------------------------------------------- */
 
-typedef struct args {
-    int argc;
-    char **argv;
-    int i;
-} args;
-
 /* value of option `name` at position i, advancing; NULL if not this option */
-static const char *opt(args *a, const char *name) {
+const char *opt(args *a, const char *name) {
     if (strcmp(a->argv[a->i], name) != 0) return NULL;
     if (a->i + 1 >= a->argc) return NULL;
     a->i++;
     return a->argv[a->i];
 }
 
-static int parse_long(const char *s, long long lo, long long hi, long long *out) {
+int parse_long(const char *s, long long lo, long long hi, long long *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
@@ -76,7 +81,7 @@ static int parse_long(const char *s, long long lo, long long hi, long long *out)
     return 1;
 }
 
-static int parse_float(const char *s, double *out) {
+int parse_float(const char *s, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -411,5 +416,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "init") == 0) return cmd_init(&a);
     if (strcmp(cmd, "eps") == 0) return cmd_eps(&a);
     if (strcmp(cmd, "jacobian") == 0) return cmd_jacobian(&a);
+    if (strcmp(cmd, "edit") == 0) return cmd_edit(&a);
+    if (strcmp(cmd, "apply") == 0) return cmd_apply(&a);
     return usage_error("unknown command '%s'", cmd);
 }

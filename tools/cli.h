@@ -1,0 +1,29 @@
+/* cli.h - helpers shared by the command-line program's files. The program
+ * uses only the public header include/loco.h of the library. */
+#ifndef LOCO_CLI_H
+#define LOCO_CLI_H
+
+#include "loco.h"
+
+extern int g_quiet; /* --quiet given */
+
+typedef struct args {
+    int argc;
+    char **argv;
+    int i;
+} args;
+
+void log_cb(loco_log_level lvl, const char *msg, void *user);
+/* prints loco_last_error() and returns the exit code for status s */
+int fail(loco_status s);
+/* prints "loco: <fmt with arg>" and a hint; returns 2 */
+int usage_error(const char *fmt, const char *arg);
+/* value of option `name` at a->i, advancing; NULL if a->argv[a->i] is not it */
+const char *opt(args *a, const char *name);
+int parse_long(const char *s, long long lo, long long hi, long long *out);
+int parse_float(const char *s, double *out);
+
+int cmd_edit(args *a);
+int cmd_apply(args *a);
+
+#endif

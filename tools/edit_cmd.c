@@ -1,0 +1,900 @@
+/* edit_cmd.c - `loco edit` and `loco apply`: LOCO Edit end to end on one
+ * image, and transfer/composition of saved directions to other images. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LIST 64
+
+/* ======================================================================== */
+/* Small helpers                                                            */
+/* ======================================================================== */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int show_progress(void) { return !g_quiet && isatty(2); }
+
+static void progress_cb(const char *phase, int done, int total, void *user) {
+    (void)user;
+    if (!show_progress()) return;
+    fprintf(stderr, "\r  %-12s %4d/%-4d", phase, done, total);
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void say(const char *fmt, const char *arg) {
+    if (g_quiet) return;
+    fprintf(stderr, fmt, arg);
+}
+
+/* "a,b,c" -> doubles; returns count or -1 */
+static int parse_list(const char *s, double *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !isfinite(v) || n >= max) return -1;
+        out[n++] = v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return n;
+}
+
+static int make_dir(const char *d) {
+    if (mkdir(d, 0755) == 0 || errno == EEXIST) return 0;
+    fprintf(stderr, "loco: error: %s: cannot create folder: %s\n", d, strerror(errno));
+    return -1;
+}
+
+static char *path_in(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* Bilinear resize of an 8-bit interleaved image (align_corners = false). */
+static uint8_t *resize(const loco_image *im, int H, int W) {
+    uint8_t *o = malloc((size_t)H * W * im->channels);
+    if (!o) return NULL;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            double sy = (y + 0.5) * im->height / H - 0.5, sx = (x + 0.5) * im->width / W - 0.5;
+            if (sy < 0) sy = 0;
+            if (sx < 0) sx = 0;
+            int y0 = (int)sy, x0 = (int)sx;
+            int y1 = y0 + 1 < im->height ? y0 + 1 : y0, x1 = x0 + 1 < im->width ? x0 + 1 : x0;
+            double fy = sy - y0, fx = sx - x0;
+            for (int c = 0; c < im->channels; c++) {
+#define PX(yy, xx) im->data[((size_t)(yy) * im->width + (xx)) * im->channels + c]
+                double v = (1 - fy) * ((1 - fx) * PX(y0, x0) + fx * PX(y0, x1)) + fy * ((1 - fx) * PX(y1, x0) + fx * PX(y1, x1));
+#undef PX
+                o[((size_t)y * W + x) * im->channels + c] = (uint8_t)lround(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    return o;
+}
+
+/* Reads the input image into x0 [C, H, W] in [-1, 1]: a PNG or a
+ * safetensors file with tensor x0 [1, C, H, W]. Returns 0 or an exit code. */
+static int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int do_resize, float *x0) {
+    const int C = inf->in_channels, H = inf->height, W = inf->width;
+    size_t len = strlen(path);
+    if (len > 12 && strcmp(path + len - 12, ".safetensors") == 0) {
+        loco_tensors *f;
+        loco_status st = loco_tensors_open(path, &f);
+        if (st) return fail(st);
+        float *d;
+        int nd;
+        int64_t sh[LOCO_MAX_DIMS];
+        st = loco_tensors_read_f32(f, "x0", &d, &nd, sh, 0);
+        loco_tensors_close(f);
+        if (st) return fail(st);
+        if (nd != 4 || sh[0] != 1 || sh[1] != C || sh[2] != H || sh[3] != W) {
+            fprintf(stderr, "loco: error: %s: tensor 'x0' must have shape [1,%d,%d,%d]\n", path, C, H, W);
+            loco_free(d);
+            return 1;
+        }
+        memcpy(x0, d, sizeof(float) * (size_t)C * H * W);
+        loco_free(d);
+        return 0;
+    }
+    loco_image im;
+    loco_status st = loco_png_read(path, &im);
+    if (st) return fail(st);
+    int ch = im.channels, alpha = ch == 2 || ch == 4;
+    if (alpha && !drop_alpha) {
+        fprintf(stderr, "loco: error: %s: the image has an alpha channel; pass --drop-alpha to ignore it\n", path);
+        loco_free(im.data);
+        return 1;
+    }
+    int colors = alpha ? ch - 1 : ch;
+    if (colors != C) {
+        fprintf(stderr, "loco: error: %s: the image has %d colour channel(s) but the model takes %d\n", path, colors, C);
+        loco_free(im.data);
+        return 1;
+    }
+    uint8_t *px = im.data;
+    if (im.width != W || im.height != H) {
+        if (!do_resize) {
+            fprintf(stderr, "loco: error: %s: the image is %dx%d but the model works at %dx%d (pass --resize)\n", path,
+                    im.width, im.height, W, H);
+            loco_free(im.data);
+            return 1;
+        }
+        px = resize(&im, H, W);
+        if (!px) {
+            loco_free(im.data);
+            return fail(LOCO_E_NOMEM);
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < H * W; i++) x0[(size_t)c * H * W + i] = px[(size_t)i * ch + c] / 127.5f - 1.0f;
+    if (px != im.data) free(px);
+    loco_free(im.data);
+    return 0;
+}
+
+/* [C, H, W] floats in [-1, 1] -> 8-bit interleaved pixels at column offset
+ * xoff of a strip `stride` images wide */
+static void to_pixels(const float *x, int C, int H, int W, uint8_t *dst, int stride, int xoff) {
+    for (int y = 0; y < H; y++)
+        for (int xx = 0; xx < W; xx++)
+            for (int c = 0; c < C; c++) {
+                float v = (x[((size_t)c * H + y) * W + xx] + 1.0f) * 127.5f;
+                v = v < 0 ? 0 : v > 255 ? 255 : v;
+                dst[((size_t)y * stride + xoff + xx) * C + c] = (uint8_t)lrintf(v);
+            }
+}
+
+static loco_status write_png(const char *dir, const char *name, const float *x, int C, int H, int W) {
+    loco_image im = {W, H, C, malloc((size_t)C * H * W)};
+    if (!im.data) return LOCO_E_NOMEM;
+    to_pixels(x, C, H, W, im.data, W, 0);
+    char *p = path_in(dir, name);
+    loco_status st = p ? loco_png_write(p, &im) : LOCO_E_NOMEM;
+    free(p);
+    free(im.data);
+    return st;
+}
+
+/* n images [n, C, H, W] side by side */
+static loco_status write_strip(const char *dir, const char *name, const float *const *imgs, int n, int C, int H, int W) {
+    loco_image im = {W * n, H, C, malloc((size_t)C * H * W * n)};
+    if (!im.data) return LOCO_E_NOMEM;
+    for (int i = 0; i < n; i++) to_pixels(imgs[i], C, H, W, im.data, W * n, W * i);
+    char *p = path_in(dir, name);
+    loco_status st = p ? loco_png_write(p, &im) : LOCO_E_NOMEM;
+    free(p);
+    free(im.data);
+    return st;
+}
+
+static void strength_name(char *buf, size_t n, int dir, double s) {
+    snprintf(buf, n, "edit_d%d_s%+g.png", dir, s);
+}
+
+/* Decodes n images [n, C, H, W] at the edit timestep in batches sized to keep
+ * activations near 1 GiB. */
+static loco_status decode_all(loco_model *m, const loco_edit_params *ep, const loco_model_info *inf, int n, float *x,
+                              int *nfe) {
+    size_t per = (size_t)inf->in_channels * inf->height * inf->width;
+    int B = inf->activation_bytes ? (int)((size_t)1 << 30) / (int)(inf->activation_bytes > 1 ? inf->activation_bytes : 1) : 8;
+    if (B < 1) B = 1;
+    if (B > 16) B = 16;
+    *nfe = 0;
+    for (int i = 0; i < n; i += B) {
+        int b = n - i < B ? n - i : B, e = 0;
+        loco_status st = loco_edit_decode(m, ep, b, x + (size_t)i * per, &e);
+        if (st) return st;
+        *nfe += e;
+    }
+    return LOCO_OK;
+}
+
+/* Builds the 2-D mask from --mask/--rect/--ellipse. Returns 0 or exit code. */
+static int build_mask(const char *maskp, const char *rect, const char *ell, int H, int W, uint8_t *pix) {
+    int given = (maskp != NULL) + (rect != NULL) + (ell != NULL);
+    if (given != 1) return usage_error("edit: %s", "give exactly one of --mask, --rect, --ellipse");
+    loco_status st;
+    if (maskp) st = loco_mask_png(maskp, H, W, pix);
+    else if (rect) {
+        double r[4];
+        if (parse_list(rect, r, 4) != 4) return usage_error("edit: bad --rect '%s' (y0,y1,x0,x1)", rect);
+        st = loco_mask_rect(H, W, (int)r[0], (int)r[1], (int)r[2], (int)r[3], pix);
+    } else {
+        double e[4];
+        if (parse_list(ell, e, 4) != 4) return usage_error("edit: bad --ellipse '%s' (cy,cx,ry,rx)", ell);
+        st = loco_mask_ellipse(H, W, e[0], e[1], e[2], e[3], pix);
+    }
+    return st ? fail(st) : 0;
+}
+
+static cJSON *json_farray(const float *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static cJSON *json_history(const loco_subspace *s) {
+    cJSON *h = cJSON_CreateArray();
+    for (int i = 0; i < s->iters; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "iter", i);
+        cJSON_AddNumberToObject(e, "sin_max_angle", s->sin_angle[i]);
+        cJSON_AddItemToObject(e, "singular_values", json_farray(s->s_hist + (size_t)i * s->rank, s->rank));
+        cJSON_AddItemToArray(h, e);
+    }
+    return h;
+}
+
+static cJSON *json_subspace(const loco_subspace *s, double secs) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "rank", s->rank);
+    cJSON_AddNumberToObject(o, "mask_entries", (double)s->l);
+    cJSON_AddNumberToObject(o, "iterations", s->iters);
+    cJSON_AddBoolToObject(o, "converged", s->converged);
+    cJSON_AddItemToObject(o, "singular_values", json_farray(s->s, s->rank));
+    cJSON_AddNumberToObject(o, "seconds", secs);
+    cJSON_AddNumberToObject(o, "seconds_jvp", s->seconds_jvp);
+    cJSON_AddNumberToObject(o, "seconds_vjp", s->seconds_vjp);
+    cJSON_AddNumberToObject(o, "jvp_vectors", s->jvp_vectors);
+    cJSON_AddNumberToObject(o, "vjp_vectors", s->vjp_vectors);
+    cJSON_AddItemToObject(o, "history", json_history(s));
+    return o;
+}
+
+static loco_status write_text(const char *dir, const char *name, const char *text) {
+    char *p = path_in(dir, name), *tmp = p ? path_in(dir, ".report.tmp") : NULL;
+    if (!p || !tmp) {
+        free(p);
+        free(tmp);
+        return LOCO_E_NOMEM;
+    }
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f) != 0) ok = 0;
+    if (ok && rename(tmp, p) != 0) ok = 0;
+    if (!ok) {
+        fprintf(stderr, "loco: error: %s: cannot write: %s\n", p, strerror(errno));
+        remove(tmp);
+    }
+    free(p);
+    free(tmp);
+    return ok ? LOCO_OK : LOCO_E_IO;
+}
+
+/* ======================================================================== */
+/* loco edit                                                                */
+/* ======================================================================== */
+
+int cmd_edit(args *a) {
+    const char *model = NULL, *image = NULL, *maskp = NULL, *rect = NULL, *ell = NULL, *out = NULL, *init_basis = NULL,
+               *v;
+    loco_edit_params ep;
+    loco_edit_params_init(&ep);
+    int rank = 5, null_rank = 5, min_iter = 10, max_iter = 50, save_tensors = 0, drop_alpha = 0, do_resize = 0, json = 0;
+    double tol = 1e-4, strengths[MAX_LIST] = {-8, 8}, dirs_d[MAX_LIST] = {0};
+    int n_str = 2, n_dir = 1;
+    long long seed = 0, ll;
+    double d;
+    for (; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if ((v = opt(a, "--image"))) image = v;
+        else if ((v = opt(a, "--mask"))) maskp = v;
+        else if ((v = opt(a, "--rect"))) rect = v;
+        else if ((v = opt(a, "--ellipse"))) ell = v;
+        else if ((v = opt(a, "--out"))) out = v;
+        else if ((v = opt(a, "--init-basis"))) init_basis = v;
+        else if ((v = opt(a, "--t-edit"))) {
+            if (!parse_float(v, &d) || d <= 0 || d >= 1) return usage_error("edit: --t-edit '%s' must be in (0, 1)", v);
+            ep.t_edit = (float)d;
+        } else if ((v = opt(a, "--boost-t"))) {
+            if (!parse_float(v, &d) || d < 0 || d >= 1) return usage_error("edit: --boost-t '%s' must be in [0, 1)", v);
+            ep.boost_t = (float)d;
+        } else if ((v = opt(a, "--steps"))) {
+            if (!parse_long(v, 2, 100000, &ll)) return usage_error("edit: bad --steps '%s'", v);
+            ep.steps = (int)ll;
+        } else if ((v = opt(a, "--inv-steps"))) {
+            if (!parse_long(v, 2, 100000, &ll)) return usage_error("edit: bad --inv-steps '%s'", v);
+            ep.inv_steps = (int)ll;
+        } else if ((v = opt(a, "--rank"))) {
+            if (!parse_long(v, 1, 4096, &ll)) return usage_error("edit: bad --rank '%s'", v);
+            rank = (int)ll;
+        } else if ((v = opt(a, "--null-rank"))) {
+            if (!parse_long(v, 0, 4096, &ll)) return usage_error("edit: bad --null-rank '%s'", v);
+            null_rank = (int)ll;
+        } else if ((v = opt(a, "--min-iter"))) {
+            if (!parse_long(v, 0, 100000, &ll)) return usage_error("edit: bad --min-iter '%s'", v);
+            min_iter = (int)ll;
+        } else if ((v = opt(a, "--max-iter"))) {
+            if (!parse_long(v, 1, 100000, &ll)) return usage_error("edit: bad --max-iter '%s'", v);
+            max_iter = (int)ll;
+        } else if ((v = opt(a, "--tol"))) {
+            if (!parse_float(v, &tol) || tol < 0) return usage_error("edit: bad --tol '%s'", v);
+        } else if ((v = opt(a, "--strengths"))) {
+            if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("edit: bad --strengths '%s'", v);
+        } else if ((v = opt(a, "--directions"))) {
+            if ((n_dir = parse_list(v, dirs_d, MAX_LIST)) < 1) return usage_error("edit: bad --directions '%s'", v);
+        } else if ((v = opt(a, "--invert-to"))) {
+            if (strcmp(v, "full") == 0) ep.invert_full = 1;
+            else if (strcmp(v, "edit") == 0) ep.invert_full = 0;
+            else return usage_error("edit: --invert-to must be edit or full, not '%s'", v);
+        } else if ((v = opt(a, "--seed"))) {
+            if (!parse_long(v, 0, INT64_MAX, &seed)) return usage_error("edit: bad --seed '%s'", v);
+        } else if (strcmp(s, "--save-tensors") == 0) save_tensors = 1;
+        else if (strcmp(s, "--drop-alpha") == 0) drop_alpha = 1;
+        else if (strcmp(s, "--resize") == 0) do_resize = 1;
+        else if (strcmp(s, "--json") == 0) json = 1;
+        else if (s[0] == '-') return usage_error("edit: unknown or incomplete option '%s'", s);
+        else if (!model) model = s;
+        else return usage_error("edit: unexpected argument '%s'", s);
+    }
+    if (!model || !image || !out) return usage_error("edit: %s", "needs MODEL --image IMG --out DIR and a mask");
+    if (min_iter > max_iter) return usage_error("edit: %s", "--min-iter must not exceed --max-iter");
+    for (int i = 0; i < n_dir; i++)
+        if (dirs_d[i] != floor(dirs_d[i]) || dirs_d[i] < 0 || dirs_d[i] >= rank)
+            return usage_error("edit: --directions entries must be integers in [0, --rank) %s", "");
+    ep.seed = (uint64_t)seed;
+    ep.progress = progress_cb;
+
+    double t_start = now();
+    loco_model *m = NULL;
+    loco_lin *L = NULL;
+    loco_subspace roi = {0}, nul = {0};
+    float *x0 = NULL, *xt = NULL, *dirs = NULL, *batch = NULL, *v0m = NULL, *v0n = NULL;
+    uint8_t *pix = NULL, *mask = NULL, *outside = NULL;
+    cJSON *rep = NULL;
+    char *text = NULL;
+    int rc = 0;
+    loco_status st;
+    if ((st = loco_model_open(model, &m))) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int C = inf.in_channels, H = inf.height, W = inf.width;
+    const size_t n = (size_t)C * H * W;
+    if (inf.out_channels != C) {
+        fprintf(stderr, "loco: error: %s: editing needs in_channels == out_channels\n", model);
+        loco_model_free(m);
+        return 1;
+    }
+    x0 = malloc(sizeof(float) * n);
+    xt = malloc(sizeof(float) * n);
+    pix = malloc((size_t)H * W);
+    mask = malloc(n);
+    outside = malloc(n);
+    if (!x0 || !xt || !pix || !mask || !outside) {
+        rc = fail(LOCO_E_NOMEM);
+        goto done;
+    }
+    if ((rc = load_input(image, &inf, drop_alpha, do_resize, x0))) goto done;
+    if ((rc = build_mask(maskp, rect, ell, H, W, pix))) goto done;
+    size_t inside = 0;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < H * W; i++) {
+            mask[(size_t)c * H * W + i] = pix[i] != 0;
+            outside[(size_t)c * H * W + i] = pix[i] == 0;
+            inside += pix[i] != 0;
+        }
+    if (inside == 0) {
+        fprintf(stderr, "loco: error: the mask is empty\n");
+        rc = 2;
+        goto done;
+    }
+    if (null_rank > 0 && inside == (size_t)H * W) {
+        fprintf(stderr, "loco: error: the mask covers the whole image, so there is no outside for the null-space "
+                        "projection (use --null-rank 0)\n");
+        rc = 2;
+        goto done;
+    }
+    if (init_basis) {
+        loco_tensors *f;
+        if ((st = loco_tensors_open(init_basis, &f))) goto err;
+        int nd;
+        int64_t sh[LOCO_MAX_DIMS];
+        st = loco_tensors_read_f32(f, "v0_modify", &v0m, &nd, sh, 0);
+        if (!st && (nd != 2 || sh[0] < rank || (size_t)sh[1] != n)) {
+            fprintf(stderr, "loco: error: %s: 'v0_modify' must be [>= %d, %zu]\n", init_basis, rank, n);
+            st = LOCO_E_SHAPE;
+        }
+        if (!st && null_rank > 0) {
+            st = loco_tensors_read_f32(f, "v0_null", &v0n, &nd, sh, 0);
+            if (!st && (nd != 2 || sh[0] < null_rank || (size_t)sh[1] != n)) {
+                fprintf(stderr, "loco: error: %s: 'v0_null' must be [>= %d, %zu]\n", init_basis, null_rank, n);
+                st = LOCO_E_SHAPE;
+            }
+        }
+        loco_tensors_close(f);
+        if (st) {
+            rc = st == LOCO_E_SHAPE ? 1 : fail(st);
+            goto done;
+        }
+    }
+
+    /* 1. invert to x_t */
+    float t_value;
+    int edit_idx;
+    if ((st = loco_edit_timestep(m, &ep, &t_value, &edit_idx))) goto err;
+    char tbuf[64];
+    snprintf(tbuf, sizeof tbuf, "%.4f", t_value);
+    say("loco: inverting to t = %s\n", tbuf);
+    double t0 = now();
+    int nfe_inv = 0;
+    if ((st = loco_edit_encode(m, &ep, x0, xt, &nfe_inv))) goto err;
+    double t_inv = now() - t0;
+
+    /* 2. local directions */
+    t0 = now();
+    if ((st = loco_linearize(m, xt, t_value, &L))) goto err;
+    double t_lin = now() - t0;
+    loco_subspace_params sp;
+    loco_subspace_params_init(&sp);
+    sp.rank = rank;
+    sp.min_iter = min_iter;
+    sp.max_iter = max_iter;
+    sp.tol = tol;
+    sp.seed = (uint64_t)seed;
+    sp.init = v0m;
+    sp.progress = progress_cb;
+    sp.phase = "roi";
+    t0 = now();
+    if ((st = loco_subspace_iteration(L, mask, &sp, &roi))) goto err;
+    double t_roi = now() - t0;
+    loco_canonical_sign(rank, n, roi.vT);
+    double t_null = 0;
+    if (null_rank > 0) {
+        sp.rank = null_rank;
+        sp.seed = (uint64_t)seed + 1;
+        sp.init = v0n;
+        sp.phase = "null";
+        t0 = now();
+        if ((st = loco_subspace_iteration(L, outside, &sp, &nul))) goto err;
+        t_null = now() - t0;
+        loco_canonical_sign(null_rank, n, nul.vT);
+    }
+    dirs = malloc(sizeof(float) * (size_t)rank * n);
+    if (!dirs) {
+        st = LOCO_E_NOMEM;
+        goto err;
+    }
+    memcpy(dirs, roi.vT, sizeof(float) * (size_t)rank * n);
+    if ((st = loco_project_directions(rank, n, dirs, null_rank, null_rank > 0 ? nul.vT : NULL))) goto err;
+
+    /* 3. edits: reconstruction first, then directions outer, strengths inner */
+    const int n_img = 1 + n_dir * n_str;
+    batch = malloc(sizeof(float) * n * (size_t)n_img);
+    if (!batch) {
+        st = LOCO_E_NOMEM;
+        goto err;
+    }
+    memcpy(batch, xt, sizeof(float) * n);
+    for (int di = 0; di < n_dir; di++)
+        for (int si = 0; si < n_str; si++) {
+            float *dst = batch + n * (size_t)(1 + di * n_str + si);
+            const float *dv = dirs + n * (size_t)dirs_d[di];
+            for (size_t e = 0; e < n; e++) dst[e] = xt[e] + (float)strengths[si] * dv[e];
+        }
+    say("loco: denoising %s images\n", n_img == 1 ? "1" : "the");
+    t0 = now();
+    int nfe_dec = 0;
+    if ((st = decode_all(m, &ep, &inf, n_img, batch, &nfe_dec))) goto err;
+    double t_dec = now() - t0;
+
+    /* 4. outputs */
+    if (make_dir(out)) {
+        rc = 1;
+        goto done;
+    }
+    if ((st = write_png(out, "original.png", x0, C, H, W)) || (st = write_png(out, "recon.png", batch, C, H, W))) goto err;
+    const float **strip = malloc(sizeof(float *) * (size_t)(n_img + 1));
+    if (!strip) {
+        st = LOCO_E_NOMEM;
+        goto err;
+    }
+    strip[0] = x0;
+    for (int i = 0; i < n_img; i++) strip[i + 1] = batch + n * (size_t)i;
+    st = write_strip(out, "strip.png", strip, n_img + 1, C, H, W);
+    free(strip);
+    if (st) goto err;
+    char name[96];
+    for (int di = 0; di < n_dir; di++)
+        for (int si = 0; si < n_str; si++) {
+            strength_name(name, sizeof name, (int)dirs_d[di], strengths[si]);
+            if ((st = write_png(out, name, batch + n * (size_t)(1 + di * n_str + si), C, H, W))) goto err;
+        }
+    {
+        char tv[32], sd[32], rk[16], nrk[16], ns[16], nis[16], inv[8], bt[32], te[32], mk[64];
+        snprintf(tv, sizeof tv, "%.9g", t_value);
+        snprintf(sd, sizeof sd, "%lld", seed);
+        snprintf(rk, sizeof rk, "%d", rank);
+        snprintf(nrk, sizeof nrk, "%d", null_rank);
+        snprintf(ns, sizeof ns, "%d", ep.steps);
+        snprintf(nis, sizeof nis, "%d", ep.inv_steps);
+        snprintf(inv, sizeof inv, "%s", ep.invert_full ? "full" : "edit");
+        snprintf(bt, sizeof bt, "%.9g", ep.boost_t);
+        snprintf(te, sizeof te, "%.9g", ep.t_edit);
+        snprintf(mk, sizeof mk, "%s", maskp ? "png" : rect ? "rect" : "ellipse");
+        const char *meta[] = {"model", model, "t", tv, "t_edit", te, "steps", ns, "inv_steps", nis, "invert_to", inv,
+                              "boost_t", bt, "rank", rk, "null_rank", nrk, "seed", sd, "mask", maskp ? maskp : rect ? rect : ell,
+                              "mask_kind", mk, "image", image};
+        loco_tensor_ref refs[7] = {
+            {"directions", LOCO_DTYPE_F32, 4, {rank, C, H, W}, dirs},
+            {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi.vT},
+            {"roi_singular_values", LOCO_DTYPE_F32, 1, {rank}, roi.s},
+            {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
+            {"mask", LOCO_DTYPE_U8, 2, {H, W}, pix},
+            {"null_basis", LOCO_DTYPE_F32, 4, {null_rank, C, H, W}, nul.vT},
+            {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul.s},
+        };
+        char *dp = path_in(out, "directions.safetensors");
+        st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 13) : LOCO_E_NOMEM;
+        free(dp);
+        if (st) goto err;
+        if (save_tensors) {
+            float *x0b = x0;
+            loco_tensor_ref tr[5] = {
+                {"x0", LOCO_DTYPE_F32, 4, {1, C, H, W}, x0b},
+                {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
+                {"recon", LOCO_DTYPE_F32, 4, {1, C, H, W}, batch},
+                {"edits", LOCO_DTYPE_F32, 4, {n_img - 1, C, H, W}, batch + n},
+            };
+            char *tp = path_in(out, "tensors.safetensors");
+            st = tp ? loco_tensors_write(tp, tr, 4, meta, 13) : LOCO_E_NOMEM;
+            free(tp);
+            if (st) goto err;
+        }
+    }
+    /* report */
+    rep = cJSON_CreateObject();
+    cJSON *par = cJSON_AddObjectToObject(rep, "parameters");
+    cJSON_AddStringToObject(par, "model", model);
+    cJSON_AddStringToObject(par, "image", image);
+    cJSON_AddStringToObject(par, "mask", maskp ? maskp : rect ? rect : ell);
+    cJSON_AddStringToObject(par, "mask_kind", maskp ? "png" : rect ? "rect" : "ellipse");
+    cJSON_AddNumberToObject(par, "mask_pixels", (double)inside);
+    cJSON_AddNumberToObject(par, "t_edit", ep.t_edit);
+    cJSON_AddNumberToObject(par, "t_edit_value", t_value);
+    cJSON_AddNumberToObject(par, "edit_grid_index", edit_idx);
+    cJSON_AddNumberToObject(par, "steps", ep.steps);
+    cJSON_AddNumberToObject(par, "inv_steps", ep.inv_steps);
+    cJSON_AddStringToObject(par, "invert_to", ep.invert_full ? "full" : "edit");
+    cJSON_AddNumberToObject(par, "boost_t", ep.boost_t);
+    cJSON_AddNumberToObject(par, "rank", rank);
+    cJSON_AddNumberToObject(par, "null_rank", null_rank);
+    cJSON_AddNumberToObject(par, "min_iter", min_iter);
+    cJSON_AddNumberToObject(par, "max_iter", max_iter);
+    cJSON_AddNumberToObject(par, "tol", tol);
+    cJSON_AddNumberToObject(par, "seed", (double)seed);
+    cJSON_AddItemToObject(par, "strengths", cJSON_CreateDoubleArray(strengths, n_str));
+    cJSON_AddItemToObject(par, "directions", cJSON_CreateDoubleArray(dirs_d, n_dir));
+    cJSON_AddStringToObject(par, "init_basis", init_basis ? init_basis : "random");
+    cJSON *tm = cJSON_AddObjectToObject(rep, "timings_seconds");
+    cJSON_AddNumberToObject(tm, "inversion", t_inv);
+    cJSON_AddNumberToObject(tm, "linearize", t_lin);
+    cJSON_AddNumberToObject(tm, "roi_iteration", t_roi);
+    cJSON_AddNumberToObject(tm, "null_iteration", t_null);
+    cJSON_AddNumberToObject(tm, "denoise_edits", t_dec);
+    cJSON_AddNumberToObject(tm, "total", now() - t_start);
+    cJSON *ne = cJSON_AddObjectToObject(rep, "network_evaluations");
+    cJSON_AddNumberToObject(ne, "inversion", nfe_inv);
+    cJSON_AddNumberToObject(ne, "linearize", 1);
+    cJSON_AddNumberToObject(ne, "roi_jvp_vectors", roi.jvp_vectors);
+    cJSON_AddNumberToObject(ne, "roi_vjp_vectors", roi.vjp_vectors);
+    cJSON_AddNumberToObject(ne, "null_jvp_vectors", nul.jvp_vectors);
+    cJSON_AddNumberToObject(ne, "null_vjp_vectors", nul.vjp_vectors);
+    cJSON_AddNumberToObject(ne, "denoise_images_x_steps", nfe_dec);
+    cJSON_AddItemToObject(rep, "roi", json_subspace(&roi, t_roi));
+    if (null_rank > 0) cJSON_AddItemToObject(rep, "null", json_subspace(&nul, t_null));
+    cJSON *outs = cJSON_AddArrayToObject(rep, "outputs");
+    cJSON_AddItemToArray(outs, cJSON_CreateString("recon.png"));
+    for (int di = 0; di < n_dir; di++)
+        for (int si = 0; si < n_str; si++) {
+            strength_name(name, sizeof name, (int)dirs_d[di], strengths[si]);
+            cJSON_AddItemToArray(outs, cJSON_CreateString(name));
+        }
+    text = cJSON_Print(rep);
+    if (!text || (st = write_text(out, "report.json", text))) {
+        rc = 1;
+        goto done;
+    }
+    if (json) printf("%s\n", text);
+    if (!g_quiet) {
+        fprintf(stderr, "loco: ROI singular values:");
+        for (int i = 0; i < rank; i++) fprintf(stderr, " %.4g", roi.s[i]);
+        fprintf(stderr, " (%d iterations, %s)\nloco: wrote %s/strip.png and %d edit(s) in %.1f s\n", roi.iters,
+                roi.converged ? "converged" : "not converged", out, n_img - 1, now() - t_start);
+    }
+    goto done;
+err:
+    rc = fail(st);
+done:
+    free(text);
+    cJSON_Delete(rep);
+    loco_subspace_free(&roi);
+    loco_subspace_free(&nul);
+    loco_lin_free(L);
+    free(x0);
+    free(xt);
+    free(dirs);
+    free(batch);
+    free(pix);
+    free(mask);
+    free(outside);
+    loco_free(v0m);
+    loco_free(v0n);
+    loco_model_free(m);
+    return rc;
+}
+
+/* ======================================================================== */
+/* loco apply                                                               */
+/* ======================================================================== */
+
+typedef struct dirfile {
+    char *path;
+    loco_tensors *f;
+    float *dirs; /* [r, n] */
+    int r;
+} dirfile;
+
+static int open_dirfile(dirfile *d, const char *path, size_t n) {
+    memset(d, 0, sizeof *d);
+    d->path = strdup(path);
+    loco_status st = loco_tensors_open(path, &d->f);
+    if (st) return fail(st);
+    int nd;
+    int64_t sh[LOCO_MAX_DIMS];
+    if ((st = loco_tensors_read_f32(d->f, "directions", &d->dirs, &nd, sh, 0))) return fail(st);
+    size_t per = 1;
+    for (int i = 1; i < nd; i++) per *= (size_t)sh[i];
+    if (nd != 4 || per != n || sh[0] < 1) {
+        fprintf(stderr, "loco: error: %s: tensor 'directions' must be [r, C, H, W] for this model\n", path);
+        return 1;
+    }
+    d->r = (int)sh[0];
+    return 0;
+}
+
+static void close_dirfile(dirfile *d) {
+    free(d->path);
+    loco_free(d->dirs);
+    loco_tensors_close(d->f);
+}
+
+/* Reads the edit schedule recorded by `loco edit` into ep. */
+static int params_from(const dirfile *d, loco_edit_params *ep) {
+    const char *te = loco_tensors_metadata(d->f, "t_edit"), *ns = loco_tensors_metadata(d->f, "steps"),
+               *nis = loco_tensors_metadata(d->f, "inv_steps"), *inv = loco_tensors_metadata(d->f, "invert_to"),
+               *bt = loco_tensors_metadata(d->f, "boost_t"), *sd = loco_tensors_metadata(d->f, "seed");
+    double v;
+    long long l;
+    if (!te || !ns || !nis || !inv || !bt || !sd) {
+        fprintf(stderr, "loco: error: %s: metadata lacks the edit schedule (t_edit, steps, inv_steps, invert_to, boost_t, "
+                        "seed); was it written by 'loco edit'?\n", d->path);
+        return 1;
+    }
+    loco_edit_params_init(ep);
+    if (!parse_float(te, &v)) goto bad;
+    ep->t_edit = (float)v;
+    if (!parse_long(ns, 2, 100000, &l)) goto bad;
+    ep->steps = (int)l;
+    if (!parse_long(nis, 2, 100000, &l)) goto bad;
+    ep->inv_steps = (int)l;
+    ep->invert_full = strcmp(inv, "full") == 0;
+    if (!parse_float(bt, &v)) goto bad;
+    ep->boost_t = (float)v;
+    if (!parse_long(sd, 0, INT64_MAX, &l)) goto bad;
+    ep->seed = (uint64_t)l;
+    return 0;
+bad:
+    fprintf(stderr, "loco: error: %s: malformed schedule metadata\n", d->path);
+    return 1;
+}
+
+int cmd_apply(args *a) {
+    const char *model = NULL, *dfile = NULL, *out = NULL, *images[MAX_LIST], *comp[MAX_LIST], *v;
+    int n_images = 0, n_comp = 0, drop_alpha = 0, do_resize = 0;
+    double strengths[MAX_LIST] = {-8, 8}, idx_d[MAX_LIST] = {0};
+    int n_str = 2, n_idx = 1;
+    for (; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if ((v = opt(a, "--directions"))) dfile = v;
+        else if ((v = opt(a, "--image"))) {
+            if (n_images >= MAX_LIST) return usage_error("apply: at most 64 images %s", "");
+            images[n_images++] = v;
+        } else if ((v = opt(a, "--direction"))) {
+            if (n_comp >= MAX_LIST) return usage_error("apply: at most 64 --direction %s", "");
+            comp[n_comp++] = v;
+        } else if ((v = opt(a, "--out"))) out = v;
+        else if ((v = opt(a, "--strengths"))) {
+            if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("apply: bad --strengths '%s'", v);
+        } else if ((v = opt(a, "--index"))) {
+            if ((n_idx = parse_list(v, idx_d, MAX_LIST)) < 1) return usage_error("apply: bad --index '%s'", v);
+        } else if (strcmp(s, "--drop-alpha") == 0) drop_alpha = 1;
+        else if (strcmp(s, "--resize") == 0) do_resize = 1;
+        else if (s[0] == '-') return usage_error("apply: unknown or incomplete option '%s'", s);
+        else if (!model) model = s;
+        else return usage_error("apply: unexpected argument '%s'", s);
+    }
+    if (!model || !out || n_images == 0 || (!dfile && n_comp == 0))
+        return usage_error("apply: %s", "needs MODEL --image IMG --out DIR and --directions FILE or --direction F:I:S");
+    if (dfile && n_comp) return usage_error("apply: %s", "give --directions or --direction, not both");
+    loco_model *m = NULL;
+    int rc = 0;
+    loco_status st;
+    if ((st = loco_model_open(model, &m))) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int C = inf.in_channels, H = inf.height, W = inf.width;
+    const size_t n = (size_t)C * H * W;
+    /* the moves: (file, index, strength) triples */
+    int n_moves = dfile ? n_idx * n_str : n_comp;
+    dirfile files[MAX_LIST];
+    int n_files = 0;
+    int *mv_file = calloc((size_t)n_moves, sizeof(int)), *mv_idx = calloc((size_t)n_moves, sizeof(int));
+    double *mv_s = calloc((size_t)n_moves, sizeof(double));
+    float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *batch = NULL;
+    if (!mv_file || !mv_idx || !mv_s || !x0 || !xt) {
+        rc = fail(LOCO_E_NOMEM);
+        goto done;
+    }
+    if (dfile) {
+        if ((rc = open_dirfile(&files[n_files++], dfile, n))) goto done;
+        for (int i = 0; i < n_idx; i++)
+            for (int j = 0; j < n_str; j++) {
+                int k = i * n_str + j;
+                mv_file[k] = 0;
+                mv_idx[k] = (int)idx_d[i];
+                mv_s[k] = strengths[j];
+            }
+    } else {
+        for (int k = 0; k < n_comp; k++) {
+            /* FILE:INDEX:STRENGTH, split at the last two colons */
+            char *spec = strdup(comp[k]);
+            char *c2 = spec ? strrchr(spec, ':') : NULL;
+            char *c1 = NULL;
+            if (c2) {
+                *c2 = 0;
+                c1 = strrchr(spec, ':');
+            }
+            long long ii;
+            double ss;
+            if (!c1 || !parse_long(c1 + 1, 0, 4095, &ii) || !parse_float(c2 + 1, &ss)) {
+                free(spec);
+                rc = usage_error("apply: bad --direction '%s' (FILE:INDEX:STRENGTH)", comp[k]);
+                goto done;
+            }
+            *c1 = 0;
+            int fi = -1;
+            for (int q = 0; q < n_files; q++)
+                if (strcmp(files[q].path, spec) == 0) fi = q;
+            if (fi < 0) {
+                if ((rc = open_dirfile(&files[n_files], spec, n))) {
+                    n_files++;
+                    free(spec);
+                    goto done;
+                }
+                fi = n_files++;
+            }
+            free(spec);
+            mv_file[k] = fi;
+            mv_idx[k] = (int)ii;
+            mv_s[k] = ss;
+        }
+    }
+    for (int k = 0; k < n_moves; k++)
+        if (mv_idx[k] < 0 || mv_idx[k] >= files[mv_file[k]].r) {
+            fprintf(stderr, "loco: error: %s has %d direction(s); index %d is out of range\n", files[mv_file[k]].path,
+                    files[mv_file[k]].r, mv_idx[k]);
+            rc = 2;
+            goto done;
+        }
+    /* every file must share the edit schedule of the first */
+    loco_edit_params ep;
+    if ((rc = params_from(&files[0], &ep))) goto done;
+    for (int q = 1; q < n_files; q++) {
+        loco_edit_params e2;
+        if ((rc = params_from(&files[q], &e2))) goto done;
+        if (e2.t_edit != ep.t_edit || e2.steps != ep.steps || e2.inv_steps != ep.inv_steps ||
+            e2.invert_full != ep.invert_full) {
+            fprintf(stderr, "loco: error: %s and %s were found at different timesteps or schedules\n", files[0].path,
+                    files[q].path);
+            rc = 2;
+            goto done;
+        }
+    }
+    ep.progress = progress_cb;
+    if (make_dir(out)) {
+        rc = 1;
+        goto done;
+    }
+    const int n_out = dfile ? 1 + n_moves : 2; /* recon + each move, or recon + composition */
+    batch = malloc(sizeof(float) * n * (size_t)n_out);
+    if (!batch) {
+        rc = fail(LOCO_E_NOMEM);
+        goto done;
+    }
+    for (int im = 0; im < n_images; im++) {
+        if ((rc = load_input(images[im], &inf, drop_alpha, do_resize, x0))) goto done;
+        int nfe;
+        if ((st = loco_edit_encode(m, &ep, x0, xt, &nfe))) {
+            rc = fail(st);
+            goto done;
+        }
+        memcpy(batch, xt, sizeof(float) * n);
+        if (dfile) {
+            for (int k = 0; k < n_moves; k++) {
+                const float *dv = files[0].dirs + n * (size_t)mv_idx[k];
+                float *dst = batch + n * (size_t)(1 + k);
+                for (size_t e = 0; e < n; e++) dst[e] = xt[e] + (float)mv_s[k] * dv[e];
+            }
+        } else {
+            float *dst = batch + n;
+            memcpy(dst, xt, sizeof(float) * n);
+            for (int k = 0; k < n_moves; k++) {
+                const float *dv = files[mv_file[k]].dirs + n * (size_t)mv_idx[k];
+                for (size_t e = 0; e < n; e++) dst[e] += (float)mv_s[k] * dv[e];
+            }
+        }
+        if ((st = decode_all(m, &ep, &inf, n_out, batch, &nfe))) {
+            rc = fail(st);
+            goto done;
+        }
+        char name[128], sub[32];
+        snprintf(sub, sizeof sub, "img%d_", im);
+        const float **strip = malloc(sizeof(float *) * (size_t)(n_out + 1));
+        if (!strip) {
+            rc = fail(LOCO_E_NOMEM);
+            goto done;
+        }
+        strip[0] = x0;
+        for (int i = 0; i < n_out; i++) strip[i + 1] = batch + n * (size_t)i;
+        snprintf(name, sizeof name, "%sstrip.png", sub);
+        st = write_strip(out, name, strip, n_out + 1, C, H, W);
+        free(strip);
+        snprintf(name, sizeof name, "%srecon.png", sub);
+        if (!st) st = write_png(out, name, batch, C, H, W);
+        for (int k = 0; !st && k < (dfile ? n_moves : 1); k++) {
+            if (dfile) {
+                char e[96];
+                strength_name(e, sizeof e, mv_idx[k], mv_s[k]);
+                snprintf(name, sizeof name, "%s%s", sub, e);
+            } else {
+                snprintf(name, sizeof name, "%scomposed.png", sub);
+            }
+            st = write_png(out, name, batch + n * (size_t)(1 + k), C, H, W);
+        }
+        if (st) {
+            rc = fail(st);
+            goto done;
+        }
+        say("loco: edited %s\n", images[im]);
+    }
+done:
+    for (int q = 0; q < n_files; q++) close_dirfile(&files[q]);
+    free(mv_file);
+    free(mv_idx);
+    free(mv_s);
+    free(x0);
+    free(xt);
+    free(batch);
+    loco_model_free(m);
+    return rc;
+}
