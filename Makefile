@@ -7,8 +7,8 @@ CC      ?= gcc
 ARCH    ?= -march=native
 OPT     ?= -O3
 BUILD   ?= build
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) $(ARCH) -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lcjson -lpng -lm
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
+LDLIBS  += -lopenblas -lcjson -lpng -lz -lm
 TEST_LDLIBS = -lcmocka
 
 LIB_SRC := $(wildcard src/*.c)
