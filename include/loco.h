@@ -152,10 +152,11 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
 typedef struct loco_model loco_model;
 
 /* Opens a diffusers UNet2DModel folder (config.json +
- * diffusion_pytorch_model.safetensors; scheduler/scheduler_config.json is read
- * when present). `path` may also name the config.json or the weights file
- * directly inside such a folder. On success *out is a new model the caller
- * frees with loco_model_free(). */
+ * diffusion_pytorch_model.safetensors, or diffusion_pytorch_model.bin, a
+ * PyTorch checkpoint: see loco_model_weights_path; scheduler/
+ * scheduler_config.json is read when present). `path` may also name the
+ * config.json or the weights file directly inside such a folder. On success
+ * *out is a new model the caller frees with loco_model_free(). */
 loco_status loco_model_open(const char *path, loco_model **out);
 void loco_model_free(loco_model *m);
 
@@ -195,6 +196,14 @@ float loco_model_abar(const loco_model *m, float t);
 loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const float *t,
                               float *x0_hat, float *eps);
 
+/* Writes a MoLRG closed-form model (mixture of K low-rank Gaussians of
+ * dimension d in R^(C*H*W), equal weights, orthonormal bases drawn from
+ * `seed`, isotropic term sigma0) to the safetensors file path. Such a file
+ * opens with loco_model_open() like a checkpoint folder, and every model
+ * operation (eps, x0_hat, linearization, sampling, editing) uses its exact
+ * closed forms. */
+loco_status loco_molrg_init(const char *path, int C, int H, int W, int K, int d, float sigma0, uint64_t seed);
+
 /* Writes a random-initialised checkpoint folder for the UNet2DModel config
  * at config_path: OUT_DIR/config.json and OUT_DIR/diffusion_pytorch_model.
  * safetensors (dtype F32 or F16). Weights follow PyTorch's default
@@ -202,6 +211,99 @@ loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const fl
  * deterministic generator seeded by seed. out_dir is created if needed. */
 loco_status loco_model_init_random(const char *config_path, const char *out_dir, uint64_t seed,
                                    loco_dtype dtype);
+
+/* ======================================================================== */
+/* PyTorch checkpoints and weights of either format (src/pytorch.c)          */
+/* ======================================================================== */
+
+/* A state_dict saved by torch.save since torch 1.6 (.bin, .pt, .pth): a zip
+ * archive holding ARCHIVE/data.pkl (a pickle) and each storage's raw
+ * little-endian bytes as ARCHIVE/data/<key>. The file is memory-mapped. Every
+ * zip entry must be stored (compressed or encrypted entries are refused) and
+ * match its CRC-32; zip64 archives (as torch writes them) are read.
+ *
+ * The pickle is read by a restricted interpreter that never executes
+ * anything. It knows the protocol 2-5 opcodes for None, bools, ints, floats,
+ * strings, tuples, lists and dicts, and only these globals:
+ * collections.OrderedDict, torch._utils._rebuild_tensor_v2,
+ * torch._utils._rebuild_parameter and the storage types torch.FloatStorage,
+ * HalfStorage, BFloat16Storage, DoubleStorage, LongStorage, IntStorage,
+ * CharStorage, ByteStorage and BoolStorage (named by persistent ids
+ * ('storage', TYPE, key, location, numel)). Any other global, call or opcode
+ * is refused with LOCO_E_UNSUPPORTED and a message naming it. The pickled
+ * object must be a dict (or OrderedDict) from names to tensors; a tensor may
+ * be any strided view that stays inside its storage, and reading gathers it
+ * into C order. The legacy pre-1.6 format is refused (LOCO_E_UNSUPPORTED)
+ * with advice to re-save it with torch >= 1.6. */
+typedef struct loco_pt loco_pt;
+
+/* Opens path. On success *out is a new handle the caller closes with
+ * loco_pt_close(); on failure *out is NULL. */
+loco_status loco_pt_open(const char *path, loco_pt **out);
+void loco_pt_close(loco_pt *f);
+
+/* Number of tensors and the name of the i-th, in the pickle's order. The name
+ * is owned by the handle. */
+size_t loco_pt_count(const loco_pt *f);
+const char *loco_pt_name(const loco_pt *f, size_t i);
+
+/* As loco_tensors_info / loco_tensors_read_f32 (read_f32 converts F32, F16,
+ * BF16, F64, U8 and BOOL). */
+loco_status loco_pt_info(const loco_pt *f, const char *name, loco_dtype *dtype, int *ndim,
+                         int64_t shape[LOCO_MAX_DIMS]);
+loco_status loco_pt_read_f32(const loco_pt *f, const char *name, float **data, int *ndim,
+                             int64_t shape[LOCO_MAX_DIMS], int allow_nonfinite);
+
+/* The elements of tensor `name` in its own dtype, C order, contiguous:
+ * *data is new memory (freed with loco_free) of *nbytes bytes. */
+loco_status loco_pt_read(const loco_pt *f, const char *name, void **data, size_t *nbytes);
+
+/* Writes tensors as torch.save writes a state_dict (torch.load reads it): a
+ * zip64 archive "archive/" with a protocol-2 pickle of an OrderedDict of
+ * _rebuild_tensor_v2 tensors, one storage per tensor, data 64-byte aligned,
+ * in the order given. Names must be unique and non-empty. Written to a
+ * temporary file and renamed into place. */
+loco_status loco_pt_write(const char *path, const loco_tensor_ref *tensors, size_t n);
+
+/* Weights of either format, behind one interface. */
+typedef struct loco_weights loco_weights;
+
+typedef enum loco_weights_format {
+    LOCO_WEIGHTS_SAFETENSORS = 0,
+    LOCO_WEIGHTS_PYTORCH = 1
+} loco_weights_format;
+
+/* Opens a safetensors file or a PyTorch checkpoint, told apart by content (a
+ * name ending in .safetensors is always read as safetensors). Errors are those
+ * of loco_tensors_open or loco_pt_open. */
+loco_status loco_weights_open(const char *path, loco_weights **out);
+void loco_weights_close(loco_weights *w);
+loco_weights_format loco_weights_get_format(const loco_weights *w);
+size_t loco_weights_count(const loco_weights *w);
+const char *loco_weights_name(const loco_weights *w, size_t i);
+loco_status loco_weights_info(const loco_weights *w, const char *name, loco_dtype *dtype, int *ndim,
+                              int64_t shape[LOCO_MAX_DIMS]);
+loco_status loco_weights_read_f32(const loco_weights *w, const char *name, float **data, int *ndim,
+                                  int64_t shape[LOCO_MAX_DIMS], int allow_nonfinite);
+/* As loco_pt_read, for either format. */
+loco_status loco_weights_read(const loco_weights *w, const char *name, void **data, size_t *nbytes);
+
+/* The weights file loco_model_open reads for MODEL (a folder, or a file in
+ * one): MODEL itself when it names a .bin, .pt or .pth file, else the
+ * folder's diffusion_pytorch_model.safetensors, else its
+ * diffusion_pytorch_model.bin. *path is new memory (loco_free).
+ * LOCO_E_NOT_FOUND names the folder and both file names. */
+loco_status loco_model_weights_path(const char *model, char **path);
+
+/* Writes MODEL (a folder as loco_model_open takes, weights in either format)
+ * as a diffusers folder OUT_DIR (created if needed):
+ * diffusion_pytorch_model.safetensors, a copy of config.json and, when
+ * present, of scheduler/scheduler_config.json. dtype LOCO_DTYPE_F32 or
+ * LOCO_DTYPE_F16 converts every floating-point tensor to it (a value that
+ * does not fit is an error, LOCO_E_NUMERIC); LOCO_DTYPE_COUNT keeps each
+ * tensor's dtype. Tensors are not checked against the config here (open the
+ * model for that). */
+loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtype);
 
 /* ------------------------------------------------------------------------ */
 /* Images and masks                                                         */
@@ -379,6 +481,28 @@ typedef struct loco_subspace {
 loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const loco_subspace_params *p,
                                     loco_subspace *out);
 void loco_subspace_free(loco_subspace *s);
+
+/* Singular values of the Jacobian of x0_hat (or eps) at a linearization.
+ * When the input has at most max_exact entries the Jacobian is formed
+ * column by column (batched J V) and all its singular values are computed
+ * from J^T J in double precision (LAPACK dsyevd): exact = 1, err_bound = 0.
+ * Otherwise a randomised estimate of the top k (Halko, Martinsson & Tropp
+ * 2011): Y = (J J^T)^q J W for Gaussian W with k + 10 columns, Q = orth(Y),
+ * singular values of Q^T J. Each estimate s_j satisfies
+ * s_j <= sigma_j(J) <= s_j + err_bound with probability >= 1 - 1e-10, where
+ * err_bound = 10 sqrt(2/pi) max_i |(I - Q Q^T) J w_i| over 10 fresh Gaussian
+ * probes (their Lemma 4.1). */
+typedef struct loco_spectrum {
+    int n_values;      /* singular values returned, descending            */
+    double *sv;        /* [n_values], owned; free with loco_spectrum_free */
+    int exact;
+    double err_bound;
+    int jvp_vectors, vjp_vectors;
+} loco_spectrum;
+
+loco_status loco_jacobian_spectrum(loco_lin *lin, loco_output of, size_t max_exact, int k, int power_iters,
+                                   uint64_t seed, loco_spectrum *out);
+void loco_spectrum_free(loco_spectrum *s);
 
 /* Removes from each of the r rows of dirs [r, n] its component in the span of
  * the orthonormal rows of null_basis [r_null, n] (r_null may be 0), then

@@ -46,4 +46,33 @@ bool loco_is_dir(const char *path);
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */
 
+/* ---- PyTorch checkpoints (pytorch.c) ------------------------------------ */
+/* Opens a PyTorch checkpoint held in memory (borrowed: it must outlive the
+ * handle); label names it in messages. Flags: LOCO_PT_NO_CRC skips the CRC
+ * checks (for fuzzing past them). */
+#define LOCO_PT_NO_CRC 1u
+loco_status loco_pt_open_mem(const void *data, size_t len, const char *label, unsigned flags, loco_pt **out);
+
+/* Weights file of a model folder dir; `named` is the MODEL argument (used
+ * when it names a weights file). *path is malloc'd. */
+loco_status loco_weights_locate(const char *dir, const char *named, char **path);
+
+/* A zip archive of stored entries laid out as torch.save lays them: local
+ * headers with a data descriptor after the data, data 64-byte aligned by an
+ * 'FB' padding extra field, zip64 end records. Flags change the layout for
+ * tests: */
+#define LOCO_ZIP_PLAIN 1u         /* no zip64 end records                    */
+#define LOCO_ZIP_NO_DESCRIPTOR 2u /* CRC and sizes in the local headers      */
+#define LOCO_ZIP_ZIP64_EXTRA 4u   /* every central entry uses zip64 extras   */
+typedef struct loco_zip_item {
+    const char *name;
+    const void *data;
+    size_t len;
+} loco_zip_item;
+/* *out (malloc'd) receives *len bytes. */
+loco_status loco_zip_build(const loco_zip_item *items, size_t n, unsigned flags, uint8_t **out, size_t *len);
+/* The bytes loco_pt_write writes (zip_flags as for loco_zip_build). */
+loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip_flags, uint8_t **out,
+                          size_t *len);
+
 #endif

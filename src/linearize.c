@@ -41,6 +41,7 @@ struct loco_lin {
     float *scratch;         /* [m->net.scratch_floats]                         */
     float *buf;             /* [k * max(n_in, n_out)] staging                  */
     size_t buf_floats;
+    molrg_lin *mo;          /* MoLRG models: the closed-form state instead      */
 };
 
 static int dep(const unet *u, int v) { return v >= 0 && u->values[v].depends_on_x; }
@@ -140,6 +141,7 @@ void loco_lin_free(loco_lin *L) {
     free(L->work);
     free(L->scratch);
     free(L->buf);
+    molrg_lin_free(L->mo);
     free(L);
 }
 
@@ -153,6 +155,26 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
     L->m = m;
     L->t = t;
     L->abar = schedule_abar(&m->sched, t);
+    if (m->mo) {
+        L->n_in = L->n_out = m->mo->n;
+        for (size_t i = 0; i < L->n_in; i++)
+            if (!isfinite(x[i])) {
+                loco_lin_free(L);
+                return loco_fail(LOCO_E_NUMERIC, "loco_linearize: x element %zu is not finite", i);
+            }
+        loco_status ms = molrg_lin_new(m->mo, x, L->abar, &L->mo);
+        L->x0 = malloc(sizeof(float) * L->n_out);
+        L->eps = malloc(sizeof(float) * L->n_out);
+        if (ms || !L->x0 || !L->eps) {
+            loco_lin_free(L);
+            return ms ? ms : loco_fail(LOCO_E_NOMEM, "linearize: out of memory");
+        }
+        memcpy(L->x0, molrg_lin_x0(L->mo), sizeof(float) * L->n_out);
+        const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
+        for (size_t i = 0; i < L->n_out; i++) L->eps[i] = (x[i] - sa * L->x0[i]) / s1;
+        *out = L;
+        return LOCO_OK;
+    }
     L->n_in = unet_value_size(u, u->x_in);
     L->n_out = unet_value_size(u, u->t_out);
     for (size_t i = 0; i < L->n_in; i++)
@@ -218,11 +240,12 @@ size_t loco_lin_work_bytes(const loco_lin *L, int k) {
 
 static loco_status reserve(loco_lin *L, int k) {
     size_t peak = L->jvp_peak > L->vjp_peak ? L->jvp_peak : L->vjp_peak;
+    if (L->mo) peak = 0;
     size_t need, nbuf;
     size_t nmax = L->n_in > L->n_out ? L->n_in : L->n_out;
     if (!loco_mul_ok(peak, (size_t)k, &need) || !loco_mul_ok(nmax, (size_t)k, &nbuf))
         return loco_fail(LOCO_E_NOMEM, "k = %d vectors: work space overflows", k);
-    if (need > L->work_floats) {
+    if (need > L->work_floats && need > 0) {
         free(L->work);
         L->work_floats = 0;
         if (!(L->work = loco_malloc(need * sizeof(float))))
@@ -246,6 +269,47 @@ static loco_status check_args(const loco_lin *L, loco_output of, int k, const vo
     if (of != LOCO_OUT_EPS && of != LOCO_OUT_X0) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unknown output %d", of);
     if (of == LOCO_OUT_X0 && L->n_in != L->n_out)
         return loco_fail(LOCO_E_UNSUPPORTED, "x0_hat needs as many output as input channels");
+    return LOCO_OK;
+}
+
+/* ======================================================================== */
+/* MoLRG: exact products of the closed form (J of x0_hat; eps from it)       */
+/* ======================================================================== */
+
+static loco_status molrg_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k, const float *V, float *JV) {
+    const size_t n = L->n_in, l = mask ? loco_lin_mask_count(L, mask) : n;
+    for (size_t i = 0; i < n * (size_t)k; i++)
+        if (!isfinite(V[i])) return loco_fail(LOCO_E_NUMERIC, "J V: tangent element %zu is not finite", i);
+    molrg_lin_jvp(L->mo, k, V, L->buf);
+    const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
+    for (int b = 0; b < k; b++) {
+        const float *jx = L->buf + (size_t)b * n, *v = V + (size_t)b * n;
+        float *o = JV + (size_t)b * l;
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (mask && !mask[i]) continue;
+            o[j++] = of == LOCO_OUT_X0 ? jx[i] : (v[i] - sa * jx[i]) / s1;
+        }
+    }
+    return LOCO_OK;
+}
+
+static loco_status molrg_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k, const float *U, float *UJ) {
+    const size_t n = L->n_in, l = mask ? loco_lin_mask_count(L, mask) : n;
+    for (size_t i = 0; i < l * (size_t)k; i++)
+        if (!isfinite(U[i])) return loco_fail(LOCO_E_NUMERIC, "U^T J: cotangent element %zu is not finite", i);
+    float *full = malloc(sizeof(float) * n * (size_t)k);
+    if (!full) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    for (int b = 0; b < k; b++) {
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++) full[(size_t)b * n + i] = (!mask || mask[i]) ? U[(size_t)b * l + j++] : 0.0f;
+    }
+    molrg_lin_vjp(L->mo, k, full, UJ);
+    if (of == LOCO_OUT_EPS) {
+        const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
+        for (size_t i = 0; i < n * (size_t)k; i++) UJ[i] = (full[i] - sa * UJ[i]) / s1;
+    }
+    free(full);
     return LOCO_OK;
 }
 
@@ -321,6 +385,7 @@ static void jvp_pass(loco_lin *L, int k) {
 loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k, const float *V, float *JV) {
     loco_status s = check_args(L, of, k, V, JV);
     if (s || (s = reserve(L, k))) return s;
+    if (L->mo) return molrg_jvp(L, of, mask, k, V, JV);
     const unet *u = &L->m->net;
     const size_t nin = L->n_in, nout = L->n_out;
     for (size_t i = 0; i < nin * (size_t)k; i++)
@@ -416,6 +481,7 @@ static void vjp_pass(loco_lin *L, int k) {
 loco_status loco_lin_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k, const float *U, float *UJ) {
     loco_status s = check_args(L, of, k, U, UJ);
     if (s || (s = reserve(L, k))) return s;
+    if (L->mo) return molrg_vjp(L, of, mask, k, U, UJ);
     const unet *u = &L->m->net;
     const size_t nin = L->n_in, nout = L->n_out;
     const size_t l = mask ? loco_lin_mask_count(L, mask) : nout;

@@ -46,16 +46,17 @@ static char *model_dir(const char *path) {
 /* Weights                                                                  */
 /* ======================================================================== */
 
+/* wpath: safetensors or a PyTorch checkpoint (loco_weights, pytorch.c) */
 static loco_status load_weights(unet *u, const char *wpath) {
-    loco_tensors *f;
-    loco_status s = loco_tensors_open(wpath, &f);
+    loco_weights *f;
+    loco_status s = loco_weights_open(wpath, &f);
     if (s) return s;
-    size_t nf = loco_tensors_count(f);
+    size_t nf = loco_weights_count(f);
     char *used = calloc(nf ? nf : 1, 1);
     u->pdata = loco_calloc(u->total_params, sizeof(float));
     if (!used || !u->pdata) {
         free(used);
-        loco_tensors_close(f);
+        loco_weights_close(f);
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory for %zu parameters", wpath, u->total_params);
     }
     for (int i = 0; i < u->n_params && !s; i++) {
@@ -63,7 +64,7 @@ static loco_status load_weights(unet *u, const char *wpath) {
         /* the current name, or else the older one (attention); not both */
         size_t idx = nf, idx_alt = nf;
         for (size_t j = 0; j < nf; j++) {
-            const char *fn = loco_tensors_name(f, j);
+            const char *fn = loco_weights_name(f, j);
             if (idx == nf && strcmp(fn, p->name) == 0) idx = j;
             else if (idx_alt == nf && p->alt[0] && strcmp(fn, p->alt) == 0) idx_alt = j;
         }
@@ -77,7 +78,7 @@ static loco_status load_weights(unet *u, const char *wpath) {
             s = loco_fail(LOCO_E_NOT_FOUND, "%s: tensor '%s' is missing (the config needs it)", wpath, p->name);
             break;
         }
-        const char *name = loco_tensors_name(f, idx);
+        const char *name = loco_weights_name(f, idx);
         if (used[idx]) {
             s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' would be used twice", wpath, name);
             break;
@@ -86,7 +87,7 @@ static loco_status load_weights(unet *u, const char *wpath) {
         loco_dtype dt;
         int nd;
         int64_t shape[LOCO_MAX_DIMS];
-        loco_tensors_info(f, name, &dt, &nd, shape);
+        loco_weights_info(f, name, &dt, &nd, shape);
         if (dt != LOCO_DTYPE_F32 && dt != LOCO_DTYPE_F16 && dt != LOCO_DTYPE_BF16) {
             s = loco_fail(LOCO_E_SHAPE, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 expected)", wpath, name,
                           loco_dtype_name(dt));
@@ -106,7 +107,7 @@ static loco_status load_weights(unet *u, const char *wpath) {
             break;
         }
         float *data;
-        s = loco_tensors_read_f32(f, name, &data, NULL, NULL, 0);
+        s = loco_weights_read_f32(f, name, &data, NULL, NULL, 0);
         if (s) break;
         memcpy(u->pdata + p->off, data, p->numel * sizeof(float));
         free(data);
@@ -114,9 +115,9 @@ static loco_status load_weights(unet *u, const char *wpath) {
     for (size_t j = 0; !s && j < nf; j++)
         if (!used[j])
             s = loco_fail(LOCO_E_FORMAT, "%s: unexpected tensor '%s' (not part of the model the config describes)", wpath,
-                          loco_tensors_name(f, j));
+                          loco_weights_name(f, j));
     free(used);
-    loco_tensors_close(f);
+    loco_weights_close(f);
     return s;
 }
 
@@ -139,6 +140,21 @@ loco_status loco_model_open(const char *path, loco_model **out) {
     *out = NULL;
     struct stat pst;
     if (stat(path, &pst) != 0) return loco_fail(LOCO_E_NOT_FOUND, "%s: no such file or folder", path);
+    if (molrg_is_file(path)) {
+        loco_model *mm = calloc(1, sizeof *mm);
+        loco_status ms = mm ? molrg_load(path, &mm->mo) : loco_fail(LOCO_E_NOMEM, "out of memory");
+        if (!ms) ms = schedule_default(&mm->sched);
+        if (!ms && !(mm->path = strdup(path))) ms = loco_fail(LOCO_E_NOMEM, "out of memory");
+        if (ms) {
+            loco_model_free(mm);
+            return ms;
+        }
+        mm->net.cfg.in_ch = mm->net.cfg.out_ch = mm->mo->C;
+        mm->net.cfg.height = mm->mo->H;
+        mm->net.cfg.width = mm->mo->W;
+        *out = mm;
+        return LOCO_OK;
+    }
     char *dir = model_dir(path);
     if (!dir) return loco_fail(LOCO_E_NOMEM, "out of memory");
     if (!loco_is_dir(dir)) {
@@ -147,10 +163,10 @@ loco_status loco_model_open(const char *path, loco_model **out) {
         return s;
     }
     loco_model *m = calloc(1, sizeof *m);
-    char *cfg_path = join(dir, "config.json"), *w_path = join(dir, WEIGHTS_NAME),
+    char *cfg_path = join(dir, "config.json"), *w_path = NULL,
          *sched_path = join(dir, "scheduler/scheduler_config.json");
     loco_status s = LOCO_OK;
-    if (!m || !cfg_path || !w_path || !sched_path) {
+    if (!m || !cfg_path || !sched_path) {
         s = loco_fail(LOCO_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -168,10 +184,8 @@ loco_status loco_model_open(const char *path, loco_model **out) {
         s = loco_fail(s, "%s: %s", cfg_path, msg);
         goto fail;
     }
-    if (!loco_file_exists(w_path)) {
-        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no %s in the model folder", m->path, WEIGHTS_NAME);
-        goto fail;
-    }
+    /* the safetensors file, else diffusion_pytorch_model.bin (pytorch.c) */
+    if ((s = loco_weights_locate(m->path, path, &w_path))) goto fail;
     if ((s = load_weights(&m->net, w_path))) goto fail;
     if (loco_file_exists(sched_path)) s = schedule_from_json(&m->sched, sched_path);
     else s = schedule_default(&m->sched);
@@ -198,6 +212,7 @@ fail:
 void loco_model_free(loco_model *m) {
     if (!m) return;
     unet_free(&m->net);
+    molrg_free(m->mo);
     schedule_free(&m->sched);
     free(m->arena);
     free(m->scratch);
@@ -237,6 +252,22 @@ static loco_status check_inputs(const loco_model *m, int batch, const float *x, 
 loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
     loco_status s = check_inputs(m, batch, x, t, eps);
     if (s) return s;
+    if (m->mo) {
+        float *ab = malloc(sizeof(float) * (size_t)batch);
+        if (!ab) return loco_fail(LOCO_E_NOMEM, "out of memory");
+        for (int b = 0; b < batch; b++) ab[b] = schedule_abar(&m->sched, t[b]);
+        molrg_x0(m->mo, batch, x, ab, eps);
+        const size_t n = m->mo->n;
+        for (int b = 0; b < batch; b++) {
+            const float sa = sqrtf(ab[b]), s1 = sqrtf(1.0f - ab[b]);
+            for (size_t i = 0; i < n; i++) {
+                size_t k = (size_t)b * n + i;
+                eps[k] = (x[k] - sa * eps[k]) / s1;
+            }
+        }
+        free(ab);
+        return LOCO_OK;
+    }
     if ((s = model_reserve_arena(m, batch))) return s;
     unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, NULL, NULL);
     return LOCO_OK;
@@ -291,6 +322,17 @@ loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
     if (!m || !info) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
     const unet *u = &m->net;
     memset(info, 0, sizeof *info);
+    if (m->mo) {
+        info->in_channels = info->out_channels = m->mo->C;
+        info->height = m->mo->H;
+        info->width = m->mo->W;
+        info->n_params = (int64_t)m->mo->K * m->mo->d * (int64_t)m->mo->n + m->mo->K;
+        info->flops = 4.0 * m->mo->K * m->mo->d * (double)m->mo->n;
+        info->weight_bytes = (size_t)info->n_params * sizeof(float);
+        info->activation_bytes = (size_t)(m->mo->K + 2) * m->mo->n * sizeof(float);
+        info->train_timesteps = m->sched.T;
+        return LOCO_OK;
+    }
     info->in_channels = u->cfg.in_ch;
     info->out_channels = u->cfg.out_ch;
     info->height = u->cfg.height;
@@ -352,6 +394,17 @@ loco_status loco_model_describe(const loco_model *m, char **text) {
     const unet_config *c = &u->cfg;
     sbuf b = {0};
     sb_printf(&b, "model: %s\n", m->path);
+    if (m->mo) {
+        sb_printf(&b, "class: MoLRG closed form, %d Gaussians of rank %d in %dx%dx%d (n = %zu), sigma0 %g\n", m->mo->K,
+                  m->mo->d, m->mo->C, m->mo->H, m->mo->W, m->mo->n, m->mo->sigma0);
+        sb_printf(&b, "schedule: %d train timesteps (linear betas)\n", m->sched.T);
+        if (b.oom) {
+            free(b.s);
+            return loco_fail(LOCO_E_NOMEM, "out of memory");
+        }
+        *text = b.s;
+        return LOCO_OK;
+    }
     sb_printf(&b, "class: UNet2DModel, %d -> %d channels, %dx%d\n", c->in_ch, c->out_ch, c->height, c->width);
     sb_printf(&b, "parameters: %lld (%.2f M)\n", (long long)u->total_params, u->total_params / 1e6);
     sb_printf(&b, "time embedding: positional %d -> %d, flip_sin_to_cos %s, freq_shift %g\n", c->boc[0], c->temb_dim,

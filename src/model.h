@@ -3,6 +3,7 @@
 #ifndef LOCO_MODEL_H
 #define LOCO_MODEL_H
 
+#include "molrg.h"
 #include "schedule.h"
 #include "unet.h"
 
@@ -13,6 +14,8 @@ struct loco_model {
     float *arena;      /* activation arena, grown to the largest batch     */
     size_t arena_bytes;
     float *scratch;    /* [net.scratch_floats]                             */
+    molrg *mo;         /* non-NULL: a MoLRG closed-form model; net holds only
+                          its sizes (cfg.in_ch/out_ch/height/width)        */
 };
 
 loco_status model_open_config(const char *cfg_path, unet_config *cfg);

@@ -106,4 +106,60 @@ void attention_jvp(const attn_params *p, int C, int hw, const float *x, const at
 void attention_vjp(const attn_params *p, int C, int hw, const float *x, const attn_saved *s, int B, const float *dy,
                    float *dx, float *scratch);
 
+/* ======================================================================== */
+/* Training backpropagation (ops_grad.c, used by backward.c). Unlike the     */
+/* kernels above, the recorded values are per image ([B, ...], one record    */
+/* per image), and parameter gradients are produced too. Every output        */
+/* ACCUMULATES (+=); a NULL gradient pointer skips that gradient.            */
+/* ======================================================================== */
+
+/* Floats of scratch conv2d_wgrad needs for B images (0 for 1x1 direct). */
+size_t conv2d_wgrad_scratch(const conv_geom *g, int B);
+/* Convolution parameter gradients, x: [B, cin, h, w], dy: [B, cout, ho, wo]:
+ *   dw [cout, cin, k, k] += sum_b dy[b] (x) x[b]   (im2col over columns that
+ *                          span images, one GEMM per chunk; 1x1 direct: GEMMs)
+ *   dbias [cout]         += sum over images and pixels of dy
+ *   dbias2 [B, cout]     += per-image pixel sums of dy (the cotangent of the
+ *                          per-image channel bias, e.g. from time_emb_proj) */
+void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, float *dw, float *dbias,
+                  float *dbias2, float *scratch);
+
+/* Group norm (+ SiLU) backward with per-image records: x [B, C, hw], mean,
+ * rstd [B, G] as written by group_norm_fwd. dx [B, C, hw] += J^T dy;
+ * dgamma, dbeta [C] += their gradients summed over the batch. */
+void group_norm_bwd(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta);
+
+/* y[b] = W x[b] + bias backward, x: [B, in] recorded, dy: [B, out]:
+ * dx [B, in] += dy W; dW [out, in] += dy^T x; db [out] += sum_b dy[b]. */
+void linear_bwd(int B, int in, int out, const float *x, const float *W, const float *dy, float *dx, float *dW,
+                float *db);
+
+/* What a training forward pass keeps of one attention block, per image:
+ * mean/rstd [groups] of its group norm, the normalised input xn, q, k, v and
+ * the output of the heads o (before to_out), all [C, hw], and the
+ * probabilities P [heads, hw, hw]. */
+typedef struct attn_record {
+    float *mean, *rstd, *xn, *q, *k, *v, *o, *P;
+} attn_record;
+
+/* Floats of one image's record (a multiple of 16), and its layout at base. */
+size_t attn_record_floats(int C, int hw, int heads, int groups);
+attn_record attn_record_at(float *base, int C, int hw, int heads, int groups);
+
+/* attention_fwd for one image (the same arithmetic, so the same y), keeping
+ * the record r. */
+void attention_fwd_record(const attn_params *p, int C, int hw, const float *x, float *y, const attn_record *r);
+
+/* Gradients of an attention block's parameters (each [C] or [C, C]). */
+typedef struct attn_grads {
+    float *gn_w, *gn_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+} attn_grads;
+
+size_t attention_bwd_scratch(int C, int hw);
+/* One image: x [C, hw] the block's input, r its record, dy [C, hw]:
+ * dx += J^T dy (NULL: skip), parameter gradients += (gr NULL: skip all). */
+void attention_bwd(const attn_params *p, int C, int hw, const float *x, const attn_record *r, const float *dy,
+                   float *dx, const attn_grads *gr, float *scratch);
+
 #endif

@@ -12,7 +12,12 @@
  *   jvp: dS = (dq^T k + q^T dk) / sqrt(d), dP = P (dS - rowsum(P dS)),
  *        do = dv P^T + v dP^T
  *   vjp: dv = do P, dP = do^T v, dS = P (dP - rowsum(P dP)),
- *        dq = k dS^T / sqrt(d), dk = q dS / sqrt(d) */
+ *        dq = k dS^T / sqrt(d), dk = q dS / sqrt(d)
+ *
+ * The training part at the end (backward.c) records per image instead and
+ * also produces parameter gradients: conv dW = sum_b dy[b] col(x[b])^T over
+ * im2col columns spanning images, GN dgamma = sum e x_hat and dbeta = sum e
+ * with e = silu'(y) dy, attention dW_o = g o^T, dW_q = dq xn^T (k, v alike). */
 #include "ops.h"
 #include "ops_math.h"
 
@@ -273,4 +278,312 @@ void attention_vjp(const attn_params *p, int C, int hw, const float *x, const at
         matmul_cc(C, hw, p->wv, 1, dv, 1.0f, g);
         group_norm_vjp(1, C, hw, p->groups, p->gn_w, p->gn_b, 0, x, s->mean, s->rstd, g, dxb);
     }
+}
+
+/* ======================================================================== */
+/* Training backpropagation: per-image records and parameter gradients      */
+/* ======================================================================== */
+
+#define WGRAD_MAX_FLOATS ((size_t)4 << 20) /* 16 MiB of im2col columns at a time */
+
+/* Columns of one wgrad chunk: a range of "global" output pixels b*np + p. */
+static size_t wgrad_chunk_cols(const conv_geom *g, int B) {
+    size_t K = (size_t)g->cin * g->k * g->k, tot = (size_t)g->ho * g->wo * (size_t)B;
+    size_t c = WGRAD_MAX_FLOATS / K;
+    if (c < (size_t)g->wo) c = (size_t)g->wo;
+    if (c > tot) c = tot;
+    return c;
+}
+
+size_t conv2d_wgrad_scratch(const conv_geom *g, int B) {
+    if (conv2d_is_direct(g)) return 0;
+    return ((size_t)g->cin * g->k * g->k + (size_t)g->cout) * wgrad_chunk_cols(g, B);
+}
+
+/* col[r, P - P0] for global output pixels P = b*np + p in [P0, P1) of the
+ * images x [B, cin, h, w]; rows r = (ci, ky, kx). A row segment of output
+ * pixels never crosses an image (np is a multiple of wo). */
+static void im2col_images(const conv_geom *g, const float *x, size_t P0, size_t P1, float *col) {
+    const int k = g->k, s = g->stride, H = g->h, W = g->w, Wo = g->wo;
+    const int K = g->cin * k * k;
+    const size_t np = (size_t)g->ho * Wo, ncol = P1 - P0, nin = (size_t)g->cin * H * W;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < K; r++) {
+        const int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
+        float *dst = col + (size_t)r * ncol;
+        size_t P = P0;
+        while (P < P1) {
+            const size_t b = P / np, p = P % np;
+            const int oy = (int)(p / (size_t)Wo), ox0 = (int)(p % (size_t)Wo);
+            int ox1 = Wo;
+            if (P1 - P < (size_t)(ox1 - ox0)) ox1 = ox0 + (int)(P1 - P);
+            const int iy = oy * s - g->pad_t + ky;
+            float *d = dst + (P - P0) - ox0; /* d[ox] for ox in [ox0, ox1) */
+            if (iy < 0 || iy >= H) {
+                for (int ox = ox0; ox < ox1; ox++) d[ox] = 0.0f;
+            } else {
+                const float *xr = x + b * nin + ((size_t)ci * H + (size_t)iy) * W;
+                for (int ox = ox0; ox < ox1; ox++) {
+                    const int ix = ox * s - g->pad_l + kx;
+                    d[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
+                }
+            }
+            P += (size_t)(ox1 - ox0);
+        }
+    }
+}
+
+void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, float *dw, float *dbias,
+                  float *dbias2, float *scratch) {
+    const int K = g->cin * g->k * g->k, cout = g->cout;
+    const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
+    if (dbias || dbias2) {
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < cout; c++) {
+            double tot = 0;
+            for (int b = 0; b < B; b++) {
+                const float *d = dy + ((size_t)b * cout + c) * np;
+                double s = 0;
+                for (size_t i = 0; i < np; i++) s += d[i];
+                if (dbias2) dbias2[(size_t)b * cout + c] += (float)s;
+                tot += s;
+            }
+            if (dbias) dbias[c] += (float)tot;
+        }
+    }
+    if (!dw) return;
+    if (conv2d_is_direct(g)) {
+        for (int b = 0; b < B; b++) /* dw [cout, cin] += dy[b] [cout, np] x[b]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, g->cin, (int)np, 1.0f, dy + (size_t)b * cout * np,
+                        (int)np, x + (size_t)b * nin, (int)np, 1.0f, dw, g->cin);
+        return;
+    }
+    const size_t tot = np * (size_t)B, cc = wgrad_chunk_cols(g, B);
+    float *col = scratch, *dyp = scratch + (size_t)K * cc;
+    for (size_t P0 = 0; P0 < tot; P0 += cc) {
+        const size_t P1 = P0 + cc < tot ? P0 + cc : tot, ncol = P1 - P0;
+        im2col_images(g, x, P0, P1, col);
+        /* dyp [cout, ncol]: the same columns of dy, packed */
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < cout; c++) {
+            size_t P = P0;
+            while (P < P1) {
+                const size_t b = P / np, p = P % np;
+                size_t e = (b + 1) * np < P1 ? (b + 1) * np : P1;
+                memcpy(dyp + (size_t)c * ncol + (P - P0), dy + ((size_t)b * cout + c) * np + p, sizeof(float) * (e - P));
+                P = e;
+            }
+        }
+        /* dw [cout, K] += dyp [cout, ncol] col^T [ncol, K] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, K, (int)ncol, 1.0f, dyp, (int)ncol, col, (int)ncol,
+                    1.0f, dw, K);
+    }
+}
+
+/* Over one channel row: sum e and sum e x_hat, e = silu'(y) dy (silu) or dy,
+ * y = ga x_hat + be, x_hat = (x - m) r. 16 float lanes (vectorisable), the
+ * lanes and the tail added in double. */
+static void gn_row_sums(const float *x, const float *dy, int hw, float m, float r, float ga, float be, int silu,
+                        double *A, double *Bs) {
+    float a[16] = {0}, b[16] = {0};
+    int i = 0;
+    if (silu) {
+        for (; i + 16 <= hw; i += 16)
+            for (int j = 0; j < 16; j++) {
+                const float xh = (x[i + j] - m) * r, e = dy[i + j] * dsilu1(ga * xh + be);
+                a[j] += e;
+                b[j] += e * xh;
+            }
+    } else {
+        for (; i + 16 <= hw; i += 16)
+            for (int j = 0; j < 16; j++) {
+                const float xh = (x[i + j] - m) * r, e = dy[i + j];
+                a[j] += e;
+                b[j] += e * xh;
+            }
+    }
+    double sa = 0, sb = 0;
+    for (; i < hw; i++) {
+        const float xh = (x[i] - m) * r, e = silu ? dy[i] * dsilu1(ga * xh + be) : dy[i];
+        sa += e;
+        sb += (double)e * xh;
+    }
+    for (int j = 0; j < 16; j++) {
+        sa += a[j];
+        sb += b[j];
+    }
+    *A = sa;
+    *Bs = sb;
+}
+
+void group_norm_bwd(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta) {
+    const int cpg = C / G;
+    const size_t gsize = (size_t)cpg * hw;
+    /* one thread per group: it owns that group's gamma/beta gradients */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int g = 0; g < G; g++) {
+        for (int b = 0; b < B; b++) {
+            const size_t base = ((size_t)b * C + (size_t)g * cpg) * hw;
+            const float *xg = x + base, *dyg = dy + base;
+            const float m = mean[(size_t)b * G + g], r = rstd[(size_t)b * G + g];
+            /* per channel: A = sum e, Bs = sum e x_hat, with e = silu'(y) dy the
+             * cotangent of y = gamma x_hat + beta */
+            double s1 = 0, s2 = 0;
+            for (int c = 0; c < cpg; c++) {
+                const int ch = g * cpg + c;
+                const size_t o = (size_t)c * hw;
+                double A, Bs;
+                gn_row_sums(xg + o, dyg + o, hw, m, r, gamma[ch], beta[ch], silu, &A, &Bs);
+                if (dgamma) dgamma[ch] += (float)Bs;
+                if (dbeta) dbeta[ch] += (float)A;
+                s1 += gamma[ch] * A;
+                s2 += gamma[ch] * Bs;
+            }
+            if (!dx) continue;
+            const float m1 = (float)(s1 / (double)gsize), m2 = (float)(s2 / (double)gsize);
+            float *dxg = dx + base;
+            for (int c = 0; c < cpg; c++) {
+                const int ch = g * cpg + c;
+                const float ga = gamma[ch], be = beta[ch];
+                const float *xc = xg + (size_t)c * hw, *dyc = dyg + (size_t)c * hw;
+                float *dxc = dxg + (size_t)c * hw;
+                if (silu) {
+                    for (int i = 0; i < hw; i++) {
+                        const float xh = (xc[i] - m) * r;
+                        dxc[i] += r * (ga * dyc[i] * dsilu1(ga * xh + be) - m1 - xh * m2);
+                    }
+                } else {
+                    for (int i = 0; i < hw; i++) {
+                        const float xh = (xc[i] - m) * r;
+                        dxc[i] += r * (ga * dyc[i] - m1 - xh * m2);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void linear_bwd(int B, int in, int out, const float *x, const float *W, const float *dy, float *dx, float *dW,
+                float *db) {
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+    if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (db)
+        for (int o = 0; o < out; o++) {
+            double s = 0;
+            for (int b = 0; b < B; b++) s += dy[(size_t)b * out + o];
+            db[o] += (float)s;
+        }
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+size_t attn_record_floats(int C, int hw, int heads, int groups) {
+    size_t n = 2 * (size_t)groups + 5 * (size_t)C * hw + (size_t)heads * hw * hw;
+    return (n + 15) & ~(size_t)15;
+}
+
+attn_record attn_record_at(float *base, int C, int hw, int heads, int groups) {
+    const size_t n = (size_t)C * hw;
+    (void)heads;
+    attn_record r;
+    r.mean = base;
+    r.rstd = base + groups;
+    r.xn = r.rstd + groups;
+    r.q = r.xn + n;
+    r.k = r.q + n;
+    r.v = r.k + n;
+    r.o = r.v + n;
+    r.P = r.o + n;
+    return r;
+}
+
+/* The same arithmetic as ops.c's attention_fwd (softmax_rows, proj), so that
+ * a training forward pass gives the very eps of loco_model_eps. */
+static void softmax_rows_fwd(int rows, int cols, float *S) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < rows; i++) {
+        float *row = S + (size_t)i * cols;
+        float mx = row[0];
+        for (int j = 1; j < cols; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < cols; j++) {
+            row[j] = fast_expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+static void proj_fwd(int C, int hw, const float *W, const float *bias, const float *x, float *y) {
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < hw; i++) y[(size_t)c * hw + i] = bias[c];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
+}
+
+void attention_fwd_record(const attn_params *p, int C, int hw, const float *x, float *y, const attn_record *r) {
+    const size_t n = (size_t)C * hw;
+    const int d = C / p->heads;
+    const float scale = 1.0f / sqrtf((float)d);
+    group_norm_fwd(1, C, hw, p->groups, p->eps, p->gn_w, p->gn_b, 0, x, r->xn, r->mean, r->rstd);
+    proj_fwd(C, hw, p->wq, p->bq, r->xn, r->q);
+    proj_fwd(C, hw, p->wk, p->bk, r->xn, r->k);
+    proj_fwd(C, hw, p->wv, p->bv, r->xn, r->v);
+    for (int h = 0; h < p->heads; h++) {
+        const size_t o = (size_t)h * d * hw;
+        float *Sh = r->P + (size_t)h * hw * hw;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, r->q + o, hw, r->k + o, hw, 0.0f, Sh,
+                    hw);
+        softmax_rows_fwd(hw, hw, Sh);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, r->v + o, hw, Sh, hw, 0.0f, r->o + o, hw);
+    }
+    proj_fwd(C, hw, p->wo, p->bo, r->o, y);
+    for (size_t i = 0; i < n; i++) y[i] = (y[i] + x[i]) / p->rescale;
+}
+
+size_t attention_bwd_scratch(int C, int hw) { return 5 * (size_t)C * hw + (size_t)hw * hw; }
+
+/* dW [C, C] += dY [C, hw] X^T; db [C] += row sums of dY */
+static void proj_wgrad(int C, int hw, const float *dY, const float *X, float *dW, float *db) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, C, hw, 1.0f, dY, hw, X, hw, 1.0f, dW, C);
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int i = 0; i < hw; i++) s += dY[(size_t)c * hw + i];
+        db[c] += (float)s;
+    }
+}
+
+void attention_bwd(const attn_params *p, int C, int hw, const float *x, const attn_record *r, const float *dy,
+                   float *dx, const attn_grads *gr, float *scratch) {
+    const size_t n = (size_t)C * hw;
+    float *g = scratch, *dO = g + n, *dq = dO + n, *dk = dq + n, *dv = dk + n, *dS = dv + n;
+    const int d = C / p->heads;
+    const float scale = 1.0f / sqrtf((float)d);
+    for (size_t i = 0; i < n; i++) g[i] = dy[i] / p->rescale;
+    if (dx)
+        for (size_t i = 0; i < n; i++) dx[i] += g[i]; /* residual */
+    if (gr) proj_wgrad(C, hw, g, r->o, gr->wo, gr->bo);
+    matmul_cc(C, hw, p->wo, 1, g, 0.0f, dO);
+    for (int h = 0; h < p->heads; h++) {
+        const size_t o = (size_t)h * d * hw;
+        const float *P = r->P + (size_t)h * hw * hw;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, 1.0f, dO + o, hw, P, hw, 0.0f, dv + o, hw);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, 1.0f, dO + o, hw, r->v + o, hw, 0.0f, dS, hw);
+        softmax_rows_grad(hw, P, dS);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, scale, r->k + o, hw, dS, hw, 0.0f, dq + o, hw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, scale, r->q + o, hw, dS, hw, 0.0f, dk + o,
+                    hw);
+    }
+    if (gr) {
+        proj_wgrad(C, hw, dq, r->xn, gr->wq, gr->bq);
+        proj_wgrad(C, hw, dk, r->xn, gr->wk, gr->bk);
+        proj_wgrad(C, hw, dv, r->xn, gr->wv, gr->bv);
+    }
+    /* g <- the cotangent of the group norm's output */
+    matmul_cc(C, hw, p->wq, 1, dq, 0.0f, g);
+    matmul_cc(C, hw, p->wk, 1, dk, 1.0f, g);
+    matmul_cc(C, hw, p->wv, 1, dv, 1.0f, g);
+    group_norm_bwd(1, C, hw, p->groups, p->gn_w, p->gn_b, 0, x, r->mean, r->rstd, g, dx, gr ? gr->gn_w : NULL,
+                   gr ? gr->gn_b : NULL);
 }

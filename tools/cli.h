@@ -25,5 +25,11 @@ int parse_float(const char *s, double *out);
 
 int cmd_edit(args *a);
 int cmd_apply(args *a);
+int cmd_molrg(args *a);
+int cmd_analyze(args *a);
+
+/* Reads an input image (PNG, or safetensors with x0 [1,C,H,W]) into x0
+ * [C,H,W] in [-1,1]; returns 0 or an exit code (edit_cmd.c). */
+int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int do_resize, float *x0);
 
 #endif

@@ -94,7 +94,7 @@ static uint8_t *resize(const loco_image *im, int H, int W) {
 
 /* Reads the input image into x0 [C, H, W] in [-1, 1]: a PNG or a
  * safetensors file with tensor x0 [1, C, H, W]. Returns 0 or an exit code. */
-static int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int do_resize, float *x0) {
+int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int do_resize, float *x0) {
     const int C = inf->in_channels, H = inf->height, W = inf->width;
     size_t len = strlen(path);
     if (len > 12 && strcmp(path + len - 12, ".safetensors") == 0) {

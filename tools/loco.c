@@ -32,10 +32,22 @@ static const char *const usage_text =
     "  apply MODEL --directions FILE --image IMG [--image IMG2 ...] --out DIR\n"
     "       [--index 0,1] [--strengths -8,8] | [--direction FILE:INDEX:STRENGTH ...]\n"
     "                                      apply saved directions (transfer, compose)\n"
+    "  convert MODEL OUT_DIR [--dtype f32|f16]\n"
+    "                                      write MODEL as a diffusers folder with safetensors\n"
+    "                                      weights (config copied; dtype kept unless given)\n"
+    "  analyze rank MODEL [--t 0.05:0.95:0.05] [--images N | --image PNG ...] --out DIR\n"
+    "       [--threshold 1e-3] [--max-exact 4096] [--k 200] [--power 2] [--gen-steps 50]\n"
+    "                                      numerical rank of the x0_hat Jacobian across t\n"
+    "  analyze linearity MODEL [--t 0.6] [--lambda 1,2,5,10,20,40] [--directions 3]\n"
+    "       [--images N | --image PNG ...] --out DIR\n"
+    "                                      |f(x+lv)-f(x)| / |l J v| and their cosine\n"
+    "  molrg init OUT.safetensors --n CxHxW --k K --d D [--sigma0 S] [--seed N]\n"
+    "                                      a closed-form MoLRG model (usable as MODEL)\n"
     "  help                                this text\n"
     "\n"
     "MODEL is a diffusers UNet2DModel folder (config.json +\n"
-    "diffusion_pytorch_model.safetensors). Global options: --threads N, --quiet.\n";
+    "diffusion_pytorch_model.safetensors, or a PyTorch diffusion_pytorch_model.bin).\n"
+    "Global options: --threads N, --quiet.\n";
 
 /* ---- shared helpers (declared in cli.h) ------------------------------------ */
 
@@ -383,6 +395,40 @@ done:
     return rc;
 }
 
+/* ---- convert --------------------------------------------------------------- */
+
+static int cmd_convert(args *a) {
+    const char *model = NULL, *out = NULL, *v;
+    loco_dtype dt = LOCO_DTYPE_COUNT; /* keep */
+    for (; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if ((v = opt(a, "--dtype"))) {
+            if (strcmp(v, "f32") == 0) dt = LOCO_DTYPE_F32;
+            else if (strcmp(v, "f16") == 0) dt = LOCO_DTYPE_F16;
+            else return usage_error("convert: --dtype must be f32 or f16, not '%s'", v);
+        } else if (s[0] == '-') return usage_error("convert: unknown or incomplete option '%s'", s);
+        else if (!model) model = s;
+        else if (!out) out = s;
+        else return usage_error("convert: unexpected argument '%s'", s);
+    }
+    if (!model || !out) return usage_error("convert: %s", "needs MODEL OUT_DIR");
+    /* the model must load (its weights match its config) before it is copied */
+    loco_model *m;
+    char *wpath = NULL;
+    loco_status st = loco_model_open(model, &m);
+    if (st) return fail(st);
+    loco_model_free(m);
+    if ((st = loco_model_weights_path(model, &wpath)) || (st = loco_convert(model, out, dt))) {
+        loco_free(wpath);
+        return fail(st);
+    }
+    if (!g_quiet)
+        fprintf(stderr, "loco: wrote %s/diffusion_pytorch_model.safetensors (from %s%s)\n", out, wpath,
+                dt == LOCO_DTYPE_F32 ? ", as f32" : dt == LOCO_DTYPE_F16 ? ", as f16" : "");
+    loco_free(wpath);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
@@ -418,5 +464,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "jacobian") == 0) return cmd_jacobian(&a);
     if (strcmp(cmd, "edit") == 0) return cmd_edit(&a);
     if (strcmp(cmd, "apply") == 0) return cmd_apply(&a);
+    if (strcmp(cmd, "molrg") == 0) return cmd_molrg(&a);
+    if (strcmp(cmd, "analyze") == 0) return cmd_analyze(&a);
+    if (strcmp(cmd, "convert") == 0) return cmd_convert(&a);
     return usage_error("unknown command '%s'", cmd);
 }
