@@ -1,0 +1,153 @@
+/* bench_edit.c - time and network evaluations per phase of one LOCO edit,
+ * at the authors' settings (100 steps, t_edit 0.6, min 10 / max 50
+ * iterations, tol 1e-4), for rank 1 / null 5 and rank 5 / null 5.
+ *
+ *   build/bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full]
+ *
+ * Without --model it uses tests/fixtures/unet-small and, if present,
+ * build/bench-models/celebahq (a random-initialised google/ddpm-ema-celebahq-256
+ * configuration; create it with `loco init build/bench-models/celebahq
+ * --config configs/ddpm-ema-celebahq-256.json`). --max-iter below 50 measures
+ * per-iteration cost and extrapolates the iteration phases to 50 iterations
+ * (random weights never converge, so the authors' setting runs all 50);
+ * extrapolated figures are marked with '*'. Uses only include/loco.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "loco.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double peak_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+static int run(const char *model, int rank, int null_rank, int max_iter, int invert_full) {
+    loco_model *m;
+    if (loco_model_open(model, &m)) {
+        fprintf(stderr, "bench_edit: %s\n", loco_last_error());
+        return 1;
+    }
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int C = inf.in_channels, H = inf.height, W = inf.width;
+    const size_t n = (size_t)C * H * W;
+    float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 3);
+    uint8_t *mask = malloc(n), *out = malloc(n);
+    for (size_t i = 0; i < n; i++) x0[i] = (float)sin(0.001 * (double)i) * 0.8f;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                int in = y >= H / 4 && y < H / 2 && x >= W / 4 && x < 3 * W / 4;
+                mask[((size_t)c * H + y) * W + x] = (uint8_t)in;
+                out[((size_t)c * H + y) * W + x] = (uint8_t)!in;
+            }
+    loco_edit_params ep;
+    loco_edit_params_init(&ep);
+    ep.invert_full = invert_full;
+    double t0 = now();
+    int nfe_inv = 0, nfe_dec = 0;
+    float tv;
+    loco_edit_timestep(m, &ep, &tv, NULL);
+    loco_status st = loco_edit_encode(m, &ep, x0, xt, &nfe_inv);
+    double t_inv = now() - t0;
+    loco_lin *L = NULL;
+    t0 = now();
+    if (!st) st = loco_linearize(m, xt, tv, &L);
+    double t_lin = now() - t0;
+    loco_subspace_params p;
+    loco_subspace_params_init(&p);
+    p.rank = rank;
+    p.max_iter = max_iter;
+    p.min_iter = max_iter < 10 ? max_iter : 10;
+    p.tol = 1e-4;
+    loco_subspace roi = {0}, nul = {0};
+    t0 = now();
+    if (!st) st = loco_subspace_iteration(L, mask, &p, &roi);
+    double t_roi = now() - t0;
+    p.rank = null_rank;
+    p.seed = 1;
+    t0 = now();
+    if (!st) st = loco_subspace_iteration(L, out, &p, &nul);
+    double t_null = now() - t0;
+    float *dirs = malloc(sizeof(float) * n * rank);
+    if (!st) {
+        memcpy(dirs, roi.vT, sizeof(float) * n * rank);
+        st = loco_project_directions(rank, n, dirs, null_rank, nul.vT);
+    }
+    t0 = now();
+    if (!st) {
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < n; i++) batch[k * n + i] = xt[i] + (float)(k - 1) * 8.0f * dirs[i];
+        st = loco_edit_decode(m, &ep, 3, batch, &nfe_dec);
+    }
+    double t_dec = now() - t0;
+    if (st) {
+        fprintf(stderr, "bench_edit: %s\n", loco_last_error());
+        return 1;
+    }
+    /* extrapolate the iterations to 50 when fewer were run */
+    const int full = 50;
+    double f_roi = (double)full / roi.iters, f_null = (double)full / nul.iters;
+    int ext = roi.iters < full;
+    double total = t_inv + t_lin + t_roi * f_roi + t_null * f_null + t_dec;
+    printf("| %-40s | %d / %d | %6.1f s (%3d) | %5.1f s | %7.1f s%s (%2d it, %4d+%4d vec) | %7.1f s%s (%2d it, %4d+%4d vec) | "
+           "%6.1f s (%3d) | %7.1f s%s | %6.0f |\n",
+           model, rank, null_rank, t_inv, nfe_inv, t_lin, t_roi * f_roi, ext ? "*" : "", roi.iters, roi.jvp_vectors,
+           roi.vjp_vectors, t_null * f_null, ext ? "*" : "", nul.iters, nul.jvp_vectors, nul.vjp_vectors, t_dec, nfe_dec,
+           total, ext ? "*" : "", peak_mib());
+    fflush(stdout);
+    loco_subspace_free(&roi);
+    loco_subspace_free(&nul);
+    loco_lin_free(L);
+    loco_model_free(m);
+    free(x0);
+    free(xt);
+    free(batch);
+    free(mask);
+    free(out);
+    free(dirs);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *models[8];
+    int nm = 0, max_iter = 50, full = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc && nm < 8) models[nm++] = argv[++i];
+        else if (!strcmp(argv[i], "--max-iter") && i + 1 < argc) max_iter = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--invert-to") && i + 1 < argc) full = strcmp(argv[++i], "edit") != 0;
+        else {
+            fprintf(stderr, "usage: bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full]\n");
+            return 2;
+        }
+    }
+    if (max_iter < 1 || max_iter > 50) max_iter = 50;
+    if (!nm) {
+        models[nm++] = "tests/fixtures/unet-small";
+        if (access("build/bench-models/celebahq/config.json", R_OK) == 0) models[nm++] = "build/bench-models/celebahq";
+    }
+    printf("LOCO edit per phase (threads %d, OPENBLAS_CORETYPE=%s, invert-to %s, 100 steps, t_edit 0.6; "
+           "network evaluations in parentheses; vec = J V + U^T J vectors)\n\n",
+           loco_get_threads(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)",
+           full ? "full" : "edit");
+    printf("| model | rank / null | inversion | linearize | ROI iteration | null iteration | 3 edits denoised | "
+           "total | peak MiB |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < nm; i++)
+        for (int r = 0; r < 2; r++)
+            if (run(models[i], r ? 5 : 1, 5, max_iter, full)) return 1;
+    if (max_iter < 50) printf("\n* extrapolated to 50 iterations from %d measured\n", max_iter);
+    return 0;
+}
