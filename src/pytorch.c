@@ -1807,12 +1807,12 @@ loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip
     items[k++] = (loco_zip_item){"archive/data.pkl", w.o.b, w.o.n};
     items[k++] = (loco_zip_item){"archive/byteorder", "little", 6};
     for (size_t i = 0; i < n; i++) {
-        names[i] = malloc(32);
+        names[i] = malloc(48);
         if (!names[i]) {
             s = loco_fail(LOCO_E_NOMEM, "out of memory");
             goto done;
         }
-        snprintf(names[i], 32, "archive/data/%zu", i);
+        snprintf(names[i], 48, "archive/data/%zu", i);
         items[k++] = (loco_zip_item){names[i], tensors[i].data, nbytes[i]};
     }
     items[k++] = (loco_zip_item){"archive/version", "3\n", 2};
