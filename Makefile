@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
 	@mkdir -p $(dir $@)
@@ -28,6 +28,9 @@ $(BUILD)/libloco.a: $(LIB_OBJ)
 
 $(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench_lin: bench/bench_lin.c $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
