@@ -515,6 +515,122 @@ loco_status loco_project_directions(int r, size_t n, float *dirs, int r_null, co
  * is positive (the authors' canonical sign). */
 void loco_canonical_sign(int r, size_t n, float *X);
 
+/* ======================================================================== */
+/* Datasets: synthetic part-labelled faces, part masks, idx files and       */
+/* Fashion-MNIST (src/dataset.c)                                            */
+/* ======================================================================== */
+
+/* Synthetic cartoon faces, 32x32 RGB, each with a per-pixel part label map.
+ * An image is drawn from LOCO_FACES_N_FACTORS factors, each a number in
+ * [0, 1]. Most factors are LOCAL: changing one changes only the pixels of one
+ * part (eye size, iris colour, gaze, mouth curve/width/opening, hair colour
+ * and length, fringe, blush, shirt colour); five are global nuisances kept
+ * small (skin tone in a narrow range, one of 4 background colours, position
+ * jitter of +-0.75 px, scale 0.97..1.03). Every pixel is the mean of 4x4
+ * subsamples; its label is the part covering most of them (ties go to the
+ * higher label). Drawing uses only arithmetic and sqrt, so images are
+ * reproducible bit for bit. */
+#define LOCO_FACES_SIZE 32
+#define LOCO_FACES_N_FACTORS 17
+#define LOCO_FACES_N_LABELS 11
+
+/* Labels (left/right = image left/right, i.e. the viewer's side): */
+enum {
+    LOCO_LABEL_BACKGROUND = 0,
+    LOCO_LABEL_SKIN = 1,            /* face and neck                       */
+    LOCO_LABEL_HAIR = 2,
+    LOCO_LABEL_LEFT_EYE_WHITE = 3,  /* sclera and lid outline              */
+    LOCO_LABEL_RIGHT_EYE_WHITE = 4,
+    LOCO_LABEL_LEFT_IRIS = 5,       /* iris and pupil                      */
+    LOCO_LABEL_RIGHT_IRIS = 6,
+    LOCO_LABEL_MOUTH = 7,           /* lips and the open mouth's inside    */
+    LOCO_LABEL_NOSE = 8,
+    LOCO_LABEL_CHEEKS = 9,          /* both cheek areas (where blush goes) */
+    LOCO_LABEL_CLOTHES = 10
+};
+
+int loco_faces_n_factors(void);
+/* Name of factor i ("eye_size", ...), NULL when out of range. Static. */
+const char *loco_faces_factor_name(int i);
+/* The part (a name loco_faces_part_labels knows) factor i is local to, or
+ * NULL for a global factor or i out of range. Static. */
+const char *loco_faces_factor_part(int i);
+/* Name of a label ("background", "left_iris", ...), NULL when out of range. */
+const char *loco_faces_label_name(int label);
+
+/* Parts: every label name, and groups: left_eye (left_eye_white +
+ * left_iris), right_eye, eyes, eye_whites, irises, face (everything but hair,
+ * clothes and background), head (face + hair). loco_faces_part_name(i) for
+ * i = 0 .. loco_faces_n_parts()-1 lists them (NULL past the end). */
+int loco_faces_n_parts(void);
+const char *loco_faces_part_name(int i);
+/* *label_bits receives bit l set for each label l of `part`. An unknown part
+ * is LOCO_E_INVALID_ARGUMENT with a message listing the valid names. */
+loco_status loco_faces_part_labels(const char *part, uint32_t *label_bits);
+
+/* The factors of image `index` (>= 0) of the dataset with `seed`: each factor
+ * uniform in [0, 1), drawn from a generator seeded by (seed, index) alone, so
+ * any subset of a dataset can be made in any order. factors holds
+ * LOCO_FACES_N_FACTORS floats. */
+loco_status loco_faces_sample(uint64_t seed, int index, float *factors);
+
+/* Draws the face of `factors` (each in [0, 1], else LOCO_E_INVALID_ARGUMENT):
+ * rgb receives 32*32*3 bytes (rows top to bottom, RGB interleaved), labels
+ * (may be NULL) 32*32 bytes. Buffers owned by the caller. */
+loco_status loco_faces_render(const float *factors, uint8_t *rgb, uint8_t *labels);
+
+/* loco_faces_sample + loco_faces_render; factors may be NULL. */
+loco_status loco_faces_generate(uint64_t seed, int index, uint8_t *rgb, uint8_t *labels, float *factors);
+
+/* A binary mask (1 inside, 0 outside) of the pixels of labels[h*w] that
+ * belong to `part`, dilated by `dilate` pixels (0..64) in the 8-neighbourhood
+ * (Chebyshev distance <= dilate). Errors: an unknown part
+ * (LOCO_E_INVALID_ARGUMENT, listing the valid ones), a value >=
+ * LOCO_FACES_N_LABELS in labels (LOCO_E_FORMAT), a part absent from the map
+ * (LOCO_E_NOT_FOUND: the mask would be empty). */
+loco_status loco_part_mask(const uint8_t *labels, int h, int w, const char *part, int dilate, uint8_t *mask);
+
+/* Reads a label map PNG (8-bit gray, each value a label < LOCO_FACES_N_LABELS,
+ * as `loco dataset faces` writes it). Anything else is LOCO_E_FORMAT with a
+ * message saying why (channels, or the first bad value and its position).
+ * img->data is new memory (loco_free). */
+loco_status loco_labels_read_png(const char *path, loco_image *img);
+
+/* An idx file (the MNIST format: magic 0x0000TTNN, N big-endian uint32 dims,
+ * then the data), optionally gzip-compressed (told apart by content). Only
+ * unsigned-byte data (type 0x08) with 1..4 dimensions is read; every
+ * dimension must be >= 1, one item (the product of dims[1..]) at most
+ * 2^24 bytes and the whole file at most 2^32 bytes. Truncation, a wrong
+ * magic, a corrupt gzip stream and (when the whole file is read) trailing
+ * bytes are LOCO_E_FORMAT; memory grows with the data actually read, so a
+ * lying header cannot make it allocate more than the file holds. */
+typedef struct loco_idx {
+    int ndim;
+    int64_t dims[4];    /* dims[0]: items read (<= max_items)               */
+    int64_t file_items; /* items the header announces                       */
+    uint8_t *data;      /* dims[0]*...*dims[ndim-1] bytes, freed with loco_free */
+} loco_idx;
+
+/* Reads the first max_items items of path (max_items <= 0: all of them). */
+loco_status loco_idx_read(const char *path, int64_t max_items, loco_idx *out);
+
+/* Fashion-MNIST as Debian's dataset-fashion-mnist installs it. */
+#define LOCO_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Reads the first max_count (<= 0: all) images of split "train" or "test"
+ * (files <split>-images-idx3-ubyte[.gz] and <split>-labels-idx1-ubyte[.gz],
+ * "test" being named t10k) from dir (NULL: LOCO_FASHION_MNIST_DIR). The
+ * 28x28 images are padded to 32x32 with a 2-pixel border of 0 (-1 in the
+ * model range x/127.5 - 1): *images receives *n * 32 * 32 bytes, *labels *n
+ * class indices 0..9 (loco_fashion_mnist_class names them); both freed with
+ * loco_free. */
+loco_status loco_fashion_mnist_read(const char *dir, const char *split, int max_count, uint8_t **images,
+                                    uint8_t **labels, int *n);
+/* "T-shirt/top", "Trouser", ... for class 0..9; NULL otherwise. */
+const char *loco_fashion_mnist_class(int label);
+
+/* ==== end of datasets section ============================================ */
+
 #ifdef __cplusplus
 }
 #endif

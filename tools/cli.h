@@ -26,6 +26,8 @@ int parse_float(const char *s, double *out);
 int cmd_edit(args *a);
 int cmd_apply(args *a);
 int cmd_molrg(args *a);
+int cmd_dataset(args *a); /* dataset_cmd.c */
+int cmd_mask(args *a);    /* dataset_cmd.c */
 int cmd_analyze(args *a);
 
 /* Reads an input image (PNG, or safetensors with x0 [1,C,H,W]) into x0

@@ -43,6 +43,15 @@ static const char *const usage_text =
     "                                      |f(x+lv)-f(x)| / |l J v| and their cosine\n"
     "  molrg init OUT.safetensors --n CxHxW --k K --d D [--sigma0 S] [--seed N]\n"
     "                                      a closed-form MoLRG model (usable as MODEL)\n"
+    "  dataset faces --count N (--out DIR | --grid G.png) [--seed S] [--start I]\n"
+    "        [--label-grid L.png] [--grid-zoom Z]\n"
+    "                                      synthetic part-labelled 32x32 faces: PNGs,\n"
+    "                                      label maps, factors.csv, parts.txt; 8-wide\n"
+    "                                      contact sheets of the images / label maps\n"
+    "  dataset fashion-mnist --count N (--out DIR | --grid G.png) [--split train|test]\n"
+    "        [--dir D] [--grid-zoom Z]     Fashion-MNIST padded to 32x32, as PNGs\n"
+    "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
+    "                                      a part mask (255 inside) from a label map\n"
     "  help                                this text\n"
     "\n"
     "MODEL is a diffusers UNet2DModel folder (config.json +\n"
@@ -465,6 +474,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "edit") == 0) return cmd_edit(&a);
     if (strcmp(cmd, "apply") == 0) return cmd_apply(&a);
     if (strcmp(cmd, "molrg") == 0) return cmd_molrg(&a);
+    if (strcmp(cmd, "dataset") == 0) return cmd_dataset(&a);
+    if (strcmp(cmd, "mask") == 0) return cmd_mask(&a);
     if (strcmp(cmd, "analyze") == 0) return cmd_analyze(&a);
     if (strcmp(cmd, "convert") == 0) return cmd_convert(&a);
     return usage_error("unknown command '%s'", cmd);
