@@ -3,8 +3,11 @@
 # missing), build it, and show the command-line tool at work:
 #   1. write a random-initialised google/ddpm-cifar10-32 model (35.7M parameters)
 #   2. describe it with `loco info`
-#   3. run eps(x, t) and x0_hat on the small reference model of the tests and
-#      on the random cifar10 model, with the reference input x of the fixtures
+#   3. run eps(x, t) and x0_hat on the small reference model of the tests
+#   4. run a whole LOCO edit (inversion, local directions in a rectangle with
+#      null-space projection, edits at three strengths) on the small reference
+#      model (random weights: the pipeline is real, the picture is not yet -
+#      trained models come with issue #5), writing build/demo/edit/strip.png
 # Everything it writes goes to build/demo/.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -38,10 +41,12 @@ run "$LOCO" init "$OUT/ddpm-cifar10-32" --config configs/ddpm-cifar10-32.json --
 run "$LOCO" info "$OUT/ddpm-cifar10-32"
 run "$LOCO" info tests/fixtures/unet-small
 run "$LOCO" eps tests/fixtures/unet-small --x "$X" --t 595.36359 --out "$OUT/eps-unet-small.safetensors"
-run "$LOCO" eps "$OUT/ddpm-cifar10-32" --x "$X" --t 595.36359 --out "$OUT/eps-cifar10.safetensors"
+run "$LOCO" edit tests/fixtures/unet-small --image tests/fixtures/edit-small/original.png --rect 6,16,8,24 \
+    --out "$OUT/edit" --steps 20 --inv-steps 20 --rank 3 --null-rank 3 --max-iter 12 --strengths -8,0,8
 echo
-ls -l "$OUT"/*.safetensors
+ls -l "$OUT" "$OUT/edit"
 echo
-echo "Each eps-*.safetensors holds 'eps' and 'x0_hat' [1,3,32,32]. For unet-small they"
-echo "match the reference in $X (tensors 'eps', 'x0_hat') to about 1e-5; 'make test'"
-echo "checks that."
+echo "eps-unet-small.safetensors holds 'eps' and 'x0_hat' [1,3,32,32]; they match the"
+echo "reference in $X to about 1e-5 ('make test' checks that). $OUT/edit/ holds the"
+echo "edit: strip.png (original | reconstruction | edits), directions.safetensors,"
+echo "report.json (parameters, timings, convergence)."
