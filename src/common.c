@@ -185,6 +185,34 @@ float loco_bf16_to_f32(uint16_t h) {
     return f;
 }
 
+/* n elements of dtype dt at src -> float (F32, F16, BF16, F64, U8, BOOL);
+ * false if dt cannot be read as float. src and out may overlap for F32. */
+bool loco_to_f32(loco_dtype dt, const uint8_t *src, size_t n, float *out) {
+    switch (dt) {
+    case LOCO_DTYPE_F32: memmove(out, src, n * 4); return true;
+    case LOCO_DTYPE_F16:
+    case LOCO_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            out[i] = dt == LOCO_DTYPE_F16 ? loco_f16_to_f32(h) : loco_bf16_to_f32(h);
+        }
+        return true;
+    case LOCO_DTYPE_F64:
+        for (size_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, src + 8 * i, 8);
+            out[i] = (float)d;
+        }
+        return true;
+    case LOCO_DTYPE_U8:
+    case LOCO_DTYPE_BOOL:
+        for (size_t i = 0; i < n; i++) out[i] = (float)src[i];
+        return true;
+    default: return false;
+    }
+}
+
 /* ======================================================================== */
 /* RNG: xoshiro256** seeded by splitmix64                                   */
 /* ======================================================================== */

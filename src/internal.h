@@ -27,6 +27,8 @@ bool loco_mul_ok(size_t a, size_t b, size_t *out);
 float loco_f16_to_f32(uint16_t h);
 uint16_t loco_f32_to_f16(float f); /* round to nearest even, saturating to inf */
 float loco_bf16_to_f32(uint16_t h);
+/* n elements of dtype dt at src -> float; false if dt is not convertible */
+bool loco_to_f32(loco_dtype dt, const uint8_t *src, size_t n, float *out);
 
 /* ---- deterministic random numbers (common.c) --------------------------- */
 typedef struct loco_rng { uint64_t s[4]; } loco_rng;

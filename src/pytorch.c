@@ -1335,33 +1335,6 @@ static bool readable_f32(loco_dtype dt) {
     return is_float_dtype(dt) || dt == LOCO_DTYPE_U8 || dt == LOCO_DTYPE_BOOL;
 }
 
-/* n elements of dtype dt at src -> float; false if dt cannot be read as float */
-static bool to_f32(loco_dtype dt, const uint8_t *src, size_t n, float *out) {
-    switch (dt) {
-    case LOCO_DTYPE_F32: memmove(out, src, n * 4); return true;
-    case LOCO_DTYPE_F16:
-    case LOCO_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            out[i] = dt == LOCO_DTYPE_F16 ? loco_f16_to_f32(h) : loco_bf16_to_f32(h);
-        }
-        return true;
-    case LOCO_DTYPE_F64:
-        for (size_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, src + 8 * i, 8);
-            out[i] = (float)d;
-        }
-        return true;
-    case LOCO_DTYPE_U8:
-    case LOCO_DTYPE_BOOL:
-        for (size_t i = 0; i < n; i++) out[i] = (float)src[i];
-        return true;
-    default: return false;
-    }
-}
-
 loco_status loco_pt_read_f32(const loco_pt *f, const char *name, float **data, int *ndim,
                              int64_t shape[LOCO_MAX_DIMS], int allow_nonfinite) {
     if (!f || !name || !data) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_pt_read_f32: NULL argument");
@@ -1379,12 +1352,12 @@ loco_status loco_pt_read_f32(const loco_pt *f, const char *name, float **data, i
     float *out = (float *)buf;
     if (es >= 4) {
         gather(t, buf);
-        to_f32(t->dtype, buf, n, out); /* F64 narrows front to back safely */
+        loco_to_f32(t->dtype, buf, n, out); /* F64 narrows front to back safely */
     } else {
         uint8_t *tail = buf + cap - n * es;
         gather(t, tail);
         /* out[i] (4 bytes at 4i) never overwrites tail elements > i */
-        for (size_t i = 0; i < n; i++) to_f32(t->dtype, tail + i * es, 1, out + i);
+        for (size_t i = 0; i < n; i++) loco_to_f32(t->dtype, tail + i * es, 1, out + i);
     }
     if (!allow_nonfinite)
         for (size_t i = 0; i < n; i++)
@@ -2039,7 +2012,7 @@ static loco_status convert_floats(const char *name, loco_dtype from, const void 
         if (from == LOCO_DTYPE_F64) memcpy(&v, src + 8 * i, 8);
         else {
             float f;
-            to_f32(from, src + loco_dtype_size(from) * i, 1, &f);
+            loco_to_f32(from, src + loco_dtype_size(from) * i, 1, &f);
             v = f;
         }
         if (to == LOCO_DTYPE_F32) {

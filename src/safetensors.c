@@ -370,34 +370,7 @@ loco_status loco_tensors_read_f32(const loco_tensors *f, const char *name, float
     float *out = loco_malloc(n ? n * sizeof(float) : 1);
     if (!out) return loco_fail(LOCO_E_NOMEM, "%s: tensor '%s': out of memory", f->path, name);
     const uint8_t *src = f->data + e->begin;
-    switch (e->dtype) {
-    case LOCO_DTYPE_F32: memcpy(out, src, n * 4); break;
-    case LOCO_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            out[i] = loco_f16_to_f32(h);
-        }
-        break;
-    case LOCO_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            out[i] = loco_bf16_to_f32(h);
-        }
-        break;
-    case LOCO_DTYPE_F64:
-        for (size_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, src + 8 * i, 8);
-            out[i] = (float)d;
-        }
-        break;
-    case LOCO_DTYPE_U8:
-    case LOCO_DTYPE_BOOL:
-        for (size_t i = 0; i < n; i++) out[i] = (float)src[i];
-        break;
-    default:
+    if (!loco_to_f32(e->dtype, src, n, out)) {
         free(out);
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as float", f->path, name,
                          dtype_table[e->dtype].name);

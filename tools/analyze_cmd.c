@@ -22,22 +22,6 @@
 /* Helpers                                                                  */
 /* ======================================================================== */
 
-static int parse_doubles(const char *s, double *out, int max) {
-    int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno || !isfinite(v) || n >= max) return -1;
-        out[n++] = v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        p = end;
-    }
-    return n;
-}
-
 /* "a:b:step" or a list "a,b,c" of fractions of T in (0, 1) */
 static int parse_t(const char *s, double *out) {
     double a, b, st;
@@ -48,7 +32,7 @@ static int parse_t(const char *s, double *out) {
         for (double v = a; v <= b + 1e-9 && n < MAX_T; v += st) out[n++] = v;
         return n;
     }
-    int n = parse_doubles(s, out, MAX_T);
+    int n = parse_list(s, out, MAX_T);
     for (int i = 0; i < n; i++)
         if (!(out[i] > 0 && out[i] < 1)) return -1;
     return n;
@@ -361,7 +345,7 @@ static int cmd_linearity(args *a) {
         if ((v = opt(a, "--t"))) {
             if (!parse_float(v, &tf) || !(tf > 0 && tf < 1)) return usage_error("analyze linearity: --t '%s' must be in (0, 1)", v);
         } else if ((v = opt(a, "--lambda"))) {
-            if ((n_lam = parse_doubles(v, lam, 64)) < 1) return usage_error("analyze linearity: bad --lambda '%s'", v);
+            if ((n_lam = parse_list(v, lam, 64)) < 1) return usage_error("analyze linearity: bad --lambda '%s'", v);
         } else if ((v = opt(a, "--directions"))) {
             if (!parse_long(v, 1, 64, &ndir)) return usage_error("analyze linearity: bad --directions '%s'", v);
         } else if ((v = opt(a, "--image"))) {

@@ -22,6 +22,8 @@ int usage_error(const char *fmt, const char *arg);
 const char *opt(args *a, const char *name);
 int parse_long(const char *s, long long lo, long long hi, long long *out);
 int parse_float(const char *s, double *out);
+/* "a,b,c" -> finite doubles (at most max); returns the count or -1 */
+int parse_list(const char *s, double *out, int max);
 
 int cmd_edit(args *a);
 int cmd_apply(args *a);

@@ -40,23 +40,6 @@ static void say(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
 }
 
-/* "a,b,c" -> doubles; returns count or -1 */
-static int parse_list(const char *s, double *out, int max) {
-    int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno || !isfinite(v) || n >= max) return -1;
-        out[n++] = v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        p = end;
-    }
-    return n;
-}
-
 static int make_dir(const char *d) {
     if (mkdir(d, 0755) == 0 || errno == EEXIST) return 0;
     fprintf(stderr, "loco: error: %s: cannot create folder: %s\n", d, strerror(errno));

@@ -102,6 +102,23 @@ int parse_long(const char *s, long long lo, long long hi, long long *out) {
     return 1;
 }
 
+/* "a,b,c" -> doubles; returns count or -1 */
+int parse_list(const char *s, double *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !isfinite(v) || n >= max) return -1;
+        out[n++] = v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return n;
+}
+
 int parse_float(const char *s, double *out) {
     char *end;
     errno = 0;
