@@ -631,6 +631,81 @@ const char *loco_fashion_mnist_class(int label);
 
 /* ==== end of datasets section ============================================ */
 
+/* ======================================================================== */
+/* Training (src/train.c)                                                   */
+/* ======================================================================== */
+
+/* Trains a UNet2DModel from random weights (or resumes a run) for eps
+ * prediction: each step draws `batch` images from the data, an integer
+ * timestep t uniform in [0, T-1] and Gaussian noise eps per image, forms
+ * x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and minimises
+ * mean((eps_hat - eps)^2) with AdamW (bias-corrected; decoupled weight decay
+ * lr * wd * w), the learning rate ramped linearly over `warmup` steps. An
+ * exponential moving average of the weights (decay `ema`, started from the
+ * initial weights) is kept. Schedule: linear betas 1e-4..0.02, T = 1000.
+ *
+ * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1),
+ * "fashion-mnist" (the train split of LOCO_FASHION_MNIST_DIR, or of
+ * fashion_dir, the first data_count images when data_count > 0), or a folder
+ * of PNG files (each the config's sample size; gray or RGB matched to
+ * in_channels, alpha dropped). Pixels map to [-1, 1] as x/127.5 - 1. Images
+ * are drawn uniformly with replacement; flip mirrors each drawn image with
+ * probability 1/2.
+ *
+ * Output folder out_dir (created if needed), written at every save_every
+ * steps and at the end, each file atomically:
+ *   config.json                          the model config (copied)
+ *   diffusion_pytorch_model.safetensors  the EMA weights, F32 (what
+ *                                        loco_model_open reads)
+ *   scheduler/scheduler_config.json      DDPMScheduler, linear, 1000 steps
+ *   train_state.safetensors              raw weights, Adam moments, EMA,
+ *                                        step and generator state
+ * Everything is determined by seed (weights init, data order, timesteps,
+ * noise) and, for the float rounding of the kernels, by the thread count.
+ * resume: continue from out_dir/train_state.safetensors up to `steps` steps
+ * in all (steps is the total, not the number of new steps); running N steps
+ * and then resuming to N + M gives the same files as N + M steps at once. */
+typedef struct loco_train_params {
+    const char *config_path; /* UNet2DModel config.json                     */
+    const char *data;        /* "faces", "fashion-mnist" or a PNG folder    */
+    const char *out_dir;
+    int steps;               /* total optimiser steps (1000)                */
+    int batch;               /* images per step (32)                        */
+    float lr;                /* 2e-4                                        */
+    float beta1, beta2, adam_eps; /* 0.9, 0.999, 1e-8                       */
+    float weight_decay;      /* 0                                           */
+    int warmup;              /* linear warmup steps (0)                     */
+    float ema;               /* EMA decay in [0, 1) (0.999)                 */
+    int flip;                /* random horizontal flips (0)                 */
+    uint64_t seed;           /* 0                                           */
+    int save_every;          /* steps between checkpoints; 0: only the end (500) */
+    int resume;              /* 0                                           */
+    int data_count;          /* faces: dataset size (10000); fashion-mnist:
+                                first N images (0: all 60000)               */
+    uint64_t data_seed;      /* faces dataset seed (0)                      */
+    const char *fashion_dir; /* NULL: LOCO_FASHION_MNIST_DIR                */
+    /* Called after every step (may be NULL): the step just done (1-based),
+     * the total, the batch loss and the images per second since the start
+     * of this call. */
+    void (*progress)(int step, int total, float loss, double images_per_s, void *user);
+    void *user;
+    float *losses;           /* NULL, or [steps]: losses[s] = loss of step s
+                                (0-based; entries of steps done before a
+                                resume are left alone)                       */
+} loco_train_params;
+
+/* Fills the defaults above (pointers NULL). */
+void loco_train_params_init(loco_train_params *p);
+
+/* Runs the training. Errors: a bad argument (batch < 1, steps < 1, lr <= 0,
+ * ema outside [0, 1), unknown data) is LOCO_E_INVALID_ARGUMENT; data that do
+ * not fit the config (channels, size) LOCO_E_SHAPE; a non-finite loss
+ * LOCO_E_NUMERIC; resume with a state of another config or no state file
+ * the corresponding open/read error. */
+loco_status loco_train(const loco_train_params *p);
+
+/* ==== end of training section ============================================ */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,457 @@
+/* train.c - the trainer: eps-prediction MSE, AdamW, EMA, checkpoints
+ * (see the Training section of loco.h). */
+#include "backward.h"
+#include "model.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define TRAIN_MAX_CONFIG (1 << 20)
+#define STATE_NAME "train_state.safetensors"
+#define WEIGHTS_NAME_TRAIN "diffusion_pytorch_model.safetensors"
+
+void loco_train_params_init(loco_train_params *p) {
+    memset(p, 0, sizeof *p);
+    p->steps = 1000;
+    p->batch = 32;
+    p->lr = 2e-4f;
+    p->beta1 = 0.9f;
+    p->beta2 = 0.999f;
+    p->adam_eps = 1e-8f;
+    p->ema = 0.999f;
+    p->save_every = 500;
+    p->data_count = 10000;
+}
+
+static char *join2(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", a, b);
+    return s;
+}
+
+static loco_status mkdir_one(const char *d) {
+    if (mkdir(d, 0755) != 0 && errno != EEXIST)
+        return loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
+    return LOCO_OK;
+}
+
+static loco_status mkdir_all(const char *dir) {
+    char *d = strdup(dir);
+    if (!d) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    loco_status s = LOCO_OK;
+    for (char *p = d + 1; *p && !s; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        s = mkdir_one(d);
+        *p = '/';
+    }
+    if (!s) s = mkdir_one(d);
+    free(d);
+    return s;
+}
+
+/* ---- data ---------------------------------------------------------------- */
+
+typedef struct train_data {
+    int kind;          /* 0 faces, 1 stored images                        */
+    int n, C, H, W;
+    uint8_t *pix;      /* kind 1: [n, H, W, C]                              */
+    uint64_t seed;
+} train_data;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static loco_status data_open_dir(train_data *d, const char *dir, int C, int H, int W) {
+    DIR *dp = opendir(dir);
+    if (!dp) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: data '%s' is not 'faces', 'fashion-mnist' or a folder", dir);
+    char **names = NULL;
+    int n = 0, cap = 0;
+    loco_status s = LOCO_OK;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcasecmp(e->d_name + l - 4, ".png") != 0) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nn = realloc(names, sizeof *names * (size_t)cap);
+            if (!nn) { s = loco_fail(LOCO_E_NOMEM, "out of memory"); break; }
+            names = nn;
+        }
+        if (!(names[n] = join2(dir, e->d_name))) { s = loco_fail(LOCO_E_NOMEM, "out of memory"); break; }
+        n++;
+    }
+    closedir(dp);
+    if (!s && n == 0) s = loco_fail(LOCO_E_NOT_FOUND, "train: folder %s holds no .png files", dir);
+    if (!s) {
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+        d->pix = loco_malloc((size_t)n * (size_t)(H * W * C));
+        if (!d->pix) s = loco_fail(LOCO_E_NOMEM, "out of memory for %d images", n);
+    }
+    for (int i = 0; i < n && !s; i++) {
+        loco_image im;
+        if ((s = loco_png_read(names[i], &im))) break;
+        if (im.width != W || im.height != H) {
+            s = loco_fail(LOCO_E_SHAPE, "%s: %dx%d but the config's sample size is %dx%d", names[i], im.width,
+                          im.height, W, H);
+        } else {
+            int ic = im.channels, colour = ic >= 3;
+            uint8_t *dst = d->pix + (size_t)i * (size_t)(H * W * C);
+            for (int p = 0; p < H * W; p++) {
+                const uint8_t *src = im.data + (size_t)p * (size_t)ic;
+                for (int c = 0; c < C; c++) {
+                    uint8_t v;
+                    if (C == 1) v = colour ? (uint8_t)((src[0] * 299 + src[1] * 587 + src[2] * 114 + 500) / 1000) : src[0];
+                    else if (C == 3) v = colour ? src[c] : src[0];
+                    else v = 0;
+                    dst[(size_t)p * (size_t)C + (size_t)c] = v;
+                }
+            }
+            if (C != 1 && C != 3) s = loco_fail(LOCO_E_SHAPE, "train: PNG data need in_channels 1 or 3, not %d", C);
+        }
+        loco_free(im.data);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    d->kind = 1;
+    d->n = n;
+    return s;
+}
+
+static loco_status data_open(train_data *d, const loco_train_params *p, const unet_config *cfg) {
+    memset(d, 0, sizeof *d);
+    d->C = cfg->in_ch;
+    d->H = cfg->height;
+    d->W = cfg->width;
+    if (strcmp(p->data, "faces") == 0) {
+        if (d->C != 3 || d->H != LOCO_FACES_SIZE || d->W != LOCO_FACES_SIZE)
+            return loco_fail(LOCO_E_SHAPE, "train: faces are 3x32x32 but the config takes %dx%dx%d", d->C, d->H, d->W);
+        if (p->data_count < 1) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: faces data_count must be >= 1");
+        d->kind = 0;
+        d->n = p->data_count;
+        d->seed = p->data_seed;
+        return LOCO_OK;
+    }
+    if (strcmp(p->data, "fashion-mnist") == 0) {
+        if (d->C != 1 || d->H != 32 || d->W != 32)
+            return loco_fail(LOCO_E_SHAPE, "train: fashion-mnist is 1x32x32 but the config takes %dx%dx%d", d->C,
+                             d->H, d->W);
+        uint8_t *labels = NULL;
+        loco_status s = loco_fashion_mnist_read(p->fashion_dir, "train", p->data_count, &d->pix, &labels, &d->n);
+        loco_free(labels);
+        d->kind = 1;
+        return s;
+    }
+    return data_open_dir(d, p->data, d->C, d->H, d->W);
+}
+
+/* image i (flipped when flip) into x [C, H, W] in [-1, 1] */
+static loco_status data_get(const train_data *d, int i, int flip, float *x) {
+    int C = d->C, H = d->H, W = d->W;
+    uint8_t rgb[LOCO_FACES_SIZE * LOCO_FACES_SIZE * 3];
+    const uint8_t *src;
+    if (d->kind == 0) {
+        loco_status s = loco_faces_generate(d->seed, i, rgb, NULL, NULL);
+        if (s) return s;
+        src = rgb;
+    } else {
+        src = d->pix + (size_t)i * (size_t)(C * H * W);
+    }
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++) {
+                int sx = flip ? W - 1 - xx : xx;
+                x[((size_t)c * H + y) * W + xx] = src[((size_t)y * W + sx) * C + c] / 127.5f - 1.0f;
+            }
+    return LOCO_OK;
+}
+
+/* ---- checkpoints ----------------------------------------------------------- */
+
+static const char SCHED_JSON[] =
+    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": 0.0001,\n"
+    "  \"beta_end\": 0.02,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
+    "  \"clip_sample\": true\n}\n";
+
+typedef struct trainer {
+    unet u;
+    float *w, *m, *v, *ema, *grad;
+    int64_t step;
+    loco_rng rng;
+} trainer;
+
+static void fill_refs(const unet *u, const float *base, loco_tensor_ref *refs, const char *prefix, char *names) {
+    for (int i = 0; i < u->n_params; i++) {
+        const param *q = &u->params[i];
+        char *nm = names + (size_t)i * 160;
+        snprintf(nm, 160, "%s%s", prefix, q->name);
+        refs[i].name = nm;
+        refs[i].dtype = LOCO_DTYPE_F32;
+        refs[i].ndim = q->ndim;
+        for (int k = 0; k < q->ndim; k++) refs[i].shape[k] = q->shape[k];
+        refs[i].data = base + q->off;
+    }
+}
+
+static loco_status save_all(const trainer *tr, const loco_train_params *p, const char *cfg_text, size_t cfg_len) {
+    const unet *u = &tr->u;
+    size_t np = (size_t)u->n_params;
+    loco_tensor_ref *refs = calloc(4 * np + 2, sizeof *refs);
+    char *names = malloc(4 * np * 160);
+    char *cfg_out = join2(p->out_dir, "config.json"), *w_out = join2(p->out_dir, WEIGHTS_NAME_TRAIN),
+         *sdir = join2(p->out_dir, "scheduler"), *st_out = join2(p->out_dir, STATE_NAME);
+    char *sch_out = sdir ? join2(sdir, "scheduler_config.json") : NULL;
+    loco_status s = LOCO_OK;
+    if (!refs || !names || !cfg_out || !w_out || !sdir || !st_out || !sch_out) {
+        s = loco_fail(LOCO_E_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((s = mkdir_all(p->out_dir)) || (s = mkdir_one(sdir))) goto done;
+    if ((s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len))) goto done;
+    if ((s = loco_write_file_atomic(sch_out, SCHED_JSON, sizeof SCHED_JSON - 1))) goto done;
+    char stepbuf[32];
+    snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
+    const char *meta[] = {"format", "pt", "loco_train_step", stepbuf};
+    fill_refs(u, tr->ema, refs, "", names);
+    if ((s = loco_tensors_write(w_out, refs, np, meta, 2))) goto done;
+    fill_refs(u, tr->w, refs, "w.", names);
+    fill_refs(u, tr->m, refs + np, "m.", names + np * 160);
+    fill_refs(u, tr->v, refs + 2 * np, "v.", names + 2 * np * 160);
+    fill_refs(u, tr->ema, refs + 3 * np, "ema.", names + 3 * np * 160);
+    loco_tensor_ref *r = &refs[4 * np];
+    r->name = "step";
+    r->dtype = LOCO_DTYPE_I64;
+    r->ndim = 1;
+    r->shape[0] = 1;
+    r->data = &tr->step;
+    r++;
+    r->name = "rng";
+    r->dtype = LOCO_DTYPE_U8;
+    r->ndim = 1;
+    r->shape[0] = sizeof tr->rng.s;
+    r->data = tr->rng.s;
+    char lrbuf[32], seedbuf[32], batchbuf[32];
+    snprintf(lrbuf, sizeof lrbuf, "%.9g", (double)p->lr);
+    snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)p->seed);
+    snprintf(batchbuf, sizeof batchbuf, "%d", p->batch);
+    const char *smeta[] = {"loco_train_step", stepbuf, "lr", lrbuf, "seed", seedbuf, "batch", batchbuf,
+                           "data", p->data};
+    s = loco_tensors_write(st_out, refs, 4 * np + 2, smeta, 5);
+done:
+    free(refs);
+    free(names);
+    free(cfg_out);
+    free(w_out);
+    free(sdir);
+    free(st_out);
+    free(sch_out);
+    return s;
+}
+
+static loco_status read_exact(const loco_tensors *f, const char *path, const char *name, loco_dtype dt, size_t nbytes,
+                              void *dst) {
+    loco_dtype got;
+    loco_status s = loco_tensors_info(f, name, &got, NULL, NULL);
+    if (s) return loco_fail(LOCO_E_NOT_FOUND, "%s: tensor '%s' is missing", path, name);
+    const void *raw;
+    size_t nb;
+    if ((s = loco_tensors_raw(f, name, &raw, &nb))) return s;
+    if (got != dt || nb != nbytes)
+        return loco_fail(LOCO_E_SHAPE, "%s: tensor '%s' is %s of %zu bytes, expected %s of %zu", path, name,
+                         loco_dtype_name(got), nb, loco_dtype_name(dt), nbytes);
+    memcpy(dst, raw, nbytes);
+    return LOCO_OK;
+}
+
+static loco_status load_state(trainer *tr, const char *out_dir) {
+    char *path = join2(out_dir, STATE_NAME);
+    if (!path) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    loco_tensors *f;
+    loco_status s = loco_tensors_open(path, &f);
+    if (s) {
+        free(path);
+        return s;
+    }
+    const unet *u = &tr->u;
+    float *bufs[4] = {tr->w, tr->m, tr->v, tr->ema};
+    const char *pre[4] = {"w.", "m.", "v.", "ema."};
+    char nm[160];
+    for (int k = 0; k < 4 && !s; k++)
+        for (int i = 0; i < u->n_params && !s; i++) {
+            snprintf(nm, sizeof nm, "%s%s", pre[k], u->params[i].name);
+            s = read_exact(f, path, nm, LOCO_DTYPE_F32, u->params[i].numel * 4, bufs[k] + u->params[i].off);
+        }
+    if (!s) s = read_exact(f, path, "step", LOCO_DTYPE_I64, 8, &tr->step);
+    if (!s) s = read_exact(f, path, "rng", LOCO_DTYPE_U8, sizeof tr->rng.s, tr->rng.s);
+    if (!s && tr->step < 0) s = loco_fail(LOCO_E_FORMAT, "%s: negative step", path);
+    loco_tensors_close(f);
+    free(path);
+    return s;
+}
+
+/* initial weights: PyTorch's default initialisation as loco_model_init_random */
+static void init_weights(const unet *u, float *w, uint64_t seed) {
+    loco_rng rng;
+    loco_rng_seed(&rng, seed);
+    for (int i = 0; i < u->n_params; i++) {
+        const param *q = &u->params[i];
+        float *dst = w + q->off;
+        for (size_t k = 0; k < q->numel; k++) {
+            if (q->fan_in > 0) {
+                float bound = 1.0f / sqrtf(q->fan_in);
+                dst[k] = (float)((2.0 * loco_rng_uniform(&rng) - 1.0) * bound);
+            } else {
+                dst[k] = q->is_gn_weight ? 1.0f : 0.0f;
+            }
+        }
+    }
+}
+
+/* ---- the loop -------------------------------------------------------------- */
+
+loco_status loco_train(const loco_train_params *p) {
+    if (!p || !p->config_path || !p->data || !p->out_dir)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: config, data and output folder are required");
+    if (p->batch < 1 || p->batch > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: batch %d not in 1..4096", p->batch);
+    if (p->steps < 1) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: steps %d must be >= 1", p->steps);
+    if (!(p->lr > 0) || !isfinite(p->lr)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: lr must be > 0");
+    if (!(p->ema >= 0 && p->ema < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: ema must be in [0, 1)");
+    if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->adam_eps > 0) ||
+        !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: bad optimiser parameters");
+
+    char *cfg_text = NULL;
+    size_t cfg_len = 0;
+    loco_status s = loco_read_file(p->config_path, &cfg_text, &cfg_len, TRAIN_MAX_CONFIG);
+    if (s) return s;
+    trainer tr;
+    memset(&tr, 0, sizeof tr);
+    train_data data;
+    memset(&data, 0, sizeof data);
+    schedule sched = {0};
+    unet_train *ut = NULL;
+    float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL;
+    unet_config cfg;
+    int built = 0;
+    if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
+    if ((s = unet_build(&tr.u, &cfg))) goto done;
+    built = 1;
+    if (cfg.in_ch != cfg.out_ch) {
+        s = loco_fail(LOCO_E_UNSUPPORTED, "train: eps prediction needs out_channels == in_channels (%d, %d)", cfg.out_ch,
+                      cfg.in_ch);
+        goto done;
+    }
+    if ((s = data_open(&data, p, &cfg))) goto done;
+    if ((s = schedule_default(&sched))) goto done;
+    size_t P = tr.u.total_params;
+    size_t per = (size_t)cfg.in_ch * (size_t)cfg.height * (size_t)cfg.width, n = per * (size_t)p->batch;
+    tr.w = loco_calloc(P, sizeof(float));
+    tr.m = loco_calloc(P, sizeof(float));
+    tr.v = loco_calloc(P, sizeof(float));
+    tr.ema = loco_calloc(P, sizeof(float));
+    tr.grad = loco_calloc(P, sizeof(float));
+    x = loco_malloc(n * sizeof(float));
+    noise = loco_malloc(n * sizeof(float));
+    epsh = loco_malloc(n * sizeof(float));
+    t = loco_malloc((size_t)p->batch * sizeof(float));
+    if (!tr.w || !tr.m || !tr.v || !tr.ema || !tr.grad || !x || !noise || !epsh || !t) {
+        s = loco_fail(LOCO_E_NOMEM, "train: out of memory for %zu parameters, batch %d", P, p->batch);
+        goto done;
+    }
+    if (p->resume) {
+        if ((s = load_state(&tr, p->out_dir))) goto done;
+    } else {
+        loco_rng_seed(&tr.rng, p->seed);
+        init_weights(&tr.u, tr.w, loco_rng_next(&tr.rng));
+        memcpy(tr.ema, tr.w, P * sizeof(float));
+    }
+    /* the network reads its parameters from u.pdata: point it at the raw weights */
+    free(tr.u.pdata);
+    tr.u.pdata = tr.w;
+    if ((s = unet_train_new(&tr.u, p->batch, &ut))) goto done;
+
+    const int T = sched.T;
+    const double t0 = loco_now();
+    int64_t first = tr.step;
+    while (tr.step < p->steps) {
+        /* batch: image indices, flips, timesteps, noise, in that order */
+        for (int b = 0; b < p->batch; b++) {
+            int idx = (int)(loco_rng_next(&tr.rng) % (uint64_t)data.n);
+            int fl = p->flip ? (int)(loco_rng_next(&tr.rng) >> 63) : 0;
+            if ((s = data_get(&data, idx, fl, x + (size_t)b * per))) goto done;
+            t[b] = (float)(loco_rng_next(&tr.rng) % (uint64_t)T);
+        }
+        for (size_t i = 0; i < n; i++) noise[i] = (float)loco_rng_normal(&tr.rng);
+        for (int b = 0; b < p->batch; b++) {
+            float ab = sched.alphas_cumprod[(int)t[b]], sa = sqrtf(ab), sb = sqrtf(1.0f - ab);
+            float *xb = x + (size_t)b * per;
+            const float *nb = noise + (size_t)b * per;
+            for (size_t i = 0; i < per; i++) xb[i] = sa * xb[i] + sb * nb[i];
+        }
+        if ((s = unet_train_forward(ut, x, t, epsh))) goto done;
+        double loss = 0;
+        const float g = 2.0f / (float)n;
+        for (size_t i = 0; i < n; i++) {
+            float d = epsh[i] - noise[i];
+            loss += (double)d * d;
+            epsh[i] = g * d; /* the cotangent of eps, in place */
+        }
+        loss /= (double)n;
+        if (!isfinite(loss)) {
+            s = loco_fail(LOCO_E_NUMERIC, "train: loss is not finite at step %lld", (long long)tr.step + 1);
+            goto done;
+        }
+        memset(tr.grad, 0, P * sizeof(float));
+        if ((s = unet_train_backward(ut, epsh, tr.grad, NULL))) goto done;
+
+        /* AdamW, then the EMA */
+        int64_t k = tr.step + 1;
+        float lr = p->lr;
+        if (p->warmup > 0 && k < p->warmup) lr = p->lr * (float)k / (float)p->warmup;
+        const float b1 = p->beta1, b2 = p->beta2, ae = p->adam_eps, wd = p->weight_decay, de = p->ema;
+        const float c1 = (float)(1.0 - pow(b1, (double)k)), c2 = (float)(1.0 - pow(b2, (double)k));
+        float *w = tr.w, *m = tr.m, *v = tr.v, *e = tr.ema, *gr = tr.grad;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < P; i++) {
+            float gi = gr[i];
+            m[i] = b1 * m[i] + (1.0f - b1) * gi;
+            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+            float mh = m[i] / c1, vh = v[i] / c2;
+            w[i] -= lr * (mh / (sqrtf(vh) + ae) + wd * w[i]);
+            e[i] = de * e[i] + (1.0f - de) * w[i];
+        }
+        tr.step = k;
+        if (p->losses) p->losses[k - 1] = (float)loss;
+        if (p->progress) {
+            double dt = loco_now() - t0;
+            p->progress((int)k, p->steps, (float)loss, dt > 0 ? (double)(k - first) * p->batch / dt : 0, p->user);
+        }
+        if ((p->save_every > 0 && k % p->save_every == 0) || k == p->steps)
+            if ((s = save_all(&tr, p, cfg_text, cfg_len))) goto done;
+    }
+    if (first >= p->steps) s = save_all(&tr, p, cfg_text, cfg_len); /* nothing to do: still write the folder */
+done:
+    unet_train_free(ut);
+    if (built) {
+        if (tr.u.pdata == tr.w) tr.u.pdata = NULL;
+        unet_free(&tr.u);
+    }
+    loco_free(tr.w);
+    loco_free(tr.m);
+    loco_free(tr.v);
+    loco_free(tr.ema);
+    loco_free(tr.grad);
+    loco_free(x);
+    loco_free(noise);
+    loco_free(epsh);
+    loco_free(t);
+    loco_free(data.pix);
+    schedule_free(&sched);
+    free(cfg_text);
+    return s;
+}

@@ -1,0 +1,191 @@
+/* test_train.c - the trainer: the loss falls on faces, runs are deterministic,
+ * resume equals one run, the folder opens as a model, bad arguments fail. */
+#include "testutil.h"
+
+#include <unistd.h>
+
+static const char *CONFIG =
+    "{\"_class_name\": \"UNet2DModel\", \"sample_size\": 32, \"in_channels\": 3, \"out_channels\": 3,\n"
+    " \"block_out_channels\": [16, 32], \"layers_per_block\": 1, \"norm_num_groups\": 8,\n"
+    " \"attention_head_dim\": 8,\n"
+    " \"down_block_types\": [\"DownBlock2D\", \"AttnDownBlock2D\"],\n"
+    " \"up_block_types\": [\"AttnUpBlock2D\", \"UpBlock2D\"]}\n";
+
+static char g_dir[256], g_cfg[300];
+
+static void setup_dir(void) {
+    if (g_dir[0]) return;
+    snprintf(g_dir, sizeof g_dir, "/tmp/loco_test_train_%d", (int)getpid());
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", g_dir);
+    if (system(cmd) != 0) fail_msg("mkdir failed");
+    snprintf(g_cfg, sizeof g_cfg, "%s/config.json", g_dir);
+    FILE *f = fopen(g_cfg, "w");
+    assert_non_null(f);
+    fputs(CONFIG, f);
+    fclose(f);
+}
+
+static char *path(const char *a, const char *b) {
+    static char buf[8][512];
+    static int k = 0;
+    char *s = buf[k++ % 8];
+    snprintf(s, sizeof buf[0], "%s/%s%s%s", g_dir, a, b ? "/" : "", b ? b : "");
+    return s;
+}
+
+static void params(loco_train_params *p, const char *out, int steps) {
+    loco_train_params_init(p);
+    p->config_path = g_cfg;
+    p->data = "faces";
+    p->out_dir = out;
+    p->steps = steps;
+    p->batch = 8;
+    p->lr = 1e-3f;
+    p->seed = 7;
+    p->flip = 1;
+    p->warmup = 2;
+    p->ema = 0.9f;
+    p->data_count = 64;
+    p->save_every = 0;
+}
+
+static unsigned char *slurp(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    if (!f) fail_msg("cannot open %s", p);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *d = malloc((size_t)len + 1);
+    assert_non_null(d);
+    if (fread(d, 1, (size_t)len, f) != (size_t)len) fail_msg("short read %s", p);
+    fclose(f);
+    *n = (size_t)len;
+    return d;
+}
+
+static void same_file(const char *a, const char *b) {
+    size_t na, nb;
+    unsigned char *da = slurp(a, &na), *db = slurp(b, &nb);
+    int same = na == nb && memcmp(da, db, na) == 0;
+    printf("  %s vs %s: %zu / %zu bytes, %s\n", a, b, na, nb, same ? "identical" : "DIFFERENT");
+    free(da);
+    free(db);
+    if (!same) fail_msg("%s and %s differ", a, b);
+}
+
+/* (1) the loss falls, (4) the folder opens as a model */
+static void test_loss_falls(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("run_a", NULL), 40);
+    float losses[40];
+    p.losses = losses;
+    CHECK_OK(loco_train(&p));
+    double first = 0, last = 0;
+    for (int i = 0; i < 5; i++) first += losses[i] / 5.0;
+    for (int i = 35; i < 40; i++) last += losses[i] / 5.0;
+    printf("  loss: mean of steps 1-5 %.4f, of steps 36-40 %.4f (step 1 %.4f, step 40 %.4f)\n", first, last,
+           losses[0], losses[39]);
+    if (!(last < 0.6 * first)) fail_msg("loss did not fall enough: %.4f -> %.4f", first, last);
+
+    loco_model *m;
+    CHECK_OK(loco_model_open(path("run_a", NULL), &m));
+    loco_model_info inf;
+    CHECK_OK(loco_model_get_info(m, &inf));
+    assert_int_equal(inf.train_timesteps, 1000);
+    size_t n = 3 * 32 * 32 * 2;
+    float *x = malloc(n * sizeof(float)), *e = malloc(n * sizeof(float)), t[2] = {10.0f, 500.0f};
+    for (size_t i = 0; i < n; i++) x[i] = (float)sin((double)i * 0.37);
+    CHECK_OK(loco_model_eps(m, 2, x, t, e));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(e[i])) fail_msg("eps[%zu] not finite", i);
+    printf("  opened %s: eps finite, max |eps| %.3f\n", path("run_a", NULL), max_abs(e, n));
+    free(x);
+    free(e);
+    loco_model_free(m);
+    const char *fs[] = {"config.json", "diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
+                        "train_state.safetensors"};
+    for (int i = 0; i < 4; i++)
+        if (access(path("run_a", fs[i]), R_OK) != 0) fail_msg("missing %s", fs[i]);
+}
+
+/* (2) same seed -> identical files; (3) N then resume to N+M == N+M */
+static void test_determinism_resume(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("det1", NULL), 6);
+    CHECK_OK(loco_train(&p));
+    params(&p, path("det2", NULL), 6);
+    CHECK_OK(loco_train(&p));
+    same_file(path("det1", "diffusion_pytorch_model.safetensors"), path("det2", "diffusion_pytorch_model.safetensors"));
+    same_file(path("det1", "train_state.safetensors"), path("det2", "train_state.safetensors"));
+
+    params(&p, path("res", NULL), 3);
+    CHECK_OK(loco_train(&p));
+    params(&p, path("res", NULL), 6);
+    p.resume = 1;
+    CHECK_OK(loco_train(&p));
+    same_file(path("det1", "diffusion_pytorch_model.safetensors"), path("res", "diffusion_pytorch_model.safetensors"));
+    same_file(path("det1", "train_state.safetensors"), path("res", "train_state.safetensors"));
+
+    /* a different seed gives different weights */
+    params(&p, path("det3", NULL), 6);
+    p.seed = 8;
+    CHECK_OK(loco_train(&p));
+    size_t na, nb;
+    unsigned char *da = slurp(path("det1", "diffusion_pytorch_model.safetensors"), &na),
+                  *db = slurp(path("det3", "diffusion_pytorch_model.safetensors"), &nb);
+    assert_true(na != nb || memcmp(da, db, na) != 0);
+    free(da);
+    free(db);
+}
+
+/* (5) hostile arguments */
+static void test_bad_args(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("bad", NULL), 2);
+    p.config_path = path("no_such_config.json", NULL);
+    expect_error(loco_train(&p), LOCO_E_IO, "no_such_config.json", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.data = "no-such-data";
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "no-such-data", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.batch = 0;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "batch", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.ema = 1.0f;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "ema", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.data = "fashion-mnist"; /* a 3-channel config */
+    expect_error(loco_train(&p), LOCO_E_SHAPE, "fashion-mnist", NULL);
+    params(&p, path("never_trained", NULL), 2);
+    p.resume = 1;
+    loco_status s = loco_train(&p);
+    if (s == LOCO_OK) fail_msg("resume without a state succeeded");
+    printf("  resume without state: %s (%s)\n", loco_strerror(s), loco_last_error());
+    assert_non_null(strstr(loco_last_error(), "train_state.safetensors"));
+}
+
+static int cleanup(void **st) {
+    (void)st;
+    if (g_dir[0] && !getenv("LOCO_KEEP")) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+        if (system(cmd) != 0) return 1;
+    }
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_loss_falls),
+        cmocka_unit_test(test_determinism_resume),
+        cmocka_unit_test(test_bad_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, cleanup);
+}
