@@ -647,8 +647,9 @@ const char *loco_fashion_mnist_class(int label);
  * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1),
  * "fashion-mnist" (the train split of LOCO_FASHION_MNIST_DIR, or of
  * fashion_dir, the first data_count images when data_count > 0), or a folder
- * of PNG files (each the config's sample size; gray or RGB matched to
- * in_channels, alpha dropped). Pixels map to [-1, 1] as x/127.5 - 1. Images
+ * of PNG files, in name order (each the config's sample size; gray or RGB
+ * matched to in_channels, alpha dropped; names ending in _labels.png, the
+ * label maps `loco dataset faces` writes, are skipped). Pixels map to [-1, 1] as x/127.5 - 1. Images
  * are drawn uniformly with replacement; flip mirrors each drawn image with
  * probability 1/2.
  *

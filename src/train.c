@@ -77,6 +77,7 @@ static loco_status data_open_dir(train_data *d, const char *dir, int C, int H, i
     while ((e = readdir(dp))) {
         size_t l = strlen(e->d_name);
         if (l < 5 || strcasecmp(e->d_name + l - 4, ".png") != 0) continue;
+        if (l >= 11 && strcmp(e->d_name + l - 11, "_labels.png") == 0) continue; /* label maps of `loco dataset` */
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             char **nn = realloc(names, sizeof *names * (size_t)cap);

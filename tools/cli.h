@@ -31,6 +31,7 @@ int cmd_molrg(args *a);
 int cmd_dataset(args *a); /* dataset_cmd.c */
 int cmd_mask(args *a);    /* dataset_cmd.c */
 int cmd_analyze(args *a);
+int cmd_train(args *a);   /* train_cmd.c */
 
 /* Reads an input image (PNG, or safetensors with x0 [1,C,H,W]) into x0
  * [C,H,W] in [-1,1]; returns 0 or an exit code (edit_cmd.c). */

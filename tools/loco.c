@@ -50,6 +50,13 @@ static const char *const usage_text =
     "                                      contact sheets of the images / label maps\n"
     "  dataset fashion-mnist --count N (--out DIR | --grid G.png) [--split train|test]\n"
     "        [--dir D] [--grid-zoom Z]     Fashion-MNIST padded to 32x32, as PNGs\n"
+    "  train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR\n"
+    "        [--steps 1000] [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip]\n"
+    "        [--seed 0] [--save-every 500] [--resume] [--weight-decay 0]\n"
+    "        [--data-count N] [--data-seed S]\n"
+    "                                      train a UNet2DModel (eps MSE, AdamW, EMA) from\n"
+    "                                      random weights; --resume continues MODEL_DIR\n"
+    "                                      up to --steps in all\n"
     "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
     "                                      a part mask (255 inside) from a label map\n"
     "  help                                this text\n"
@@ -495,5 +502,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "mask") == 0) return cmd_mask(&a);
     if (strcmp(cmd, "analyze") == 0) return cmd_analyze(&a);
     if (strcmp(cmd, "convert") == 0) return cmd_convert(&a);
+    if (strcmp(cmd, "train") == 0) return cmd_train(&a);
     return usage_error("unknown command '%s'", cmd);
 }

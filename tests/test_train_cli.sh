@@ -1,0 +1,63 @@
+#!/bin/sh
+# test_train_cli.sh - `loco train` end to end on a tiny config: a faces run
+# writes an openable folder, --resume continues it, a PNG folder trains, and
+# bad arguments fail with exit 1 or 2 and a 'loco: ...' message.
+# POSIX sh; run from the repository root. Uses $LOCO, else $BUILD/loco, else
+# build/loco.
+set -u
+
+LOCO="${LOCO:-${BUILD:-build}/loco}"
+if [ ! -x "$LOCO" ]; then
+    echo "test_train_cli.sh: $LOCO not found or not executable (run 'make' first)" >&2
+    exit 1
+fi
+T=$(mktemp -d "${TMPDIR:-/tmp}/loco-train-test.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM
+
+npass=0
+nfail=0
+ok() { npass=$((npass + 1)); echo "  ok   $1"; }
+bad() {
+    nfail=$((nfail + 1)); echo "  FAIL $1"
+    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
+}
+
+cat > "$T/cfg.json" <<'JSON'
+{"_class_name": "UNet2DModel", "sample_size": 32, "in_channels": 3, "out_channels": 3,
+ "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 8,
+ "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+JSON
+
+if "$LOCO" train --config "$T/cfg.json" --data faces --out "$T/m" --steps 4 --batch 4 --seed 3 2>"$T/stderr" &&
+    grep -q 'step 4/4' "$T/stderr" && [ -f "$T/m/diffusion_pytorch_model.safetensors" ] &&
+    [ -f "$T/m/train_state.safetensors" ] && [ -f "$T/m/scheduler/scheduler_config.json" ] &&
+    "$LOCO" info "$T/m" >/dev/null 2>>"$T/stderr"; then ok "train faces: folder written, progress printed, opens"
+else bad "train faces"; fi
+
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/m" --steps 6 --batch 4 --seed 3 --resume \
+    2>"$T/stderr" && [ ! -s "$T/stderr" ]; then ok "train --resume (quiet: nothing on stderr)"
+else bad "train --resume"; fi
+
+"$LOCO" --quiet dataset faces --count 6 --out "$T/png" 2>"$T/stderr"
+if "$LOCO" --quiet train --config "$T/cfg.json" --data "$T/png" --out "$T/m2" --steps 2 --batch 2 2>"$T/stderr"; then
+    ok "train on a PNG folder"
+else bad "train on a PNG folder"; fi
+
+expect_fail() { # description, then the arguments
+    d="$1"; shift
+    "$LOCO" "$@" >/dev/null 2>"$T/stderr"
+    rc=$?
+    if [ "$rc" -ge 1 ] && [ "$rc" -le 2 ] && grep -q '^loco: ' "$T/stderr" && ! grep -q 'Sanitizer\|runtime error:' "$T/stderr"
+    then ok "$d fails cleanly (exit $rc)"; else bad "$d (exit $rc)"; fi
+}
+expect_fail "missing config" train --config "$T/none.json" --data faces --out "$T/x"
+expect_fail "bad data name" train --config "$T/cfg.json" --data no-such-data --out "$T/x"
+expect_fail "batch 0" train --config "$T/cfg.json" --data faces --out "$T/x" --batch 0
+expect_fail "no --out" train --config "$T/cfg.json" --data faces
+expect_fail "--ema 1" train --config "$T/cfg.json" --data faces --out "$T/x" --ema 1
+expect_fail "resume without state" train --config "$T/cfg.json" --data faces --out "$T/x" --resume
+expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T/x" --bogus
+
+echo "test_train_cli.sh: $npass passed, $nfail failed"
+[ "$nfail" -eq 0 ]
