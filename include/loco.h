@@ -641,8 +641,9 @@ const char *loco_fashion_mnist_class(int label);
  * x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and minimises
  * mean((eps_hat - eps)^2) with AdamW (bias-corrected; decoupled weight decay
  * lr * wd * w), the learning rate ramped linearly over `warmup` steps. An
- * exponential moving average of the weights (decay `ema`, started from the
- * initial weights) is kept. Schedule: linear betas 1e-4..0.02, T = 1000.
+ * exponential moving average of the weights is kept, started from the
+ * initial weights; at step k (1-based) its decay is min(ema, (1+k)/(10+k)),
+ * as diffusers' EMAModel, so short runs do not stay at the initialisation. Schedule: linear betas 1e-4..0.02, T = 1000.
  *
  * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1),
  * "fashion-mnist" (the train split of LOCO_FASHION_MNIST_DIR, or of

@@ -414,7 +414,10 @@ loco_status loco_train(const loco_train_params *p) {
         int64_t k = tr.step + 1;
         float lr = p->lr;
         if (p->warmup > 0 && k < p->warmup) lr = p->lr * (float)k / (float)p->warmup;
-        const float b1 = p->beta1, b2 = p->beta2, ae = p->adam_eps, wd = p->weight_decay, de = p->ema;
+        /* EMA decay as diffusers' EMAModel: min(ema, (1 + k) / (10 + k)) */
+        float de = (float)((1.0 + (double)k) / (10.0 + (double)k));
+        if (de > p->ema) de = p->ema;
+        const float b1 = p->beta1, b2 = p->beta2, ae = p->adam_eps, wd = p->weight_decay;
         const float c1 = (float)(1.0 - pow(b1, (double)k)), c2 = (float)(1.0 - pow(b2, (double)k));
         float *w = tr.w, *m = tr.m, *v = tr.v, *e = tr.ema, *gr = tr.grad;
 #pragma omp parallel for schedule(static)

@@ -104,6 +104,41 @@ static void test_loss_falls(void **st) {
     printf("  opened %s: eps finite, max |eps| %.3f\n", path("run_a", NULL), max_abs(e, n));
     free(x);
     free(e);
+    /* the written (EMA) weights predict the noise of fresh noisy faces far
+     * better than the initial loss (~1) */
+    {
+        enum { B = 8 };
+        size_t per = 3 * 32 * 32;
+        float *xb = malloc(B * per * sizeof(float)), *nb = malloc(B * per * sizeof(float)),
+              *eb = malloc(B * per * sizeof(float)), tb[B];
+        uint8_t rgb[32 * 32 * 3];
+        unsigned long long r = 12345;
+        for (int b = 0; b < B; b++) {
+            CHECK_OK(loco_faces_generate(99, 1000 + b, rgb, NULL, NULL));
+            tb[b] = (float)(100 * b + 50);
+            float ab = loco_model_abar(m, tb[b]);
+            for (size_t i = 0; i < per; i++) {
+                int c = (int)(i / 1024), q = (int)(i % 1024);
+                double u1, u2;
+                r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+                u1 = ((r >> 11) + 1.0) / 9007199254740993.0;
+                r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+                u2 = (r >> 11) / 9007199254740992.0;
+                float z = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+                nb[b * per + i] = z;
+                xb[b * per + i] = sqrtf(ab) * (rgb[q * 3 + c] / 127.5f - 1) + sqrtf(1 - ab) * z;
+            }
+        }
+        CHECK_OK(loco_model_eps(m, B, xb, tb, eb));
+        double mse = 0;
+        for (size_t i = 0; i < B * per; i++) mse += (double)(eb[i] - nb[i]) * (eb[i] - nb[i]);
+        mse /= (double)(B * per);
+        printf("  EMA model: eps MSE on 8 unseen noisy faces (t = 50..750) %.4f\n", mse);
+        if (!(mse < 0.6)) fail_msg("EMA model eps MSE %.4f not below 0.6", mse);
+        free(xb);
+        free(nb);
+        free(eb);
+    }
     loco_model_free(m);
     const char *fs[] = {"config.json", "diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
                         "train_state.safetensors"};
