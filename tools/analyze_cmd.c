@@ -90,23 +90,6 @@ static int ensure_dir(const char *d) {
     return 1;
 }
 
-/* Writes text to dir/name through a temporary file and rename. */
-static int write_file(const char *dir, const char *name, const char *text) {
-    char p[1024], tmp[1100];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fputs(text, f) >= 0;
-    if (f && fclose(f) != 0) ok = 0;
-    if (ok && rename(tmp, p) != 0) ok = 0;
-    if (!ok) {
-        fprintf(stderr, "loco: error: %s: cannot write: %s\n", p, strerror(errno));
-        remove(tmp);
-        return 1;
-    }
-    return 0;
-}
-
 /* A growing string */
 typedef struct str {
     char *s;

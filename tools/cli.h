@@ -24,6 +24,9 @@ int parse_long(const char *s, long long lo, long long hi, long long *out);
 int parse_float(const char *s, double *out);
 /* "a,b,c" -> finite doubles (at most max); returns the count or -1 */
 int parse_list(const char *s, double *out, int max);
+/* Writes text to dir/name via a temporary file and rename; 0 or 1 (after
+ * printing the error). */
+int write_file(const char *dir, const char *name, const char *text);
 
 int cmd_edit(args *a);
 int cmd_apply(args *a);

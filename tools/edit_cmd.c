@@ -244,26 +244,6 @@ static cJSON *json_subspace(const loco_subspace *s, double secs) {
     return o;
 }
 
-static loco_status write_text(const char *dir, const char *name, const char *text) {
-    char *p = path_in(dir, name), *tmp = p ? path_in(dir, ".report.tmp") : NULL;
-    if (!p || !tmp) {
-        free(p);
-        free(tmp);
-        return LOCO_E_NOMEM;
-    }
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fputs(text, f) >= 0;
-    if (f && fclose(f) != 0) ok = 0;
-    if (ok && rename(tmp, p) != 0) ok = 0;
-    if (!ok) {
-        fprintf(stderr, "loco: error: %s: cannot write: %s\n", p, strerror(errno));
-        remove(tmp);
-    }
-    free(p);
-    free(tmp);
-    return ok ? LOCO_OK : LOCO_E_IO;
-}
-
 /* ======================================================================== */
 /* loco edit                                                                */
 /* ======================================================================== */
@@ -593,7 +573,7 @@ int cmd_edit(args *a) {
             cJSON_AddItemToArray(outs, cJSON_CreateString(name));
         }
     text = cJSON_Print(rep);
-    if (!text || (st = write_text(out, "report.json", text))) {
+    if (!text || write_file(out, "report.json", text)) {
         rc = 1;
         goto done;
     }
