@@ -38,7 +38,7 @@ $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 $(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libloco.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h $(BUILD)/libloco.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
 
