@@ -206,8 +206,6 @@ static void test_directions(void **s) {
     double no = sqrt(dotd(Jo, Jo, lo)), np_ = sqrt(dotd(Jp, Jp, lo));
     printf("  ||(1-M) J v||: %.4f without projection, %.4f with\n", no, np_);
     assert_true(np_ < no);
-    /* left singular vectors: J v_i = s_i u_i on the mask (approximately, as
-     * the iteration has not fully converged on random weights) */
     free(Jo);
     free(Jp);
     free(dirs);
