@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
 	@mkdir -p $(dir $@)
@@ -32,13 +32,19 @@ $(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a
 $(BUILD)/bench_lin: bench/bench_lin.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/eval_edit: bench/eval_edit.c bench/edit_eval.h $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/eval_loss: bench/eval_loss.c $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h $(BUILD)/libloco.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h bench/edit_eval.h $(BUILD)/libloco.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
 

@@ -410,6 +410,17 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user);
 
+/* Draws n images from the model: x_T ~ N(0, I), then `steps` DDIM steps
+ * down the grid of loco_ddim_grid(steps, T) (eta 0, except that steps
+ * starting at a timestep <= boost_t * T are stochastic, eta 1; boost_t 0 =
+ * off). Image i's starting noise depends on (seed, i) only, so the images
+ * do not depend on n or batch. Works in batches of `batch` images (>= 1).
+ * x: [n, C, H, W] caller-owned, receives the images (values near [-1, 1],
+ * not clipped). progress (may be NULL) gets ("sampling", steps done, steps
+ * in all) over all batches. */
+loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, float *x,
+                        loco_progress_fn progress, void *user);
+
 /* The encode/decode halves of an edit, on the authors' schedule. */
 typedef struct loco_edit_params {
     float t_edit;      /* edit timestep as a fraction of T (0.6): the sampling

@@ -136,6 +136,47 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
     return s;
 }
 
+typedef struct chunk_progress {
+    loco_progress_fn fn;
+    void *user;
+    int base, total;
+} chunk_progress;
+
+static void chunk_cb(const char *phase, int done, int total, void *user) {
+    (void)total;
+    chunk_progress *c = user;
+    c->fn(phase, c->base + done, c->total, c->user);
+}
+
+loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, float *x,
+                        loco_progress_fn progress, void *user) {
+    if (!m || !x) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_sample: NULL argument");
+    if (n < 1 || batch < 1)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need count >= 1 and batch >= 1 (got %d, %d)", n, batch);
+    if (!(boost_t >= 0 && boost_t < 1))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "boost_t = %g must be in [0, 1)", boost_t);
+    const int T = m->sched.T;
+    float *grid = loco_malloc(sizeof(float) * (size_t)(steps > 0 ? steps : 1));
+    if (!grid) return loco_fail(LOCO_E_NOMEM, "sampling: out of memory");
+    loco_status s = loco_ddim_grid(steps, T, grid);
+    const unet_config *c = &m->net.cfg;
+    const size_t per = (size_t)c->in_ch * c->height * c->width;
+    for (int i = 0; i < n && !s; i++) {
+        loco_rng r;
+        loco_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
+        for (size_t j = 0; j < per; j++) x[(size_t)i * per + j] = (float)loco_rng_normal(&r);
+    }
+    const int nb = (n + batch - 1) / batch;
+    for (int b = 0; b < nb && !s; b++) {
+        const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
+        chunk_progress cp = {progress, user, b * (steps - 1), nb * (steps - 1)};
+        s = loco_ddim_sample(m, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
+                             seed ^ 0xD1B54A32D192ED03ull, progress ? chunk_cb : NULL, &cp);
+    }
+    free(grid);
+    return s;
+}
+
 /* ======================================================================== */
 /* Encode and decode on the authors' schedule                               */
 /* ======================================================================== */

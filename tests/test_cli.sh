@@ -188,5 +188,34 @@ run_err "output folder missing" "$T/err/nodir/out.safetensors" \
     "$LOCO" eps "$SMALL" --x "$VEC" --t 1 --out "$T/err/nodir/out.safetensors"
 run_err "bad --threads" "$E" "$LOCO" --threads 0 eps "$SMALL" --x "$VEC" --t 1 --out "$E"
 
+echo "sample"
+# png_size FILE: "WIDTHxHEIGHT" from the IHDR chunk
+png_size() {
+    set -- $(od -An -tu1 -j16 -N8 "$1")
+    echo "$(($1 * 16777216 + $2 * 65536 + $3 * 256 + $4))x$(($5 * 16777216 + $6 * 65536 + $7 * 256 + $8))"
+}
+run_ok "sample 3 images, 5 steps" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3.png" --steps 5 --seed 1
+check "3 images make a 2x2 grid of 32x32 (64x64)" "[ \"\$(png_size '$T/g3.png')\" = 64x64 ]"
+run_ok "sample again, same seed" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3b.png" --steps 5 --seed 1
+check "same seed: identical PNG" "cmp -s '$T/g3.png' '$T/g3b.png'"
+run_ok "sample, another seed" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3c.png" --steps 5 --seed 2
+check "another seed: another PNG" "! cmp -s '$T/g3.png' '$T/g3c.png'"
+run_ok "sample 1 image, --json, --tensors" "$LOCO" --quiet sample "$SMALL" --count 1 --out "$T/g1.png" --steps 5 --json \
+    --tensors "$T/g1.safetensors"
+check "one image is 32x32" "[ \"\$(png_size '$T/g1.png')\" = 32x32 ]"
+check "--json reports the count" "grep -q '\"count\": 1' '$T/stdout'"
+check "--tensors holds samples [1,3,32,32]" "header '$T/g1.safetensors' | grep -q '\"samples\":{[^}]*\"shape\":\[1,3,32,32\]'"
+run_ok "sample 5 images in 4 columns" "$LOCO" --quiet sample "$SMALL" --count 5 --cols 4 --out "$T/g5.png" --steps 3
+check "5 images in 4 columns: 128x64" "[ \"\$(png_size '$T/g5.png')\" = 128x64 ]"
+E="$T/err/g.png"
+run_err "sample: missing --count" "$E" "$LOCO" sample "$SMALL" --out "$E"
+run_err "sample: --count 0" "$E" "$LOCO" sample "$SMALL" --count 0 --out "$E"
+run_err "sample: --steps 1" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1 --out "$E"
+run_err "sample: more steps than the schedule" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1001 --out "$E"
+run_err "sample: --boost-t 1" "$E" "$LOCO" sample "$SMALL" --count 1 --boost-t 1 --out "$E"
+run_err "sample: missing model" "$E" "$LOCO" sample "$T/no-such-model" --count 1 --out "$E"
+run_err "sample: output folder missing" "$T/err/nodir/g.png" "$LOCO" sample "$SMALL" --count 1 --steps 2 \
+    --out "$T/err/nodir/g.png"
+
 echo "test_cli.sh: $npass passed, $nfail failed"
 [ "$nfail" -eq 0 ]

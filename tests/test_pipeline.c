@@ -146,6 +146,33 @@ static void test_inversion_and_sampling(void **s) {
     ref_free(&r);
 }
 
+/* loco_sample: image i depends on (seed, i) only, not on n or the batch;
+ * same seed, same bytes; a boosted (stochastic) run differs but stays finite. */
+static void test_sample(void **s) {
+    (void)s;
+    loco_model *m;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
+    const size_t n = 3 * 32 * 32;
+    float *a = malloc(sizeof(float) * 3 * n), *b = malloc(sizeof(float) * 3 * n), *c = malloc(sizeof(float) * n);
+    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 2, a, NULL, NULL));
+    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 3, b, NULL, NULL));
+    CHECK_CLOSE("3 samples in batches of 2 vs one batch of 3", a, b, 3 * n, 0);
+    CHECK_OK(loco_sample(m, 1, 6, 0, 7, 1, c, NULL, NULL));
+    CHECK_CLOSE("image 0 alone vs image 0 of 3", c, a, n, 0);
+    for (size_t i = 0; i < 3 * n; i++) assert_true(isfinite(a[i]));
+    assert_true(max_abs_diff(a, a + n, n) > 1e-3); /* images differ from each other */
+    CHECK_OK(loco_sample(m, 1, 6, 0, 8, 1, c, NULL, NULL));
+    assert_true(max_abs_diff(a, c, n) > 1e-3); /* another seed, another image */
+    CHECK_OK(loco_sample(m, 1, 6, 0.5f, 7, 1, c, NULL, NULL));
+    assert_true(max_abs_diff(a, c, n) > 1e-6); /* stochastic steps change it */
+    for (size_t i = 0; i < n; i++) assert_true(isfinite(c[i]));
+    expect_error(loco_sample(m, 0, 6, 0, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "count", NULL);
+    expect_error(loco_sample(m, 1, 1, 0, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "steps", NULL);
+    expect_error(loco_sample(m, 1, 6, 1.0f, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "boost_t", NULL);
+    free(a), free(b), free(c);
+    loco_model_free(m);
+}
+
 static void check_basis(const char *what, const float *got, const float *want, int k, size_t n) {
     for (int i = 0; i < k; i++) {
         double c = dotd(got + i * n, want + i * n, n) /
@@ -323,6 +350,7 @@ int main(void) {
         cmocka_unit_test(test_grid),
         cmocka_unit_test(test_inversion_and_sampling),
         cmocka_unit_test(test_directions),
+        cmocka_unit_test(test_sample),
         cmocka_unit_test(test_cli_edit),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);

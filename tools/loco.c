@@ -53,10 +53,16 @@ static const char *const usage_text =
     "  train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR\n"
     "        [--steps 1000] [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip]\n"
     "        [--seed 0] [--save-every 500] [--resume] [--weight-decay 0]\n"
-    "        [--data-count N] [--data-seed S]\n"
+    "        [--data-count N] [--data-seed S] [--sample-every N] [--sample-count 64]\n"
+    "        [--sample-steps 50]\n"
     "                                      train a UNet2DModel (eps MSE, AdamW, EMA) from\n"
     "                                      random weights; --resume continues MODEL_DIR\n"
-    "                                      up to --steps in all\n"
+    "                                      up to --steps in all; samples.png shows\n"
+    "                                      --sample-count samples at the end (and every\n"
+    "                                      --sample-every steps)\n"
+    "  sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16]\n"
+    "        [--cols C] [--boost-t 0] [--tensors OUT.safetensors] [--json]\n"
+    "                                      DDIM samples from pure noise as one PNG grid\n"
     "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
     "                                      a part mask (255 inside) from a label map\n"
     "  help                                this text\n"
@@ -520,5 +526,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "analyze") == 0) return cmd_analyze(&a);
     if (strcmp(cmd, "convert") == 0) return cmd_convert(&a);
     if (strcmp(cmd, "train") == 0) return cmd_train(&a);
+    if (strcmp(cmd, "sample") == 0) return cmd_sample(&a);
     return usage_error("unknown command '%s'", cmd);
 }

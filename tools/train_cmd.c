@@ -4,22 +4,25 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define TRAIN_USAGE                                                                                                    \
     "usage: loco train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
-    "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S]"
+    "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N]\n"                   \
+    "       [--sample-count 64] [--sample-steps 50]"
 
 typedef struct prog {
-    int tty, every;
+    int tty, every, total;
     double loss_acc;
     int n_acc;
 } prog;
 
 static void on_step(int step, int total, float loss, double ips, void *user) {
     prog *p = user;
+    total = p->total; /* the run's total, not the chunk's */
     p->loss_acc += loss;
     p->n_acc++;
     if (p->tty) {
@@ -33,13 +36,36 @@ static void on_step(int step, int total, float loss, double ips, void *user) {
     }
 }
 
+/* out_dir/samples.png: n images of the EMA weights, DDIM steps, seed 0 */
+static int write_samples(const char *dir, int n, int steps) {
+    loco_model *m = NULL;
+    loco_status st = loco_model_open(dir, &m);
+    if (st) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const size_t per = (size_t)inf.in_channels * inf.height * inf.width;
+    float *x = malloc(sizeof(float) * per * (size_t)n);
+    size_t len = strlen(dir) + 16;
+    char *path = malloc(len);
+    if (!x || !path) st = LOCO_E_NOMEM;
+    if (!st) st = loco_sample(m, n, steps, 0.0f, 0, 16, x, NULL, NULL);
+    if (!st && inf.in_channels <= 4) {
+        snprintf(path, len, "%s/samples.png", dir);
+        st = write_grid(path, x, n, inf.in_channels, inf.height, inf.width, 0);
+    }
+    free(x);
+    free(path);
+    loco_model_free(m);
+    return st ? fail(st) : 0;
+}
+
 int cmd_train(args *a) {
     loco_train_params p;
     loco_train_params_init(&p);
     const char *v;
     long long n;
     double d;
-    int count_given = 0;
+    int count_given = 0, sample_every = 0, sample_count = 64, sample_steps = 50;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--config"))) p.config_path = v;
@@ -76,6 +102,15 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--save-every"))) {
             if (!parse_long(v, 0, 1000000000, &n)) return usage_error("train: bad --save-every '%s'", v);
             p.save_every = (int)n;
+        } else if ((v = opt(a, "--sample-every"))) {
+            if (!parse_long(v, 0, 1000000000, &n)) return usage_error("train: bad --sample-every '%s'", v);
+            sample_every = (int)n;
+        } else if ((v = opt(a, "--sample-count"))) {
+            if (!parse_long(v, 0, 4096, &n)) return usage_error("train: bad --sample-count '%s' (0..4096)", v);
+            sample_count = (int)n;
+        } else if ((v = opt(a, "--sample-steps"))) {
+            if (!parse_long(v, 2, 1000, &n)) return usage_error("train: bad --sample-steps '%s' (2..1000)", v);
+            sample_steps = (int)n;
         } else if (strcmp(s, "--flip") == 0) p.flip = 1;
         else if (strcmp(s, "--resume") == 0) p.resume = 1;
         else if (s[0] == '-') return usage_error("train: unknown or incomplete option '%s'", s);
@@ -84,7 +119,7 @@ int cmd_train(args *a) {
     if (!p.config_path || !p.data || !p.out_dir) return usage_error("train: %s", TRAIN_USAGE);
     /* 10000 is the faces default; fashion-mnist uses the whole split unless told */
     if (!count_given && strcmp(p.data, "fashion-mnist") == 0) p.data_count = 0;
-    prog pr = {isatty(2), 50, 0, 0};
+    prog pr = {isatty(2), 50, p.steps, 0, 0};
     if (!g_quiet) {
         p.progress = on_step;
         p.user = &pr;
@@ -92,8 +127,23 @@ int cmd_train(args *a) {
                 p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, (unsigned long long)p.seed,
                 p.resume ? ", resuming" : "");
     }
-    loco_status st = loco_train(&p);
-    if (st) return fail(st);
+    /* train in chunks of sample_every steps (resuming from the state each
+     * chunk wrote), writing a sample grid of the EMA weights after each */
+    const int total = p.steps;
+    int target = sample_every > 0 ? sample_every : total;
+    for (;;) {
+        if (target > total) target = total;
+        p.steps = target;
+        loco_status st = loco_train(&p);
+        if (st) return fail(st);
+        if (sample_count > 0 && (sample_every > 0 || target == total)) {
+            int rc = write_samples(p.out_dir, sample_count, sample_steps);
+            if (rc) return rc;
+        }
+        if (target == total) break;
+        p.resume = 1;
+        target += sample_every;
+    }
     if (!g_quiet) fprintf(stderr, "loco: wrote %s (EMA weights, config, scheduler, train_state)\n", p.out_dir);
     return 0;
 }

@@ -1,0 +1,116 @@
+/* sample_cmd.c - `loco sample`: draw images from a model with DDIM and write
+ * them as one PNG grid (loco_sample). */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SAMPLE_USAGE                                                                                                   \
+    "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
+    "       [--boost-t 0] [--tensors OUT.safetensors] [--json]"
+
+loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols) {
+    if (n < 1 || C < 1 || C > 4 || H < 1 || W < 1) return LOCO_E_INVALID_ARGUMENT;
+    if (cols < 1) cols = (int)ceil(sqrt((double)n));
+    if (cols > n) cols = n;
+    const int rows = (n + cols - 1) / cols;
+    const int GW = cols * W, GH = rows * H;
+    loco_image im = {GW, GH, C, calloc((size_t)GW * GH * C, 1)};
+    if (!im.data) return LOCO_E_NOMEM;
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * C * H * W;
+        const int oy = (i / cols) * H, ox = (i % cols) * W;
+        for (int y = 0; y < H; y++)
+            for (int xx = 0; xx < W; xx++)
+                for (int c = 0; c < C; c++) {
+                    float v = (xi[((size_t)c * H + y) * W + xx] + 1.0f) * 127.5f;
+                    v = v < 0 ? 0 : v > 255 ? 255 : v;
+                    im.data[((size_t)(oy + y) * GW + ox + xx) * C + c] = (uint8_t)lrintf(v);
+                }
+    }
+    loco_status st = loco_png_write(path, &im);
+    free(im.data);
+    return st;
+}
+
+static void sample_progress(const char *phase, int done, int total, void *user) {
+    (void)user;
+    fprintf(stderr, "\r%s %d/%d ", phase, done, total);
+    if (done == total) fputc('\n', stderr);
+}
+
+int cmd_sample(args *a) {
+    const char *model = NULL, *out = NULL, *tensors = NULL, *v;
+    long long count = -1, steps = 50, seed = 0, batch = 16, cols = 0;
+    double boost = 0;
+    int json = 0;
+    for (; a->i < a->argc; a->i++) {
+        const char *s = a->argv[a->i];
+        if ((v = opt(a, "--count"))) {
+            if (!parse_long(v, 1, 65536, &count)) return usage_error("sample: bad --count '%s' (1..65536)", v);
+        } else if ((v = opt(a, "--out"))) out = v;
+        else if ((v = opt(a, "--steps"))) {
+            if (!parse_long(v, 2, 100000, &steps)) return usage_error("sample: bad --steps '%s' (>= 2)", v);
+        } else if ((v = opt(a, "--seed"))) {
+            if (!parse_long(v, 0, INT64_MAX, &seed)) return usage_error("sample: bad --seed '%s'", v);
+        } else if ((v = opt(a, "--batch"))) {
+            if (!parse_long(v, 1, 4096, &batch)) return usage_error("sample: bad --batch '%s' (1..4096)", v);
+        } else if ((v = opt(a, "--cols"))) {
+            if (!parse_long(v, 1, 65536, &cols)) return usage_error("sample: bad --cols '%s'", v);
+        } else if ((v = opt(a, "--boost-t"))) {
+            if (!parse_float(v, &boost) || boost < 0 || boost >= 1)
+                return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
+        } else if ((v = opt(a, "--tensors"))) tensors = v;
+        else if (strcmp(s, "--json") == 0) json = 1;
+        else if (s[0] == '-') return usage_error("sample: unknown or incomplete option '%s'", s);
+        else if (!model) model = s;
+        else return usage_error("sample: unexpected argument '%s'", s);
+    }
+    if (!model || !out || count < 0) return usage_error("sample: %s", SAMPLE_USAGE);
+
+    loco_model *m = NULL;
+    loco_status st = loco_model_open(model, &m);
+    if (st) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int C = inf.in_channels, H = inf.height, W = inf.width;
+    if (C > 4) {
+        loco_model_free(m);
+        fprintf(stderr, "loco: sample: %s has %d channels; a PNG holds at most 4\n", model, C);
+        return 1;
+    }
+    if (steps > inf.train_timesteps) {
+        loco_model_free(m);
+        return usage_error("sample: --steps is more than the model's training timesteps (%s)", "see loco info");
+    }
+    const size_t per = (size_t)C * H * W;
+    float *x = malloc(sizeof(float) * per * (size_t)count);
+    if (!x) {
+        loco_model_free(m);
+        return fail(LOCO_E_NOMEM);
+    }
+    const int prog = !g_quiet && isatty(2);
+    st = loco_sample(m, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, x,
+                     prog ? sample_progress : NULL, NULL);
+    if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols);
+    if (!st && tensors) {
+        char sd[32];
+        snprintf(sd, sizeof sd, "%lld", seed);
+        const char *meta[] = {"model", model, "seed", sd};
+        loco_tensor_ref ref = {"samples", LOCO_DTYPE_F32, 4, {count, C, H, W}, x};
+        st = loco_tensors_write(tensors, &ref, 1, meta, 4 / 2);
+    }
+    free(x);
+    loco_model_free(m);
+    if (st) return fail(st);
+    if (json)
+        printf("{\"count\": %lld, \"steps\": %lld, \"seed\": %lld, \"boost_t\": %g}\n", count, steps, seed, boost);
+    else if (!g_quiet)
+        fprintf(stderr, "loco: wrote %s (%lld image%s, %lld DDIM steps, seed %lld)\n", out, count,
+                count == 1 ? "" : "s", steps, seed);
+    return 0;
+}
