@@ -2,7 +2,10 @@
  * at the authors' settings (100 steps, t_edit 0.6, min 10 / max 50
  * iterations, tol 1e-4), for rank 1 / null 5 and rank 5 / null 5.
  *
- *   build/bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full]
+ *   build/bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full] [--oversample P]
+ *
+ * --oversample P iterates P extra vectors (randomised start, Rayleigh-Ritz
+ * every step; loco_subspace_params.oversample) in both iterations.
  *
  * Without --model it uses tests/fixtures/unet-small and, if present,
  * build/bench-models/celebahq (a random-initialised google/ddpm-ema-celebahq-256
@@ -33,6 +36,8 @@ static double peak_mib(void) {
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;
 }
+
+static int g_oversample = 0;
 
 static int run(const char *model, int rank, int null_rank, int max_iter, int invert_full) {
     loco_model *m;
@@ -73,6 +78,7 @@ static int run(const char *model, int rank, int null_rank, int max_iter, int inv
     p.max_iter = max_iter;
     p.min_iter = max_iter < 10 ? max_iter : 10;
     p.tol = 1e-4;
+    p.oversample = g_oversample;
     loco_subspace roi = {0}, nul = {0};
     t0 = now();
     if (!st) st = loco_subspace_iteration(L, mask, &p, &roi);
@@ -129,8 +135,9 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc && nm < 8) models[nm++] = argv[++i];
         else if (!strcmp(argv[i], "--max-iter") && i + 1 < argc) max_iter = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--invert-to") && i + 1 < argc) full = strcmp(argv[++i], "edit") != 0;
+        else if (!strcmp(argv[i], "--oversample") && i + 1 < argc) g_oversample = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full]\n");
+            fprintf(stderr, "usage: bench_edit [--model DIR]... [--max-iter N] [--invert-to edit|full] [--oversample P]\n");
             return 2;
         }
     }

@@ -461,12 +461,22 @@ typedef struct loco_subspace_params {
     const float *init;   /* [rank, n] starting basis, or NULL: random (seed)     */
     uint64_t seed;
     loco_output of;      /* LOCO_OUT_X0 (the paper) or LOCO_OUT_EPS             */
+    int oversample;      /* p >= 0 extra vectors iterated along (0: the
+                            authors' plain iteration). The block of r + p
+                            vectors starts random (after `init`'s r rows when
+                            given) and is rotated to its Ritz vectors every
+                            step; convergence and the results concern the top
+                            r. Each step costs r + p products each way, and
+                            the top-r subspace converges like
+                            (sigma_{r+p+1} / sigma_r)^2 per step instead of
+                            (sigma_{r+1} / sigma_r)^2.                        */
     loco_progress_fn progress;
     void *user;
     const char *phase;   /* label passed to progress                            */
 } loco_subspace_params;
 
-/* Fills defaults: rank 5, min 10, max 50 iterations, tol 1e-4, x0_hat. */
+/* Fills defaults: rank 5, min 10, max 50 iterations, tol 1e-4, x0_hat, no
+ * oversampling. */
 void loco_subspace_params_init(loco_subspace_params *p);
 
 typedef struct loco_subspace {
@@ -480,7 +490,7 @@ typedef struct loco_subspace {
                             successive bases (history)                          */
     float *s_hist;       /* [iters, rank] singular values after each iteration  */
     int converged;
-    int jvp_vectors, vjp_vectors; /* products computed                           */
+    int jvp_vectors, vjp_vectors; /* products computed (with the oversampling)   */
     double seconds_jvp, seconds_vjp, seconds_svd;
 } loco_subspace;
 

@@ -349,6 +349,24 @@ static double sin_max_angle(int r, size_t n, const float *A, const float *B, dou
     return sqrt(fmax(0.0, w[0]));
 }
 
+/* Orthonormalises the k rows of X; a dependent row among the first r is a
+ * failure (-1), one among the oversampling rows r..k-1 (a direction the
+ * Jacobian maps to zero) is replaced by a random vector. */
+static int orthonormalize_block(int r, int k, size_t n, float *X, loco_rng *rng) {
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (linalg_orthonormalize_rows(k, n, X) == 0) return 0;
+        for (int i = 0; i < k; i++) {
+            float *x = X + (size_t)i * n;
+            double nn = 0;
+            for (size_t e = 0; e < n; e++) nn += (double)x[e] * x[e];
+            if (nn > 0.5) continue;
+            if (i < r) return -1;
+            for (size_t e = 0; e < n; e++) x[e] = (float)loco_rng_normal(rng);
+        }
+    }
+    return -1;
+}
+
 loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const loco_subspace_params *p,
                                     loco_subspace *out) {
     if (!lin || !p || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_subspace_iteration: NULL argument");
@@ -364,9 +382,18 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: need 0 <= min_iter <= max_iter (got %d, %d)",
                          p->min_iter, p->max_iter);
     if (!(p->tol >= 0)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: tol must be >= 0");
-    float *V = malloc(sizeof(float) * r * n), *Vn = malloc(sizeof(float) * r * n);
-    float *A = malloc(sizeof(float) * r * l), *W = malloc(sizeof(float) * r * n);
-    double *S = malloc(sizeof(double) * r), *P = malloc(sizeof(double) * r * r);
+    if (p->oversample < 0 || p->oversample > 1000)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: oversample %d must be in [0, 1000]",
+                         p->oversample);
+    /* the iterated block: r wanted vectors and the oversampling ones (as many
+     * as the mask and the input allow) */
+    size_t kk = (size_t)r + (size_t)p->oversample;
+    if (kk > l) kk = l;
+    if (kk > n) kk = n;
+    const int k = (int)kk;
+    float *V = malloc(sizeof(float) * k * n), *Vn = malloc(sizeof(float) * k * n);
+    float *A = malloc(sizeof(float) * k * l), *W = malloc(sizeof(float) * k * n);
+    double *S = malloc(sizeof(double) * k), *P = malloc(sizeof(double) * k * k);
     double *work = malloc(sizeof(double) * (3 * r * r + r));
     out->sin_angle = malloc(sizeof(double) * p->max_iter);
     out->s_hist = malloc(sizeof(float) * r * p->max_iter);
@@ -380,29 +407,35 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
     out->rank = r;
     out->n = n;
     out->l = l;
-    if (p->init) {
-        memcpy(V, p->init, sizeof(float) * r * n);
-        for (size_t i = 0; i < (size_t)r * n; i++)
-            if (!isfinite(V[i])) {
-                s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: initial basis element %zu is not finite", i);
-                goto done;
-            }
-    } else {
-        loco_rng rng;
-        loco_rng_seed(&rng, p->seed);
-        for (size_t i = 0; i < (size_t)r * n; i++) V[i] = (float)loco_rng_normal(&rng);
+    loco_rng rng;
+    loco_rng_seed(&rng, p->seed);
+    {
+        size_t i0 = 0;
+        if (p->init) {
+            memcpy(V, p->init, sizeof(float) * r * n);
+            for (size_t i = 0; i < (size_t)r * n; i++)
+                if (!isfinite(V[i])) {
+                    s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: initial basis element %zu is not finite", i);
+                    goto done;
+                }
+            i0 = (size_t)r * n;
+        }
+        /* a random start (or the oversampling rows after a given one) */
+        for (size_t i = i0; i < (size_t)k * n; i++) V[i] = (float)loco_rng_normal(&rng);
     }
-    if (linalg_orthonormalize_rows(r, n, V)) {
+    if (orthonormalize_block(r, k, n, V, &rng)) {
         s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the initial basis has dependent rows");
         goto done;
     }
     for (int it = 0; it < p->max_iter; it++) {
         double t0 = loco_now();
-        if ((s = loco_lin_jvp(lin, p->of, mask, r, V, A))) goto done;
+        if ((s = loco_lin_jvp(lin, p->of, mask, k, V, A))) goto done;
         double t1 = loco_now();
-        if ((s = loco_lin_vjp(lin, p->of, mask, r, A, W))) goto done;
+        if ((s = loco_lin_vjp(lin, p->of, mask, k, A, W))) goto done;
         double t2 = loco_now();
-        if (linalg_svd_rows(r, n, W, S, Vn, P)) {
+        /* Rayleigh-Ritz: the SVD of W = (J V^T)^T J rotates the block to the
+         * Ritz vectors of J^T J, sorted by Ritz value */
+        if (linalg_svd_rows(k, n, W, S, Vn, P)) {
             s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: SVD failed at iteration %d", it);
             goto done;
         }
@@ -410,7 +443,7 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
             s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the masked Jacobian is zero");
             goto done;
         }
-        if (linalg_orthonormalize_rows(r, n, Vn)) {
+        if (orthonormalize_block(r, k, n, Vn, &rng)) {
             s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: rank deficient at iteration %d (rank %d too large?)", it,
                           r);
             goto done;
@@ -420,8 +453,8 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
         out->seconds_jvp += t1 - t0;
         out->seconds_vjp += t2 - t1;
         out->seconds_svd += t3 - t2;
-        out->jvp_vectors += r;
-        out->vjp_vectors += r;
+        out->jvp_vectors += k;
+        out->vjp_vectors += k;
         out->sin_angle[it] = sa;
         for (int i = 0; i < r; i++) out->s_hist[it * r + i] = (float)sqrt(S[i]);
         /* left singular vectors from this step: U = A P S^-1/2 */
@@ -430,18 +463,22 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
             double inv = 1.0 / sqrt(S[i]);
             for (size_t e = 0; e < l; e++) {
                 double v = 0;
-                for (int j = 0; j < r; j++) v += (double)A[(size_t)j * l + e] * P[j * r + i];
+                for (int j = 0; j < k; j++) v += (double)A[(size_t)j * l + e] * P[j * k + i];
                 ui[e] = (float)(v * inv);
             }
             out->s[i] = (float)sqrt(S[i]);
         }
-        memcpy(V, Vn, sizeof(float) * r * n);
+        memcpy(V, Vn, sizeof(float) * k * n);
         out->iters = it + 1;
         if (p->progress) p->progress(p->phase ? p->phase : "subspace", it + 1, p->max_iter, p->user);
         if (it + 1 >= p->min_iter && sa < p->tol) {
             out->converged = 1;
             break;
         }
+    }
+    if (k > r) { /* keep the wanted r rows */
+        float *Vr = realloc(V, sizeof(float) * r * n);
+        if (Vr) V = Vr;
     }
     out->vT = V;
     V = NULL;

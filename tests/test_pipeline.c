@@ -16,20 +16,23 @@ static double dotd(const float *a, const float *b, size_t n) {
 
 /* ---- grid ---------------------------------------------------------------- */
 
-static void check_grid_file(const char *name, int n) {
-    char *text;
-    size_t len;
-    FILE *f = fopen(fixture_path(name), "rb");
+static cJSON *read_json(const char *path) {
+    FILE *f = fopen(path, "rb");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
-    len = (size_t)ftell(f);
+    size_t len = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
-    text = malloc(len + 1);
+    char *text = malloc(len + 1);
     assert_int_equal(fread(text, 1, len, f), len);
     fclose(f);
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     assert_non_null(j);
+    return j;
+}
+
+static void check_grid_file(const char *name, int n) {
+    cJSON *j = read_json(fixture_path(name));
     const cJSON *fw = cJSON_GetObjectItem(j, "forward");
     const cJSON *ts = cJSON_GetObjectItem(fw, "t"), *tn = cJSON_GetObjectItem(fw, "t_next");
     const cJSON *ai = cJSON_GetObjectItem(fw, "alpha_idx");
@@ -170,6 +173,66 @@ static void test_sample(void **s) {
     expect_error(loco_sample(m, 1, 1, 0, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "steps", NULL);
     expect_error(loco_sample(m, 1, 6, 1.0f, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "boost_t", NULL);
     free(a), free(b), free(c);
+    loco_model_free(m);
+}
+
+/* Oversampling (randomised start of r + p vectors, Rayleigh-Ritz each step)
+ * reaches the same top-r subspace as the plain iteration, in fewer steps, and
+ * its singular values match the exact ones (the whole Jacobian's SVD). */
+static void test_oversample(void **s) {
+    (void)s;
+    loco_model *m;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
+    const size_t n = 3 * 32 * 32;
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = (float)sin(0.37 * (double)i) * 0.8f;
+    loco_lin *L;
+    CHECK_OK(loco_linearize(m, x, 500.0f, &L));
+    loco_spectrum ex;
+    CHECK_OK(loco_jacobian_spectrum(L, LOCO_OUT_X0, 4096, 0, 0, 0, &ex));
+    loco_subspace_params p;
+    loco_subspace_params_init(&p);
+    p.rank = 2;
+    p.min_iter = 1;
+    p.max_iter = 400;
+    p.tol = 1e-5;
+    p.seed = 3;
+    loco_subspace plain, over;
+    CHECK_OK(loco_subspace_iteration(L, NULL, &p, &plain));
+    p.oversample = 6;
+    CHECK_OK(loco_subspace_iteration(L, NULL, &p, &over));
+    printf("  top-2 subspace to sin < 1e-5: plain %d steps (%d products), oversample 6: %d steps (%d products)\n",
+           plain.iters, plain.jvp_vectors, over.iters, over.jvp_vectors);
+    printf("  singular values: exact %.6f %.6f %.6f, plain %.6f %.6f, oversampled %.6f %.6f\n", ex.sv[0], ex.sv[1],
+           ex.sv[2], plain.s[0], plain.s[1], over.s[0], over.s[1]);
+    assert_true(plain.converged && over.converged);
+    assert_true(over.iters < plain.iters);
+    for (int i = 0; i < 2; i++) {
+        assert_true(fabs(over.s[i] - ex.sv[i]) <= 1e-4 * ex.sv[0]);
+        assert_true(fabs(plain.s[i] - ex.sv[i]) <= 1e-4 * ex.sv[0]);
+    }
+    /* same subspace: |V_over V_plain^T| has singular values ~1 */
+    double g[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) g[i * 2 + j] = dotd(over.vT + i * n, plain.vT + j * n, n);
+    double det = fabs(g[0] * g[3] - g[1] * g[2]);
+    printf("  |det(V_over V_plain^T)| = %.8f (1 = same subspace)\n", det);
+    assert_true(det > 1 - 1e-4);
+    /* a given start: its rows first, random oversampling rows after */
+    p.init = plain.vT;
+    p.max_iter = 3;
+    p.min_iter = 3;
+    loco_subspace again;
+    CHECK_OK(loco_subspace_iteration(L, NULL, &p, &again));
+    assert_true(again.sin_angle[0] < 1e-3);
+    expect_error((p.oversample = -1, loco_subspace_iteration(L, NULL, &p, &again)), LOCO_E_INVALID_ARGUMENT,
+                 "oversample", NULL);
+    loco_subspace_free(&again);
+    loco_subspace_free(&plain);
+    loco_subspace_free(&over);
+    loco_spectrum_free(&ex);
+    loco_lin_free(L);
+    free(x);
     loco_model_free(m);
 }
 
@@ -327,6 +390,40 @@ static void test_cli_edit(void **st) {
     snprintf(p2, sizeof p2, "%s/comp/img0_composed.png", dir);
     if (!files_equal(p1, p2)) fail_msg("two moves of +4 differ from one move of +8");
     printf("  composition: 4 v + 4 v == 8 v (same PNG bytes)\n");
+    /* --oversample: the same first direction (a converged run), recorded in
+     * report.json, and fewer iterations for the same tolerance */
+    {
+        const char *conv = "--steps 20 --inv-steps 20 --rank 1 --null-rank 0 --min-iter 1 --max-iter 400 --tol 1e-5 "
+                           "--rect 6,16,8,24 --quiet --strengths 8";
+        for (int ov = 0; ov < 2; ov++) {
+            snprintf(cmd, sizeof cmd,
+                     "%s/loco edit %s/unet-small --image %s/edit-small/original.png --out %s/ov%d %s --oversample %d",
+                     build, F, F, dir, ov, conv, ov ? 5 : 0);
+            run(cmd);
+        }
+        float *a, *b;
+        int it[2];
+        for (int ov = 0; ov < 2; ov++) {
+            snprintf(p1, sizeof p1, "%s/ov%d/report.json", dir, ov);
+            cJSON *j = read_json(p1);
+            cJSON *par = cJSON_GetObjectItem(j, "parameters");
+            assert_int_equal(cJSON_GetObjectItem(par, "oversample")->valueint, ov ? 5 : 0);
+            cJSON *roi = cJSON_GetObjectItem(j, "roi");
+            assert_non_null(roi);
+            it[ov] = cJSON_GetObjectItem(roi, "iterations")->valueint;
+            cJSON_Delete(j);
+        }
+        snprintf(p1, sizeof p1, "%s/ov0/directions.safetensors", dir);
+        snprintf(p2, sizeof p2, "%s/ov1/directions.safetensors", dir);
+        a = load_tensor(p1, "directions", &n);
+        b = load_tensor(p2, "directions", NULL);
+        double c = fabs(dotd(a, b, n));
+        printf("  --oversample 5: %d iterations instead of %d, |cos| with the plain direction %.6f\n", it[1], it[0], c);
+        assert_true(c > 0.9999);
+        assert_true(it[1] < it[0]);
+        loco_free(a);
+        loco_free(b);
+    }
     /* hostile arguments: empty mask, mask covering everything, bad image size */
     snprintf(cmd, sizeof cmd, "%s/loco edit %s/unet-small --image %s/edit-small/original.png --out %s/bad --rect 0,32,0,32 --quiet 2>/dev/null",
              build, F, F, dir);
@@ -351,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_inversion_and_sampling),
         cmocka_unit_test(test_directions),
         cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_oversample),
         cmocka_unit_test(test_cli_edit),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);

@@ -253,7 +253,7 @@ int cmd_edit(args *a) {
                *v;
     loco_edit_params ep;
     loco_edit_params_init(&ep);
-    int rank = 5, null_rank = 5, min_iter = 10, max_iter = 50, save_tensors = 0, drop_alpha = 0, do_resize = 0, json = 0;
+    int rank = 5, null_rank = 5, min_iter = 10, max_iter = 50, oversample = 0, save_tensors = 0, drop_alpha = 0, do_resize = 0, json = 0;
     double tol = 1e-4, strengths[MAX_LIST] = {-8, 8}, dirs_d[MAX_LIST] = {0};
     int n_str = 2, n_dir = 1;
     long long seed = 0, ll;
@@ -290,6 +290,9 @@ int cmd_edit(args *a) {
         } else if ((v = opt(a, "--max-iter"))) {
             if (!parse_long(v, 1, 100000, &ll)) return usage_error("edit: bad --max-iter '%s'", v);
             max_iter = (int)ll;
+        } else if ((v = opt(a, "--oversample"))) {
+            if (!parse_long(v, 0, 1000, &ll)) return usage_error("edit: bad --oversample '%s' (0..1000)", v);
+            oversample = (int)ll;
         } else if ((v = opt(a, "--tol"))) {
             if (!parse_float(v, &tol) || tol < 0) return usage_error("edit: bad --tol '%s'", v);
         } else if ((v = opt(a, "--strengths"))) {
@@ -412,6 +415,7 @@ int cmd_edit(args *a) {
     sp.rank = rank;
     sp.min_iter = min_iter;
     sp.max_iter = max_iter;
+    sp.oversample = oversample;
     sp.tol = tol;
     sp.seed = (uint64_t)seed;
     sp.init = v0m;
@@ -543,6 +547,7 @@ int cmd_edit(args *a) {
     cJSON_AddNumberToObject(par, "null_rank", null_rank);
     cJSON_AddNumberToObject(par, "min_iter", min_iter);
     cJSON_AddNumberToObject(par, "max_iter", max_iter);
+    cJSON_AddNumberToObject(par, "oversample", oversample);
     cJSON_AddNumberToObject(par, "tol", tol);
     cJSON_AddNumberToObject(par, "seed", (double)seed);
     cJSON_AddItemToObject(par, "strengths", cJSON_CreateDoubleArray(strengths, n_str));

@@ -25,7 +25,7 @@ static const char *const usage_text =
     "                                      x0_hat (default) or eps, on the mask entries\n"
     "  edit MODEL --image IMG (--mask M.png | --rect y0,y1,x0,x1 | --ellipse cy,cx,ry,rx)\n"
     "       --out DIR [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--rank 5]\n"
-    "       [--null-rank 5] [--min-iter 10] [--max-iter 50] [--tol 1e-4]\n"
+    "       [--null-rank 5] [--min-iter 10] [--max-iter 50] [--tol 1e-4] [--oversample 0]\n"
     "       [--strengths -8,8] [--directions 0] [--invert-to edit|full] [--boost-t 0]\n"
     "       [--seed 0] [--init-basis FILE] [--save-tensors] [--drop-alpha] [--resize]\n"
     "       [--json]                       LOCO Edit: local directions at x_t, edits\n"
