@@ -29,18 +29,33 @@ cat > "$T/cfg.json" <<'JSON'
  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
 JSON
 
-if "$LOCO" train --config "$T/cfg.json" --data faces --out "$T/m" --steps 4 --batch 4 --seed 3 2>"$T/stderr" &&
+if "$LOCO" train --config "$T/cfg.json" --data faces --out "$T/m" --steps 4 --batch 4 --seed 3 --sample-count 0 2>"$T/stderr" &&
     grep -q 'step 4/4' "$T/stderr" && [ -f "$T/m/diffusion_pytorch_model.safetensors" ] &&
     [ -f "$T/m/train_state.safetensors" ] && [ -f "$T/m/scheduler/scheduler_config.json" ] &&
     "$LOCO" info "$T/m" >/dev/null 2>>"$T/stderr"; then ok "train faces: folder written, progress printed, opens"
 else bad "train faces"; fi
 
 if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/m" --steps 6 --batch 4 --seed 3 --resume \
-    2>"$T/stderr" && [ ! -s "$T/stderr" ]; then ok "train --resume (quiet: nothing on stderr)"
+    --sample-count 0 2>"$T/stderr" && [ ! -s "$T/stderr" ]; then ok "train --resume (quiet: nothing on stderr)"
 else bad "train --resume"; fi
 
+# samples: a grid at the end; --sample-every trains in chunks (resuming) and
+# must give the same weights as one run
+W=diffusion_pytorch_model.safetensors
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/s1" --steps 4 --batch 2 --seed 5 \
+    --sample-count 4 --sample-steps 3 2>"$T/stderr" && [ -s "$T/s1/samples.png" ] &&
+    [ "$(od -An -tu1 -j16 -N8 "$T/s1/samples.png" | tr -s ' ')" = " 0 0 0 64 0 0 0 64" ]; then
+    ok "train writes samples.png (4 samples: a 64x64 grid)"
+else bad "train writes samples.png"; fi
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/s2" --steps 4 --batch 2 --seed 5 \
+    --sample-count 4 --sample-steps 3 --sample-every 2 2>"$T/stderr" && cmp -s "$T/s1/$W" "$T/s2/$W" &&
+    cmp -s "$T/s1/samples.png" "$T/s2/samples.png"; then
+    ok "--sample-every 2: same weights and samples as one run"
+else bad "--sample-every 2"; fi
+
 "$LOCO" --quiet dataset faces --count 6 --out "$T/png" 2>"$T/stderr"
-if "$LOCO" --quiet train --config "$T/cfg.json" --data "$T/png" --out "$T/m2" --steps 2 --batch 2 2>"$T/stderr"; then
+if "$LOCO" --quiet train --config "$T/cfg.json" --data "$T/png" --out "$T/m2" --steps 2 --batch 2 --sample-count 0 \
+    2>"$T/stderr"; then
     ok "train on a PNG folder"
 else bad "train on a PNG folder"; fi
 
@@ -57,6 +72,7 @@ expect_fail "batch 0" train --config "$T/cfg.json" --data faces --out "$T/x" --b
 expect_fail "no --out" train --config "$T/cfg.json" --data faces
 expect_fail "--ema 1" train --config "$T/cfg.json" --data faces --out "$T/x" --ema 1
 expect_fail "resume without state" train --config "$T/cfg.json" --data faces --out "$T/x" --resume
+expect_fail "--sample-steps 1" train --config "$T/cfg.json" --data faces --out "$T/x" --sample-steps 1
 expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T/x" --bogus
 
 echo "test_train_cli.sh: $npass passed, $nfail failed"
