@@ -205,6 +205,8 @@ run_ok "sample 1 image, --json, --tensors" "$LOCO" --quiet sample "$SMALL" --cou
 check "one image is 32x32" "[ \"\$(png_size '$T/g1.png')\" = 32x32 ]"
 check "--json reports the count" "grep -q '\"count\": 1' '$T/stdout'"
 check "--tensors holds samples [1,3,32,32]" "header '$T/g1.safetensors' | grep -q '\"samples\":{[^}]*\"shape\":\[1,3,32,32\]'"
+run_ok "sample 2 images, zoom 3" "$LOCO" --quiet sample "$SMALL" --count 2 --zoom 3 --out "$T/gz.png" --steps 3
+check "2 images at zoom 3: 192x96" "[ \"\$(png_size '$T/gz.png')\" = 192x96 ]"
 run_ok "sample 5 images in 4 columns" "$LOCO" --quiet sample "$SMALL" --count 5 --cols 4 --out "$T/g5.png" --steps 3
 check "5 images in 4 columns: 128x64" "[ \"\$(png_size '$T/g5.png')\" = 128x64 ]"
 E="$T/err/g.png"
@@ -212,6 +214,7 @@ run_err "sample: missing --count" "$E" "$LOCO" sample "$SMALL" --out "$E"
 run_err "sample: --count 0" "$E" "$LOCO" sample "$SMALL" --count 0 --out "$E"
 run_err "sample: --steps 1" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1 --out "$E"
 run_err "sample: more steps than the schedule" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1001 --out "$E"
+run_err "sample: --zoom 0" "$E" "$LOCO" sample "$SMALL" --count 1 --zoom 0 --out "$E"
 run_err "sample: --boost-t 1" "$E" "$LOCO" sample "$SMALL" --count 1 --boost-t 1 --out "$E"
 run_err "sample: missing model" "$E" "$LOCO" sample "$T/no-such-model" --count 1 --out "$E"
 run_err "sample: output folder missing" "$T/err/nodir/g.png" "$LOCO" sample "$SMALL" --count 1 --steps 2 \

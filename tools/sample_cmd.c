@@ -11,23 +11,23 @@
 
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
-    "       [--boost-t 0] [--tensors OUT.safetensors] [--json]"
+    "       [--zoom 1] [--boost-t 0] [--tensors OUT.safetensors] [--json]"
 
-loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols) {
-    if (n < 1 || C < 1 || C > 4 || H < 1 || W < 1) return LOCO_E_INVALID_ARGUMENT;
+loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols, int zoom) {
+    if (n < 1 || C < 1 || C > 4 || H < 1 || W < 1 || zoom < 1) return LOCO_E_INVALID_ARGUMENT;
     if (cols < 1) cols = (int)ceil(sqrt((double)n));
     if (cols > n) cols = n;
     const int rows = (n + cols - 1) / cols;
-    const int GW = cols * W, GH = rows * H;
+    const int GW = cols * W * zoom, GH = rows * H * zoom;
     loco_image im = {GW, GH, C, calloc((size_t)GW * GH * C, 1)};
     if (!im.data) return LOCO_E_NOMEM;
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * C * H * W;
-        const int oy = (i / cols) * H, ox = (i % cols) * W;
-        for (int y = 0; y < H; y++)
-            for (int xx = 0; xx < W; xx++)
+        const int oy = (i / cols) * H * zoom, ox = (i % cols) * W * zoom;
+        for (int y = 0; y < H * zoom; y++)
+            for (int xx = 0; xx < W * zoom; xx++)
                 for (int c = 0; c < C; c++) {
-                    float v = (xi[((size_t)c * H + y) * W + xx] + 1.0f) * 127.5f;
+                    float v = (xi[((size_t)c * H + y / zoom) * W + xx / zoom] + 1.0f) * 127.5f;
                     v = v < 0 ? 0 : v > 255 ? 255 : v;
                     im.data[((size_t)(oy + y) * GW + ox + xx) * C + c] = (uint8_t)lrintf(v);
                 }
@@ -45,7 +45,7 @@ static void sample_progress(const char *phase, int done, int total, void *user) 
 
 int cmd_sample(args *a) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
-    long long count = -1, steps = 50, seed = 0, batch = 16, cols = 0;
+    long long count = -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
     double boost = 0;
     int json = 0;
     for (; a->i < a->argc; a->i++) {
@@ -61,6 +61,8 @@ int cmd_sample(args *a) {
             if (!parse_long(v, 1, 4096, &batch)) return usage_error("sample: bad --batch '%s' (1..4096)", v);
         } else if ((v = opt(a, "--cols"))) {
             if (!parse_long(v, 1, 65536, &cols)) return usage_error("sample: bad --cols '%s'", v);
+        } else if ((v = opt(a, "--zoom"))) {
+            if (!parse_long(v, 1, 16, &zoom)) return usage_error("sample: bad --zoom '%s' (1..16)", v);
         } else if ((v = opt(a, "--boost-t"))) {
             if (!parse_float(v, &boost) || boost < 0 || boost >= 1)
                 return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
@@ -96,7 +98,7 @@ int cmd_sample(args *a) {
     const int prog = !g_quiet && isatty(2);
     st = loco_sample(m, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, x,
                      prog ? sample_progress : NULL, NULL);
-    if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols);
+    if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
     if (!st && tensors) {
         char sd[32];
         snprintf(sd, sizeof sd, "%lld", seed);

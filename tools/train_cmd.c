@@ -51,7 +51,7 @@ static int write_samples(const char *dir, int n, int steps) {
     if (!st) st = loco_sample(m, n, steps, 0.0f, 0, 16, x, NULL, NULL);
     if (!st && inf.in_channels <= 4) {
         snprintf(path, len, "%s/samples.png", dir);
-        st = write_grid(path, x, n, inf.in_channels, inf.height, inf.width, 0);
+        st = write_grid(path, x, n, inf.in_channels, inf.height, inf.width, 0, 1);
     }
     free(x);
     free(path);
