@@ -42,11 +42,13 @@ static void st_add(stats *s, double in, double out) {
     if (r >= 5) s->pass++;
 }
 
+#define ZOOM 4 /* strips: each pixel a 4x4 block */
+
 static void to_rgb(const float *x, int C, int H, int W, uint8_t *dst, int stride, int ox, int oy) {
-    for (int y = 0; y < H; y++)
-        for (int xx = 0; xx < W; xx++)
+    for (int y = 0; y < H * ZOOM; y++)
+        for (int xx = 0; xx < W * ZOOM; xx++)
             for (int c = 0; c < 3; c++) {
-                float v = (x[((size_t)(C == 3 ? c : 0) * H + y) * W + xx] + 1.0f) * 127.5f;
+                float v = (x[((size_t)(C == 3 ? c : 0) * H + y / ZOOM) * W + xx / ZOOM] + 1.0f) * 127.5f;
                 v = v < 0 ? 0 : v > 255 ? 255 : v;
                 dst[((size_t)(oy + y) * stride + ox + xx) * 3 + c] = (uint8_t)lrintf(v);
             }
@@ -54,10 +56,10 @@ static void to_rgb(const float *x, int C, int H, int W, uint8_t *dst, int stride
 
 static int write_row(const char *dir, const char *name, const float *const *imgs, int n, int rows, int C, int H, int W) {
     int cols = (n + rows - 1) / rows;
-    loco_image im = {W * cols, H * rows, 3, calloc((size_t)3 * W * cols * H * rows, 1)};
+    loco_image im = {W * cols * ZOOM, H * rows * ZOOM, 3, calloc((size_t)3 * W * cols * H * rows * ZOOM * ZOOM, 1)};
     if (!im.data) return 1;
     for (int i = 0; i < n; i++)
-        if (imgs[i]) to_rgb(imgs[i], C, H, W, im.data, W * cols, (i % cols) * W, (i / cols) * H);
+        if (imgs[i]) to_rgb(imgs[i], C, H, W, im.data, W * cols * ZOOM, (i % cols) * W * ZOOM, (i / cols) * H * ZOOM);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     loco_status st = loco_png_write(path, &im);
