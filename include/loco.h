@@ -415,11 +415,14 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
  * starting at a timestep <= boost_t * T are stochastic, eta 1; boost_t 0 =
  * off). Image i's starting noise depends on (seed, i) only, so the images
  * do not depend on n or batch. Works in batches of `batch` images (>= 1).
- * x: [n, C, H, W] caller-owned, receives the images (values near [-1, 1],
- * not clipped). progress (may be NULL) gets ("sampling", steps done, steps
- * in all) over all batches. */
-loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, float *x,
-                        loco_progress_fn progress, void *user);
+ * clip_x0: clamp each step's predicted x0 to [-1, 1] before the update, as
+ * diffusers' DDIMScheduler does with clip_sample (its default; eps stays the
+ * network's); 0 is plain DDIM as in loco_ddim_sample. x: [n, C, H, W]
+ * caller-owned, receives the images (values near [-1, 1], not clamped).
+ * progress (may be NULL) gets ("sampling", steps done, steps in all) over
+ * all batches. */
+loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, int clip_x0,
+                        float *x, loco_progress_fn progress, void *user);
 
 /* The encode/decode halves of an edit, on the authors' schedule. */
 typedef struct loco_edit_params {

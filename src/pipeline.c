@@ -49,8 +49,10 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
 }
 
 /* One DDIM update of x [B, n] from timestep t (network sees t_net) to t_next. */
+/* clip: clamp the predicted x0 to [-1, 1] (diffusers' clip_sample; eps
+ * stays the network's, as with use_clipped_model_output False) */
 static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *tb, float t_net, float t, float t_next,
-                             float eta, loco_rng *rng) {
+                             float eta, loco_rng *rng, int clip) {
     const unet_config *c = &m->net.cfg;
     const size_t n = (size_t)c->in_ch * c->height * c->width;
     for (int b = 0; b < B; b++) tb[b] = t_net;
@@ -72,6 +74,7 @@ static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *
     }
     for (size_t i = 0; i < n * (size_t)B; i++) {
         float x0 = (x[i] - s1 * eps[i]) / sa;
+        if (clip) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
         float v = cx * x0 + ce * eps[i];
         if (z) v += sigma * z[i % n];
         x[i] = v;
@@ -105,7 +108,7 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
     for (int i = from; i < to && !s; i++) {
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
-        s = ddim_step(m, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL);
+        s = ddim_step(m, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL, 0);
         if (progress) progress("inversion", i - from + 1, to - from, user);
     }
     free(eps);
@@ -113,8 +116,8 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
     return s;
 }
 
-loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
-                             uint64_t seed, loco_progress_fn progress, void *user) {
+static loco_status ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
+                               uint64_t seed, int clip, loco_progress_fn progress, void *user) {
     loco_status s = check_grid(m, grid, to, from);
     if (s) return s;
     if (!x || B < 1 || to < 0 || from <= to)
@@ -128,7 +131,7 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
     loco_rng_seed(&rng, seed);
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng);
+        s = ddim_step(m, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng, clip);
         if (progress) progress("sampling", from - i + 1, from - to, user);
     }
     free(eps);
@@ -148,8 +151,8 @@ static void chunk_cb(const char *phase, int done, int total, void *user) {
     c->fn(phase, c->base + done, c->total, c->user);
 }
 
-loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, float *x,
-                        loco_progress_fn progress, void *user) {
+loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, int clip_x0,
+                        float *x, loco_progress_fn progress, void *user) {
     if (!m || !x) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_sample: NULL argument");
     if (n < 1 || batch < 1)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need count >= 1 and batch >= 1 (got %d, %d)", n, batch);
@@ -170,11 +173,16 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
     for (int b = 0; b < nb && !s; b++) {
         const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
         chunk_progress cp = {progress, user, b * (steps - 1), nb * (steps - 1)};
-        s = loco_ddim_sample(m, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
-                             seed ^ 0xD1B54A32D192ED03ull, progress ? chunk_cb : NULL, &cp);
+        s = ddim_sample(m, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
+                        seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
     }
     free(grid);
     return s;
+}
+
+loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
+                             uint64_t seed, loco_progress_fn progress, void *user) {
+    return ddim_sample(m, B, x, grid, from, to, boost_t, seed, 0, progress, user);
 }
 
 /* ======================================================================== */

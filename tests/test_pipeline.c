@@ -157,21 +157,32 @@ static void test_sample(void **s) {
     CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
     const size_t n = 3 * 32 * 32;
     float *a = malloc(sizeof(float) * 3 * n), *b = malloc(sizeof(float) * 3 * n), *c = malloc(sizeof(float) * n);
-    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 2, a, NULL, NULL));
-    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 3, b, NULL, NULL));
+    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 2, 0, a, NULL, NULL));
+    CHECK_OK(loco_sample(m, 3, 6, 0, 7, 3, 0, b, NULL, NULL));
     CHECK_CLOSE("3 samples in batches of 2 vs one batch of 3", a, b, 3 * n, 0);
-    CHECK_OK(loco_sample(m, 1, 6, 0, 7, 1, c, NULL, NULL));
+    CHECK_OK(loco_sample(m, 1, 6, 0, 7, 1, 0, c, NULL, NULL));
     CHECK_CLOSE("image 0 alone vs image 0 of 3", c, a, n, 0);
     for (size_t i = 0; i < 3 * n; i++) assert_true(isfinite(a[i]));
     assert_true(max_abs_diff(a, a + n, n) > 1e-3); /* images differ from each other */
-    CHECK_OK(loco_sample(m, 1, 6, 0, 8, 1, c, NULL, NULL));
+    CHECK_OK(loco_sample(m, 1, 6, 0, 8, 1, 0, c, NULL, NULL));
     assert_true(max_abs_diff(a, c, n) > 1e-3); /* another seed, another image */
-    CHECK_OK(loco_sample(m, 1, 6, 0.5f, 7, 1, c, NULL, NULL));
+    CHECK_OK(loco_sample(m, 1, 6, 0.5f, 7, 1, 0, c, NULL, NULL));
     assert_true(max_abs_diff(a, c, n) > 1e-6); /* stochastic steps change it */
     for (size_t i = 0; i < n; i++) assert_true(isfinite(c[i]));
-    expect_error(loco_sample(m, 0, 6, 0, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "count", NULL);
-    expect_error(loco_sample(m, 1, 1, 0, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "steps", NULL);
-    expect_error(loco_sample(m, 1, 6, 1.0f, 7, 1, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "boost_t", NULL);
+    /* clip_x0: every step's x0 in [-1, 1], so the last step (abar 0.9999)
+     * gives |x| <= 1 + 0.01 |eps|; the unclipped random-model sample is far
+     * outside */
+    double mu = 0, mc = 0;
+    CHECK_OK(loco_sample(m, 1, 6, 0, 7, 1, 1, c, NULL, NULL));
+    for (size_t i = 0; i < n; i++) {
+        mu = fmax(mu, fabs(a[i]));
+        mc = fmax(mc, fabs(c[i]));
+    }
+    printf("  max |sample|: plain DDIM %.3f, with x0 clipped %.3f\n", mu, mc);
+    assert_true(mc <= 1.1 && mu > 1.5);
+    expect_error(loco_sample(m, 0, 6, 0, 7, 1, 0, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "count", NULL);
+    expect_error(loco_sample(m, 1, 1, 0, 7, 1, 0, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "steps", NULL);
+    expect_error(loco_sample(m, 1, 6, 1.0f, 7, 1, 0, c, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "boost_t", NULL);
     free(a), free(b), free(c);
     loco_model_free(m);
 }

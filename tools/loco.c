@@ -61,7 +61,7 @@ static const char *const usage_text =
     "                                      --sample-count samples at the end (and every\n"
     "                                      --sample-every steps)\n"
     "  sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16]\n"
-    "        [--cols C] [--zoom 1] [--boost-t 0] [--tensors OUT.safetensors] [--json]\n"
+    "        [--cols C] [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"
     "                                      DDIM samples from pure noise as one PNG grid\n"
     "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
     "                                      a part mask (255 inside) from a label map\n"

@@ -1,5 +1,7 @@
 /* sample_cmd.c - `loco sample`: draw images from a model with DDIM and write
- * them as one PNG grid (loco_sample). */
+ * them as one PNG grid (loco_sample). Each step's predicted x0 is clamped to
+ * [-1, 1] as diffusers' DDIMScheduler does by default; --no-clip turns that
+ * off (plain DDIM, as the edit pipeline uses). */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
@@ -11,7 +13,7 @@
 
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
-    "       [--zoom 1] [--boost-t 0] [--tensors OUT.safetensors] [--json]"
+    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]"
 
 loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols, int zoom) {
     if (n < 1 || C < 1 || C > 4 || H < 1 || W < 1 || zoom < 1) return LOCO_E_INVALID_ARGUMENT;
@@ -47,7 +49,7 @@ int cmd_sample(args *a) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
     long long count = -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
     double boost = 0;
-    int json = 0;
+    int json = 0, clip = 1;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--count"))) {
@@ -68,6 +70,7 @@ int cmd_sample(args *a) {
                 return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
         } else if ((v = opt(a, "--tensors"))) tensors = v;
         else if (strcmp(s, "--json") == 0) json = 1;
+        else if (strcmp(s, "--no-clip") == 0) clip = 0;
         else if (s[0] == '-') return usage_error("sample: unknown or incomplete option '%s'", s);
         else if (!model) model = s;
         else return usage_error("sample: unexpected argument '%s'", s);
@@ -96,7 +99,7 @@ int cmd_sample(args *a) {
         return fail(LOCO_E_NOMEM);
     }
     const int prog = !g_quiet && isatty(2);
-    st = loco_sample(m, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, x,
+    st = loco_sample(m, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, x,
                      prog ? sample_progress : NULL, NULL);
     if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
     if (!st && tensors) {
@@ -110,7 +113,8 @@ int cmd_sample(args *a) {
     loco_model_free(m);
     if (st) return fail(st);
     if (json)
-        printf("{\"count\": %lld, \"steps\": %lld, \"seed\": %lld, \"boost_t\": %g}\n", count, steps, seed, boost);
+        printf("{\"count\": %lld, \"steps\": %lld, \"seed\": %lld, \"boost_t\": %g, \"clip_x0\": %s}\n", count, steps,
+               seed, boost, clip ? "true" : "false");
     else if (!g_quiet)
         fprintf(stderr, "loco: wrote %s (%lld image%s, %lld DDIM steps, seed %lld)\n", out, count,
                 count == 1 ? "" : "s", steps, seed);

@@ -36,7 +36,8 @@ static void on_step(int step, int total, float loss, double ips, void *user) {
     }
 }
 
-/* out_dir/samples.png: n images of the EMA weights, DDIM steps, seed 0 */
+/* out_dir/samples.png: n images of the EMA weights, DDIM steps with x0
+ * clipped (as loco sample), seed 0 */
 static int write_samples(const char *dir, int n, int steps) {
     loco_model *m = NULL;
     loco_status st = loco_model_open(dir, &m);
@@ -48,7 +49,7 @@ static int write_samples(const char *dir, int n, int steps) {
     size_t len = strlen(dir) + 16;
     char *path = malloc(len);
     if (!x || !path) st = LOCO_E_NOMEM;
-    if (!st) st = loco_sample(m, n, steps, 0.0f, 0, 16, x, NULL, NULL);
+    if (!st) st = loco_sample(m, n, steps, 0.0f, 0, 16, 1, x, NULL, NULL);
     if (!st && inf.in_channels <= 4) {
         snprintf(path, len, "%s/samples.png", dir);
         st = write_grid(path, x, n, inf.in_channels, inf.height, inf.width, 0, 1);
