@@ -220,5 +220,14 @@ run_err "sample: missing model" "$E" "$LOCO" sample "$T/no-such-model" --count 1
 run_err "sample: output folder missing" "$T/err/nodir/g.png" "$LOCO" sample "$SMALL" --count 1 --steps 2 \
     --out "$T/err/nodir/g.png"
 
+echo "analyze rank on a closed-form MoLRG model"
+run_ok "molrg init 1x8x8, 2 x rank 4" "$LOCO" --quiet molrg init "$T/mo.st" --n 1x8x8 --k 2 --d 4 --seed 1
+run_ok "analyze rank at t = 0.05 and 0.5" "$LOCO" --quiet analyze rank "$T/mo.st" --t 0.05,0.5 --images 2 --out "$T/mor"
+check "rank d = 4 at t = 0.05 T for both images (rank.csv)" \
+    "[ \"\$(awk -F, '\$1 == \"0.0500\" { print \$4 }' '$T/mor/rank.csv' | tr '\\n' ' ')\" = '4 4 ' ]"
+check "rank K d = 8 at t = 0.5 T" "[ \"\$(awk -F, '\$1 == \"0.5000\" { print \$4 }' '$T/mor/rank.csv' | tr '\\n' ' ')\" = '8 8 ' ]"
+check "spectrum.csv: all 64 singular values per (t, image)" "[ \$(wc -l <'$T/mor/spectrum.csv') -eq 257 ]"
+check "rank.svg and rank.json written" "[ -s '$T/mor/rank.svg' ] && grep -q rank_ratio_mean_10thr '$T/mor/rank.json'"
+
 echo "test_cli.sh: $npass passed, $nfail failed"
 [ "$nfail" -eq 0 ]

@@ -218,7 +218,7 @@ static int cmd_rank(args *a) {
     float *imgs = NULL, *x = malloc(sizeof(float) * n), *e = malloc(sizeof(float) * n);
     int n_img = 0, rc = 0;
     double *ratio = calloc((size_t)n_t * MAX_IMAGES, sizeof(double));
-    str csv = {0}, svg = {0};
+    str csv = {0}, svg = {0}, spec = {0};
     cJSON *rep = cJSON_CreateObject();
     if (!x || !e || !ratio || !rep) {
         rc = fail(LOCO_E_NOMEM);
@@ -228,10 +228,13 @@ static int cmd_rank(args *a) {
     if (!g_quiet) fprintf(stderr, "loco: %s images\n", n_paths ? "reading" : "generating");
     if ((rc = get_images(m, &inf, paths, n_paths, (int)n_gen, (int)gen_steps, (uint64_t)seed, &imgs, &n_img))) goto done;
     const int exact = n <= (size_t)max_exact;
-    sp(&csv, "t_fraction,t,image,rank,n,ratio,sigma_max,exact,err_bound\n");
+    /* ranks at thr (the headline), 10 thr and 100 thr */
+    const double thrs[3] = {thr, fmin(10 * thr, 1), fmin(100 * thr, 1)};
+    sp(&csv, "t_fraction,t,image,rank,n,ratio,sigma_max,exact,err_bound,rank_10thr,rank_100thr\n");
+    sp(&spec, "t_fraction,t,image,index,sigma\n");
     cJSON *arr = cJSON_AddArrayToObject(rep, "per_t");
     double *tv = malloc(sizeof(double) * n_t), *mean = malloc(sizeof(double) * n_t), *lo = malloc(sizeof(double) * n_t),
-           *hi = malloc(sizeof(double) * n_t);
+           *hi = malloc(sizeof(double) * n_t), *mean2 = calloc((size_t)n_t * 2, sizeof(double));
     for (int ti = 0; ti < n_t; ti++) {
         float t = (float)(ts[ti] * (inf.train_timesteps - 1));
         float ab = loco_model_abar(m, t);
@@ -255,15 +258,22 @@ static int cmd_rank(args *a) {
                 rc = fail(st);
                 goto done;
             }
-            int r = 0;
-            for (int i = 0; i < spc.n_values; i++) r += spc.sv[i] > thr * spc.sv[0];
+            int r = 0, r2[2] = {0, 0};
+            for (int i = 0; i < spc.n_values; i++) {
+                r += spc.sv[i] > thrs[0] * spc.sv[0];
+                r2[0] += spc.sv[i] > thrs[1] * spc.sv[0];
+                r2[1] += spc.sv[i] > thrs[2] * spc.sv[0];
+                sp(&spec, "%.4f,%.4f,%d,%d,%.6g\n", ts[ti], t, im, i, spc.sv[i]);
+            }
+            mean2[ti] += (double)r2[0] / (double)n / n_img;
+            mean2[n_t + ti] += (double)r2[1] / (double)n / n_img;
             double rt = (double)r / (double)n;
             ratio[ti * MAX_IMAGES + im] = rt;
             mean[ti] += rt / n_img;
             lo[ti] = fmin(lo[ti], rt);
             hi[ti] = fmax(hi[ti], rt);
-            sp(&csv, "%.4f,%.4f,%d,%d,%zu,%.6f,%.6g,%d,%.3g\n", ts[ti], t, im, r, n, rt, spc.sv[0], spc.exact,
-               spc.err_bound);
+            sp(&csv, "%.4f,%.4f,%d,%d,%zu,%.6f,%.6g,%d,%.3g,%d,%d\n", ts[ti], t, im, r, n, rt, spc.sv[0], spc.exact,
+               spc.err_bound, r2[0], r2[1]);
             loco_spectrum_free(&spc);
         }
         cJSON *o = cJSON_CreateObject();
@@ -272,6 +282,8 @@ static int cmd_rank(args *a) {
         cJSON_AddNumberToObject(o, "rank_ratio_mean", mean[ti]);
         cJSON_AddNumberToObject(o, "rank_ratio_min", lo[ti]);
         cJSON_AddNumberToObject(o, "rank_ratio_max", hi[ti]);
+        cJSON_AddNumberToObject(o, "rank_ratio_mean_10thr", mean2[ti]);
+        cJSON_AddNumberToObject(o, "rank_ratio_mean_100thr", mean2[n_t + ti]);
         cJSON_AddItemToArray(arr, o);
         if (!g_quiet) fprintf(stderr, "  t = %.2f: rank ratio %.4f (min %.4f, max %.4f)\n", ts[ti], mean[ti], lo[ti], hi[ti]);
     }
@@ -285,13 +297,19 @@ static int cmd_rank(args *a) {
     if (!exact) cJSON_AddNumberToObject(rep, "k", (double)k);
     double ymax = 0;
     for (int i = 0; i < n_t; i++) ymax = fmax(ymax, hi[i]);
-    series s = {"mean over images (band: min-max)", "#1f77b4", n_t, tv, mean, lo, hi};
+    char n1[96], n2[64], n3[64];
+    snprintf(n1, sizeof n1, "threshold %g: mean over images (band: min-max)", thrs[0]);
+    snprintf(n2, sizeof n2, "threshold %g (mean)", thrs[1]);
+    snprintf(n3, sizeof n3, "threshold %g (mean)", thrs[2]);
+    series s[3] = {{n1, "#1f77b4", n_t, tv, mean, lo, hi},
+                   {n2, "#ff7f0e", n_t, tv, mean2, NULL, NULL},
+                   {n3, "#2ca02c", n_t, tv, mean2 + n_t, NULL, NULL}};
     char title[256];
-    snprintf(title, sizeof title, "Numerical rank of the PMP Jacobian / dimension (threshold %g)", thr);
-    svg_chart(&svg, title, "t / T", "rank / dimension", 0, &s, 1, 0, ymax > 0 ? ymax * 1.1 : 1);
+    snprintf(title, sizeof title, "Numerical rank of the PMP Jacobian / dimension");
+    svg_chart(&svg, title, "t / T", "rank / dimension", 0, s, 3, 0, ymax > 0 ? ymax * 1.1 : 1);
     char *js = cJSON_Print(rep);
     if ((rc = write_file(out, "rank.csv", csv.s)) || (rc = write_file(out, "rank.json", js)) ||
-        (rc = write_file(out, "rank.svg", svg.s))) {
+        (rc = write_file(out, "rank.svg", svg.s)) || (rc = write_file(out, "spectrum.csv", spec.s))) {
         free(js);
         goto done;
     }
@@ -300,11 +318,13 @@ static int cmd_rank(args *a) {
     free(mean);
     free(lo);
     free(hi);
-    if (!g_quiet) fprintf(stderr, "loco: wrote %s/rank.csv, rank.json, rank.svg\n", out);
+    free(mean2);
+    if (!g_quiet) fprintf(stderr, "loco: wrote %s/rank.csv, rank.json, rank.svg, spectrum.csv\n", out);
 done:
     cJSON_Delete(rep);
     free(csv.s);
     free(svg.s);
+    free(spec.s);
     free(ratio);
     free(imgs);
     free(x);
