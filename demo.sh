@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # demo.sh - install what loco needs (Debian/Ubuntu, only the packages that are
-# missing), build it, and show the command-line tool at work:
-#   1. write a random-initialised google/ddpm-cifar10-32 model (35.7M parameters)
-#   2. describe it with `loco info`
-#   3. run eps(x, t) and x0_hat on the small reference model of the tests
-#   4. run a whole LOCO edit (inversion, local directions in a rectangle with
-#      null-space projection, edits at three strengths) on the small reference
-#      model (random weights: the pipeline is real, the picture is not yet -
-#      trained models come with issue #5), writing build/demo/edit/strip.png
+# missing), build it, and run LOCO Edit on the shipped faces model:
+#   1. describe models/faces32 (our own 4.4M-parameter model, trained with
+#      `loco train` on the synthetic faces; see models/faces32/README.md)
+#   2. make a mouth mask from the example face's label map (`loco mask`)
+#   3. `loco edit`: invert the face to t = 0.6 T, find the top local
+#      directions of the posterior-mean Jacobian inside the mask, project out
+#      the outside's, and denoise x_t + s v; writes build/demo/edit/strip.png
+#      (original | reconstruction | edits at the listed strengths)
+#   4. draw 16 samples from the model with `loco sample`
 # Everything it writes goes to build/demo/.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,21 +33,21 @@ make -j"$(nproc)" build/loco
 
 LOCO=build/loco
 OUT=build/demo
+M=models/faces32
 mkdir -p "$OUT"
-X=tests/fixtures/unet-small/vectors.safetensors   # holds x [1,3,32,32] and t
 
 run() { echo; echo "\$ $*"; "$@"; }
 
-run "$LOCO" init "$OUT/ddpm-cifar10-32" --config configs/ddpm-cifar10-32.json --seed 0
-run "$LOCO" info "$OUT/ddpm-cifar10-32"
-run "$LOCO" info tests/fixtures/unet-small
-run "$LOCO" eps tests/fixtures/unet-small --x "$X" --t 595.36359 --out "$OUT/eps-unet-small.safetensors"
-run "$LOCO" edit tests/fixtures/unet-small --image tests/fixtures/edit-small/original.png --rect 6,16,8,24 \
-    --out "$OUT/edit" --steps 20 --inv-steps 20 --rank 3 --null-rank 3 --max-iter 12 --strengths -8,0,8
+run "$LOCO" info "$M"
+run "$LOCO" mask "$M/example_labels.png" --part mouth --dilate 1 --out "$OUT/mouth.png"
+run "$LOCO" edit "$M" --image "$M/example.png" --mask "$OUT/mouth.png" --out "$OUT/edit" \
+    --t-edit 0.6 --rank 5 --null-rank 5 --strengths -6,-3,3,6
+run "$LOCO" sample "$M" --count 16 --out "$OUT/samples.png" --steps 50
 echo
 ls -l "$OUT" "$OUT/edit"
 echo
-echo "eps-unet-small.safetensors holds 'eps' and 'x0_hat' [1,3,32,32]; they match the"
-echo "reference in $X to about 1e-5 ('make test' checks that). $OUT/edit/ holds the"
-echo "edit: strip.png (original | reconstruction | edits), directions.safetensors,"
-echo "report.json (parameters, timings, convergence)."
+echo "$OUT/edit/strip.png: original | reconstruction | the first direction at"
+echo "strengths -6, -3, 3, 6 (the mouth changes, the rest far less). report.json"
+echo "has the parameters, timings, singular values and convergence;"
+echo "directions.safetensors the directions (apply them to other faces with"
+echo "'loco apply'). $OUT/samples.png: 16 faces drawn by the model."

@@ -35,7 +35,7 @@ static void ev_setup_init(ev_setup *s) {
     s->tol = 1e-4;
 }
 
-/* x0 [C,H,W] in [-1,1]; mask_hw [H*W] (nonzero inside). Writes xt [n], the
+/* x0 [C,H,W] in [-1,1]; mask_hw [H*W] (1 inside, 0 outside). Writes xt [n], the
  * first direction with the null-space projection (dproj, may be NULL when
  * null_rank is 0) and without it (draw), each [n] unit length, and the
  * first singular value of the masked Jacobian (*sv0). */
@@ -53,7 +53,7 @@ static loco_status ev_directions(loco_model *m, const ev_setup *es, int C, int H
     int idx = 0;
     if (!st) {
         for (size_t i = 0; i < n; i++) {
-            in[i] = mask_hw[i % hw] != 0;
+            in[i] = mask_hw[i % hw] == 1;
             out[i] = !in[i];
         }
         st = loco_edit_timestep(m, &es->ep, &t, &idx);
@@ -100,7 +100,8 @@ static loco_status ev_directions(loco_model *m, const ev_setup *es, int C, int H
 static double ev_clip(float v) { return v < -1.0f ? -1.0 : v > 1.0f ? 1.0 : (double)v; }
 
 /* Mean absolute difference of e and r [C,H,W], each clipped to [-1, 1] as
- * the images are shown, over the pixels inside and outside mask_hw. */
+ * the images are shown, over the pixels inside (mask_hw == 1) and outside
+ * (mask_hw == 0) the mask; other values count as neither. */
 static void ev_change(const float *e, const float *r, const uint8_t *mask_hw, int C, int H, int W, double *inside,
                       double *outside) {
     const size_t hw = (size_t)H * W;
@@ -109,8 +110,8 @@ static void ev_change(const float *e, const float *r, const uint8_t *mask_hw, in
     for (int c = 0; c < C; c++)
         for (size_t p = 0; p < hw; p++) {
             double d = fabs(ev_clip(e[c * hw + p]) - ev_clip(r[c * hw + p]));
-            if (mask_hw[p]) si += d, ni++;
-            else so += d, no++;
+            if (mask_hw[p] == 1) si += d, ni++;
+            else if (mask_hw[p] == 0) so += d, no++;
         }
     *inside = ni ? si / (double)ni : 0;
     *outside = no ? so / (double)no : 0;
