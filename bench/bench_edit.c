@@ -104,10 +104,12 @@ static int run(const char *model, int rank, int null_rank, int max_iter, int inv
         fprintf(stderr, "bench_edit: %s\n", loco_last_error());
         return 1;
     }
-    /* extrapolate the iterations to 50 when fewer were run */
+    /* extrapolate an iteration that --max-iter cut short (not one that
+     * converged) to the authors' 50 */
     const int full = 50;
-    double f_roi = (double)full / roi.iters, f_null = (double)full / nul.iters;
-    int ext = roi.iters < full;
+    double f_roi = (!roi.converged && roi.iters < full) ? (double)full / roi.iters : 1.0;
+    double f_null = (!nul.converged && nul.iters < full) ? (double)full / nul.iters : 1.0;
+    int ext = f_roi > 1 || f_null > 1;
     double total = t_inv + t_lin + t_roi * f_roi + t_null * f_null + t_dec;
     printf("| %-40s | %d / %d | %6.1f s (%3d) | %5.1f s | %7.1f s%s (%2d it, %4d+%4d vec) | %7.1f s%s (%2d it, %4d+%4d vec) | "
            "%6.1f s (%3d) | %7.1f s%s | %6.0f |\n",
