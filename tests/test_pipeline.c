@@ -237,9 +237,9 @@ static void test_oversample(void **s) {
     loco_subspace again;
     CHECK_OK(loco_subspace_iteration(L, NULL, &p, &again));
     assert_true(again.sin_angle[0] < 1e-3);
+    loco_subspace_free(&again);
     expect_error((p.oversample = -1, loco_subspace_iteration(L, NULL, &p, &again)), LOCO_E_INVALID_ARGUMENT,
                  "oversample", NULL);
-    loco_subspace_free(&again);
     loco_subspace_free(&plain);
     loco_subspace_free(&over);
     loco_lin_free(L);
