@@ -36,9 +36,11 @@ int cmd_mask(args *a);    /* dataset_cmd.c */
 int cmd_analyze(args *a);
 int cmd_train(args *a);   /* train_cmd.c */
 int cmd_sample(args *a);  /* sample_cmd.c */
-/* Writes n images x [n, C, H, W] in [-1, 1] as one PNG grid with `cols`
- * columns (<= 0: ceil(sqrt(n))), each pixel a zoom x zoom block, atomically
+/* Writes n images, each [C, H, W] in [-1, 1] (imgs[i]; C <= 4), as one PNG
+ * grid with `cols` columns (<= 0: ceil(sqrt(n))), each pixel a zoom x zoom
+ * block, atomically. write_grid: the same for contiguous x [n, C, H, W]
  * (sample_cmd.c). */
+loco_status write_images(const char *path, const float *const *imgs, int n, int C, int H, int W, int cols, int zoom);
 loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols, int zoom);
 
 /* Reads an input image (PNG, or safetensors with x0 [1,C,H,W]) into x0

@@ -137,36 +137,18 @@ int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int
 
 /* [C, H, W] floats in [-1, 1] -> 8-bit interleaved pixels at column offset
  * xoff of a strip `stride` images wide */
-static void to_pixels(const float *x, int C, int H, int W, uint8_t *dst, int stride, int xoff) {
-    for (int y = 0; y < H; y++)
-        for (int xx = 0; xx < W; xx++)
-            for (int c = 0; c < C; c++) {
-                float v = (x[((size_t)c * H + y) * W + xx] + 1.0f) * 127.5f;
-                v = v < 0 ? 0 : v > 255 ? 255 : v;
-                dst[((size_t)y * stride + xoff + xx) * C + c] = (uint8_t)lrintf(v);
-            }
-}
-
 static loco_status write_png(const char *dir, const char *name, const float *x, int C, int H, int W) {
-    loco_image im = {W, H, C, malloc((size_t)C * H * W)};
-    if (!im.data) return LOCO_E_NOMEM;
-    to_pixels(x, C, H, W, im.data, W, 0);
     char *p = path_in(dir, name);
-    loco_status st = p ? loco_png_write(p, &im) : LOCO_E_NOMEM;
+    loco_status st = p ? write_images(p, &x, 1, C, H, W, 1, 1) : LOCO_E_NOMEM;
     free(p);
-    free(im.data);
     return st;
 }
 
-/* n images [n, C, H, W] side by side */
+/* n images side by side */
 static loco_status write_strip(const char *dir, const char *name, const float *const *imgs, int n, int C, int H, int W) {
-    loco_image im = {W * n, H, C, malloc((size_t)C * H * W * n)};
-    if (!im.data) return LOCO_E_NOMEM;
-    for (int i = 0; i < n; i++) to_pixels(imgs[i], C, H, W, im.data, W * n, W * i);
     char *p = path_in(dir, name);
-    loco_status st = p ? loco_png_write(p, &im) : LOCO_E_NOMEM;
+    loco_status st = p ? write_images(p, imgs, n, C, H, W, n, 1) : LOCO_E_NOMEM;
     free(p);
-    free(im.data);
     return st;
 }
 
