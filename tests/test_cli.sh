@@ -6,42 +6,12 @@
 # build/loco.
 set -u
 
-LOCO="${LOCO:-${BUILD:-build}/loco}"
+. "$(dirname "$0")/cli_lib.sh"
 FIX="${LOCO_FIXTURES:-tests/fixtures}"
 SMALL="$FIX/unet-small"
 VEC="$SMALL/vectors.safetensors"
 CIFAR_CFG="configs/ddpm-cifar10-32.json"
-
-if [ ! -x "$LOCO" ]; then
-    echo "test_cli.sh: $LOCO not found or not executable (run 'make' first)" >&2
-    exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/loco-cli-test.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
-
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "  ok   $1"; }
-bad() { nfail=$((nfail + 1)); echo "  FAIL $1"; }
-# a failed command: also show the start of what it wrote to stderr
-bad_cmd() {
-    bad "$1"
-    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
-}
-
-# A sanitizer report, or a crash, must never pass for an expected error.
-sanitizer_clean() {
-    ! grep -q -e 'Sanitizer' -e 'runtime error:' "$T/stderr"
-}
-
-# run DESC CMD...: must exit 0 with no sanitizer output; stdout in $T/stdout
-run_ok() {
-    desc=$1
-    shift
-    if "$@" >"$T/stdout" 2>"$T/stderr" && sanitizer_clean; then ok "$desc"; else bad_cmd "$desc (exit $?)"; fi
-}
+cli_setup test_cli.sh
 
 # run_err DESC OUTFILE CMD...: must exit 1 or 2, say 'loco: ...' on stderr,
 # and leave neither OUTFILE nor anything else in $T/err.
@@ -68,10 +38,6 @@ run_err() {
     fi
 }
 
-# check DESC COMMAND-STRING: evaluates a condition
-check() {
-    if eval "$2"; then ok "$1"; else bad "$1"; fi
-}
 
 # write_x FILE SHAPE NFLOATS [FIRST]: a safetensors file with one F32 tensor
 # 'x' of SHAPE (e.g. 1,3,32,32) holding NFLOATS zeros; FIRST=nan makes the
@@ -189,11 +155,6 @@ run_err "output folder missing" "$T/err/nodir/out.safetensors" \
 run_err "bad --threads" "$E" "$LOCO" --threads 0 eps "$SMALL" --x "$VEC" --t 1 --out "$E"
 
 echo "sample"
-# png_size FILE: "WIDTHxHEIGHT" from the IHDR chunk
-png_size() {
-    set -- $(od -An -tu1 -j16 -N8 "$1")
-    echo "$(($1 * 16777216 + $2 * 65536 + $3 * 256 + $4))x$(($5 * 16777216 + $6 * 65536 + $7 * 256 + $8))"
-}
 run_ok "sample 3 images, 5 steps" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3.png" --steps 5 --seed 1
 check "3 images make a 2x2 grid of 32x32 (64x64)" "[ \"\$(png_size '$T/g3.png')\" = 64x64 ]"
 run_ok "sample again, same seed" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3b.png" --steps 5 --seed 1
@@ -229,5 +190,4 @@ check "rank K d = 8 at t = 0.5 T" "[ \"\$(awk -F, '\$1 == \"0.5000\" { print \$4
 check "spectrum.csv: all 64 singular values per (t, image)" "[ \$(wc -l <'$T/mor/spectrum.csv') -eq 257 ]"
 check "rank.svg and rank.json written" "[ -s '$T/mor/rank.svg' ] && grep -q rank_ratio_mean_10thr '$T/mor/rank.json'"
 
-echo "test_cli.sh: $npass passed, $nfail failed"
-[ "$nfail" -eq 0 ]
+summary

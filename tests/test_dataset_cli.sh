@@ -7,32 +7,10 @@
 # is installed.
 set -u
 
-LOCO="${LOCO:-${BUILD:-build}/loco}"
+. "$(dirname "$0")/cli_lib.sh"
 FM=/usr/share/datasets/fashion-mnist
+cli_setup test_dataset_cli.sh
 
-if [ ! -x "$LOCO" ]; then
-    echo "test_dataset_cli.sh: $LOCO not found or not executable (run 'make' first)" >&2
-    exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/loco-ds-test.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
-
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "  ok   $1"; }
-bad() { nfail=$((nfail + 1)); echo "  FAIL $1"; }
-bad_cmd() {
-    bad "$1"
-    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
-}
-sanitizer_clean() { ! grep -q -e 'Sanitizer' -e 'runtime error:' "$T/stderr"; }
-run_ok() {
-    desc=$1
-    shift
-    if "$@" >"$T/stdout" 2>"$T/stderr" && sanitizer_clean; then ok "$desc"; else bad_cmd "$desc (exit $?)"; fi
-}
 # run_err DESC NEEDLE CMD...: exit 1 or 2, 'loco: ' and NEEDLE on stderr,
 # nothing left in $T/err
 run_err() {
@@ -55,7 +33,6 @@ run_err() {
         ok "$desc (exit $rc: $(head -n 1 "$T/stderr"))"
     fi
 }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 echo "dataset faces"
 run_ok "faces --count 5 --seed 3 (a)" "$LOCO" --quiet dataset faces --count 5 --out "$T/a" --seed 3
@@ -77,7 +54,6 @@ run_ok "faces --grid --label-grid --count 64" "$LOCO" --quiet dataset faces --co
 check "contact sheets written" "[ -s '$T/g.png' ] && [ -s '$T/l.png' ]"
 run_ok "faces --grid --grid-zoom 3 --count 16" "$LOCO" --quiet dataset faces --count 16 --grid "$T/g3.png" --grid-zoom 3
 # PNG width and height: big-endian at bytes 16..23
-png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3 * 256 + $4 "x" $7 * 256 + $8}'; }
 check "sheet sizes: 8x8 of 32+1 px is 265x265, 8x2 of 96+1 px is 777x195 ($(png_size "$T/g.png"), $(png_size "$T/g3.png"))" \
     "[ \"\$(png_size '$T/g.png')\" = 265x265 ] && [ \"\$(png_size '$T/g3.png')\" = 777x195 ]"
 run_err "faces: bad --grid-zoom" "grid-zoom" "$LOCO" dataset faces --count 4 --grid "$T/err/g.png" --grid-zoom 0
@@ -121,5 +97,4 @@ else
     echo "  NOTE: $FM absent (apt-get install dataset-fashion-mnist); Fashion-MNIST export not tested"
 fi
 
-echo "test_dataset_cli.sh: $npass passed, $nfail failed"
-[ "$nfail" -eq 0 ]
+summary

@@ -6,18 +6,9 @@
 # build/loco.
 set -u
 
-LOCO="${LOCO:-${BUILD:-build}/loco}"
-if [ ! -x "$LOCO" ]; then
-    echo "test_train_cli.sh: $LOCO not found or not executable (run 'make' first)" >&2
-    exit 1
-fi
-T=$(mktemp -d "${TMPDIR:-/tmp}/loco-train-test.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
-
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "  ok   $1"; }
+. "$(dirname "$0")/cli_lib.sh"
+cli_setup test_train_cli.sh
+# a failure here always shows the command's stderr
 bad() {
     nfail=$((nfail + 1)); echo "  FAIL $1"
     if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
@@ -75,5 +66,4 @@ expect_fail "resume without state" train --config "$T/cfg.json" --data faces --o
 expect_fail "--sample-steps 1" train --config "$T/cfg.json" --data faces --out "$T/x" --sample-steps 1
 expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T/x" --bogus
 
-echo "test_train_cli.sh: $npass passed, $nfail failed"
-[ "$nfail" -eq 0 ]
+summary
