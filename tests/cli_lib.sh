@@ -25,7 +25,7 @@ bad() { nfail=$((nfail + 1)); echo "  FAIL $1"; }
 # a failed command: also show the start of what it wrote to stderr
 bad_cmd() {
     bad "$1"
-    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
+    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | sed -n '1,12p'; fi
 }
 
 # A sanitizer report, or a crash, must never pass for an expected error.

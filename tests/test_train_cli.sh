@@ -11,7 +11,7 @@ cli_setup test_train_cli.sh
 # a failure here always shows the command's stderr
 bad() {
     nfail=$((nfail + 1)); echo "  FAIL $1"
-    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | head -n 12; fi
+    if [ -s "$T/stderr" ]; then sed 's/^/       stderr: /' "$T/stderr" | sed -n '1,12p'; fi
 }
 
 cat > "$T/cfg.json" <<'JSON'
