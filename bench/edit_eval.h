@@ -21,6 +21,7 @@ typedef struct ev_setup {
     loco_edit_params ep; /* t_edit, steps, inv_steps, invert_full         */
     int rank, null_rank; /* 5, 5                                          */
     int min_iter, max_iter;
+    int oversample; /* 0: plain subspace iteration                  */
     double tol;
     uint64_t seed;
 } ev_setup;
@@ -65,6 +66,7 @@ static loco_status ev_directions(loco_model *m, const ev_setup *es, int C, int H
     sp.rank = es->rank;
     sp.min_iter = es->min_iter;
     sp.max_iter = es->max_iter;
+    sp.oversample = es->oversample;
     sp.tol = es->tol;
     sp.seed = es->seed;
     if (!st) st = loco_subspace_iteration(L, in, &sp, &roi);
