@@ -12,13 +12,31 @@ typedef struct conv_geom {
     int k, stride;        /* kernel size, stride                         */
     int pad_t, pad_l;     /* zero padding before the first row / column  */
     int ho, wo;           /* output size (padding after is implied)      */
+    int wino;             /* 1: conv2d_fwd may use Winograd F(2x2,3x3)   */
 } conv_geom;
+
+/* 3x3, stride 1, 'same' padding, wide enough channels: conv2d_fwd computes it
+ * with Winograd F(2x2,3x3) when g->wino is set (2.25x fewer multiplies; the
+ * result differs from the direct sum by rounding only). */
+int conv2d_wino_ok(const conv_geom *g);
+/* Floats of transformed input and output held at a time (a band of tile
+ * rows); a tuning knob, changed by tests to exercise several bands. Scratch
+ * sizes depend on it: set it before planning. */
+extern size_t ops_wino_band_floats;
+/* g->wino is set, g is eligible and batch x pixels is large enough to pay
+ * for the weight transform: conv2d_fwd and conv2d_vjp use Winograd. */
+int conv2d_wino_use(const conv_geom *g, int B);
+/* dx += the VJP of a Winograd-eligible convolution, by Winograd (used by
+ * conv2d_vjp when conv2d_wino_use). */
+void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);
 
 /* 1x1, stride 1, no padding: a plain GEMM without im2col. */
 int conv2d_is_direct(const conv_geom *g);
 /* Output pixels per im2col chunk. */
 size_t conv2d_chunk_cols(const conv_geom *g);
-/* Floats of scratch conv2d_fwd needs (im2col buffer for one chunk). */
+/* Floats of scratch conv2d_fwd needs (im2col buffer for one chunk, or the
+ * Winograd buffers when g->wino; enough for either when the geometry is
+ * Winograd-eligible, so g->wino may be cleared after planning). */
 size_t conv2d_scratch(const conv_geom *g);
 
 /* y[b] = conv(x[b], w) + bias (+ bias2[b, :] per channel if bias2)

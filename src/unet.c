@@ -463,7 +463,8 @@ static int conv(builder *b, const char *prefix, int in, int cout, int k, int str
     if (!n) return -1;
     n->pw = pw;
     n->pb = pb;
-    n->g = (conv_geom){cin, cout, x->h, x->w, k, stride, pad_t, pad_l, ho, wo};
+    n->g = (conv_geom){cin, cout, x->h, x->w, k, stride, pad_t, pad_l, ho, wo, 0};
+    n->g.wino = conv2d_wino_ok(&n->g);
     b->u->flops += 2.0 * cout * cin * k * k * (double)ho * wo;
     return out;
 }
@@ -811,6 +812,11 @@ attn_params unet_attn_params(const unet *u, int i) {
         unet_param(u, n->pattn[8]), unet_param(u, n->pattn[9]), n->groups, n->eps, n->heads, n->scale,
     };
     return ap;
+}
+
+void unet_set_winograd(unet *u, int on) {
+    for (int i = 0; i < u->n_nodes; i++)
+        if (u->nodes[i].kind == NODE_CONV) u->nodes[i].g.wino = on && conv2d_wino_ok(&u->nodes[i].g);
 }
 
 static loco_status plan(unet *u) {

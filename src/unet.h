@@ -101,6 +101,10 @@ typedef struct unet {
  * the memory plan. */
 loco_status unet_build(unet *u, const unet_config *cfg);
 void unet_free(unet *u);
+/* Winograd F(2x2,3x3) for the eligible 3x3 convolutions of the forward pass
+ * (on after unet_build). The trainer turns it off so that training runs stay
+ * bit-identical to the im2col path its gradients use. */
+void unet_set_winograd(unet *u, int on);
 
 static inline const float *unet_param(const unet *u, int id) { return id < 0 ? NULL : u->pdata + u->params[id].off; }
 

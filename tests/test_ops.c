@@ -1,0 +1,164 @@
+/* test_ops.c - the Winograd F(2x2,3x3) convolution path of conv2d_fwd against
+ * a direct sum in double precision and against the im2col path, on sizes that
+ * exercise partial tiles (odd heights and widths, 1x1 and 2x3 images), bands
+ * of tile rows, batches with per-image biases, and the eligibility rules. */
+#include "testutil.h"
+#include "ops.h"
+
+#include <stdint.h>
+
+static uint64_t g_rng = 12345;
+static float urand(void) { /* [-0.5, 0.5) */
+    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((g_rng >> 40) * (1.0 / 16777216.0)) - 0.5f;
+}
+
+/* y = conv(x, w) + bias + bias2[b], 3x3, stride 1, pad 1, in double. */
+static void conv_ref(int B, int ci, int co, int H, int W, const float *x, const float *w, const float *bias,
+                     const float *bias2, double *y) {
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < co; o++)
+            for (int yy = 0; yy < H; yy++)
+                for (int xx = 0; xx < W; xx++) {
+                    double s = bias[o] + bias2[(size_t)b * co + o];
+                    for (int i = 0; i < ci; i++)
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                int iy = yy + ky - 1, ix = xx + kx - 1;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                s += (double)w[(((size_t)o * ci + i) * 3 + ky) * 3 + kx] *
+                                     x[(((size_t)b * ci + i) * H + iy) * W + ix];
+                            }
+                    y[(((size_t)b * co + o) * H + yy) * W + xx] = s;
+                }
+}
+
+static void check_geometry(int B, int ci, int co, int H, int W) {
+    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 0};
+    assert_true(conv2d_wino_ok(&g));
+    const size_t nx = (size_t)B * ci * H * W, ny = (size_t)B * co * H * W, nw = (size_t)co * ci * 9;
+    float *x = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float)), *bias = malloc((size_t)co * sizeof(float));
+    float *bias2 = malloc((size_t)B * co * sizeof(float)), *yw = malloc(ny * sizeof(float));
+    float *yi = malloc(ny * sizeof(float)), *yr = malloc(ny * sizeof(float));
+    float *sc = malloc((conv2d_scratch(&g) + 1) * sizeof(float));
+    double *ref = malloc(ny * sizeof(double));
+    assert_true(x && w && bias && bias2 && yw && yi && yr && sc && ref);
+    for (size_t i = 0; i < nx; i++) x[i] = 2 * urand();
+    for (size_t i = 0; i < nw; i++) w[i] = urand() / (float)(ci * 3);
+    for (int i = 0; i < co; i++) bias[i] = urand();
+    for (int i = 0; i < B * co; i++) bias2[i] = urand();
+    conv_ref(B, ci, co, H, W, x, w, bias, bias2, ref);
+    for (size_t i = 0; i < ny; i++) yr[i] = (float)ref[i];
+    g.wino = 1;
+    conv2d_fwd(&g, B, x, w, bias, bias2, yw, sc);
+    g.wino = 0;
+    conv2d_fwd(&g, B, x, w, bias, bias2, yi, sc);
+    char what[120];
+    /* float32 rounding of a sum of 9*ci terms of size <= 1/(3 ci): a few 1e-7
+     * for im2col, Winograd's transforms add a few times that */
+    snprintf(what, sizeof what, "B%d %dx%d %d->%d winograd vs direct", B, H, W, ci, co);
+    CHECK_CLOSE(what, yw, yr, ny, 1e-5);
+    snprintf(what, sizeof what, "B%d %dx%d %d->%d im2col vs direct", B, H, W, ci, co);
+    CHECK_CLOSE(what, yi, yr, ny, 1e-5);
+    /* the two paths round differently: identical outputs would mean the
+     * Winograd path was not taken */
+    size_t differ = 0;
+    for (size_t i = 0; i < ny; i++) differ += yw[i] != yi[i];
+    printf("  %zu of %zu outputs differ between the paths\n", differ, ny);
+    if (!differ) fail_msg("Winograd and im2col outputs are identical: Winograd path not taken?");
+    free(x), free(w), free(bias), free(bias2), free(yw), free(yi), free(yr), free(sc), free(ref);
+}
+
+static void test_winograd_matches_direct(void **state) {
+    (void)state;
+    check_geometry(1, 16, 16, 16, 16); /* 256 pixels: the smallest that takes the Winograd path */
+    check_geometry(1, 16, 24, 17, 19); /* odd height and width: partial tiles */
+    check_geometry(3, 20, 16, 9, 10);  /* batch with per-image biases */
+    check_geometry(2, 32, 16, 15, 32);
+    check_geometry(300, 16, 16, 1, 1); /* 1x1 images: only the centre tap */
+    check_geometry(50, 16, 17, 2, 3);
+    size_t keep = ops_wino_band_floats;
+    ops_wino_band_floats = 16 * 40 * 33 * 3; /* bands of 3 tile rows: 12 bands */
+    check_geometry(1, 24, 16, 70, 66);
+    check_geometry(2, 16, 16, 21, 66); /* 11 tile rows: the last band is partial */
+    ops_wino_band_floats = 1;          /* one tile row per band */
+    check_geometry(1, 16, 16, 24, 24);
+    ops_wino_band_floats = keep;
+}
+
+/* conv2d_vjp by Winograd (the transposed, rotated kernels) against the
+ * im2col/col2im path, which accumulates into dx the same way; and the
+ * adjoint identity <u, conv(v)> = <conv_vjp(u), v> with both Winograd. */
+static void check_vjp(int B, int ci, int co, int H, int W) {
+    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 1};
+    assert_true(conv2d_wino_use(&g, B));
+    const size_t nx = (size_t)B * ci * H * W, ny = (size_t)B * co * H * W, nw = (size_t)co * ci * 9;
+    float *v = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float)), *u = malloc(ny * sizeof(float));
+    float *jv = malloc(ny * sizeof(float)), *dxw = malloc(nx * sizeof(float)), *dxi = malloc(nx * sizeof(float));
+    float *sc = malloc(conv2d_scratch(&g) * sizeof(float));
+    assert_true(v && w && u && jv && dxw && dxi && sc);
+    for (size_t i = 0; i < nx; i++) v[i] = urand();
+    for (size_t i = 0; i < ny; i++) u[i] = urand();
+    for (size_t i = 0; i < nw; i++) w[i] = urand() / (float)(ci * 3);
+    for (size_t i = 0; i < nx; i++) dxw[i] = dxi[i] = 0.25f; /* both accumulate onto this */
+    conv2d_vjp(&g, B, u, w, dxw, sc);
+    g.wino = 0;
+    conv2d_vjp(&g, B, u, w, dxi, sc);
+    char what[120];
+    snprintf(what, sizeof what, "vjp B%d %dx%d %d->%d winograd vs im2col", B, H, W, ci, co);
+    CHECK_CLOSE(what, dxw, dxi, nx, 1e-5);
+    size_t differ = 0;
+    for (size_t i = 0; i < nx; i++) differ += dxw[i] != dxi[i];
+    if (!differ) fail_msg("Winograd and im2col VJPs are identical: Winograd path not taken?");
+    g.wino = 1;
+    conv2d_fwd(&g, B, v, w, NULL, NULL, jv, sc);
+    double a = 0, b = 0, na = 0;
+    for (size_t i = 0; i < ny; i++) a += (double)u[i] * jv[i], na += fabs((double)u[i] * jv[i]);
+    for (size_t i = 0; i < nx; i++) b += (double)(dxw[i] - 0.25f) * v[i];
+    printf("  adjoint <u, Jv> %.9e  <J^T u, v> %.9e  rel %.2e\n", a, b, fabs(a - b) / na);
+    if (!(fabs(a - b) <= 1e-5 * na)) fail_msg("adjoint identity: %.9e vs %.9e", a, b);
+    free(v), free(w), free(u), free(jv), free(dxw), free(dxi), free(sc);
+}
+
+static void test_winograd_vjp(void **state) {
+    (void)state;
+    check_vjp(1, 16, 32, 16, 16);
+    check_vjp(2, 40, 16, 13, 11);
+    check_vjp(1, 32, 16, 31, 20);
+}
+
+/* Below the size threshold or without the flag, conv2d_fwd is the im2col
+ * path bit for bit; and the eligibility rules. */
+static void test_winograd_eligibility(void **state) {
+    (void)state;
+    conv_geom g = {16, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0};
+    assert_true(conv2d_wino_ok(&g));
+    conv_geom s2 = {16, 16, 8, 8, 3, 2, 0, 0, 4, 4, 0};
+    assert_false(conv2d_wino_ok(&s2));
+    conv_geom k1 = {16, 16, 8, 8, 1, 1, 0, 0, 8, 8, 0};
+    assert_false(conv2d_wino_ok(&k1));
+    conv_geom thin = {3, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0};
+    assert_false(conv2d_wino_ok(&thin));
+    /* 8x8 at batch 1 is 64 pixels: im2col even with the flag set */
+    const size_t nx = 16 * 64, nw = 16 * 16 * 9;
+    float x[16 * 64], w[16 * 16 * 9], y0[16 * 64], y1[16 * 64];
+    float *sc = malloc(conv2d_scratch(&g) * sizeof(float));
+    assert_non_null(sc);
+    for (size_t i = 0; i < nx; i++) x[i] = urand();
+    for (size_t i = 0; i < nw; i++) w[i] = urand();
+    g.wino = 0;
+    conv2d_fwd(&g, 1, x, w, NULL, NULL, y0, sc);
+    g.wino = 1;
+    conv2d_fwd(&g, 1, x, w, NULL, NULL, y1, sc);
+    assert_memory_equal(y0, y1, sizeof y0);
+    free(sc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_winograd_matches_direct),
+        cmocka_unit_test(test_winograd_vjp),
+        cmocka_unit_test(test_winograd_eligibility),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
