@@ -90,7 +90,7 @@ static void im2col(const conv_geom *g, const float *x, size_t p0, size_t p1, flo
 /* ------------------------------------------------------------------------ */
 
 #define WINO_MIN_CH 16
-#define WINO_MIN_PIXELS 256 /* batch x output pixels */
+#define WINO_MIN_PIXELS 256 /* output pixels per image: below, the per-image GEMMs are too small */
 size_t ops_wino_band_floats = (size_t)2 << 20; /* V + M of one band: 8 MiB */
 
 int conv2d_wino_ok(const conv_geom *g) {
@@ -98,19 +98,19 @@ int conv2d_wino_ok(const conv_geom *g) {
            g->cin >= WINO_MIN_CH && g->cout >= WINO_MIN_CH;
 }
 
-static size_t wino_band_rows(const conv_geom *g) {
-    size_t th = ((size_t)g->ho + 1) / 2, tw = ((size_t)g->wo + 1) / 2;
-    size_t r = ops_wino_band_floats / (16 * ((size_t)g->cin + g->cout) * tw);
-    if (r < 1) r = 1;
-    if (r > th) r = th;
-    return r;
+/* Tiles held at a time (V and M hold 16 x (cin + cout) floats per tile):
+ * whole tile rows, at least one. */
+static size_t wino_band_tiles(const conv_geom *g) {
+    size_t tw = ((size_t)g->wo + 1) / 2;
+    size_t t = ops_wino_band_floats / (16 * ((size_t)g->cin + g->cout));
+    return t < tw ? tw : t;
 }
 
 /* U [16, cout, cin] | V [16, cin, band] | M [16, cout, band] | input tmp
  * [cin, 8, tw + 1] | zero row [w] | output tmp [cout, 2, tw] */
 static size_t wino_scratch(const conv_geom *g) {
     size_t tw = ((size_t)g->wo + 1) / 2;
-    return 16 * (size_t)g->cout * g->cin + 16 * ((size_t)g->cin + g->cout) * tw * wino_band_rows(g) +
+    return 16 * (size_t)g->cout * g->cin + 16 * ((size_t)g->cin + g->cout) * wino_band_tiles(g) +
            (size_t)g->cin * 8 * (tw + 1) + (size_t)g->w + (size_t)g->cout * 2 * tw;
 }
 
@@ -183,14 +183,16 @@ static inline void wino_row(int tw, const float *restrict E, const float *restri
     }
 }
 
-/* V[xi][c][t] for tile rows [r0, r1), t = (tile row - r0) * tw + tile col.
+/* V[xi][c][t0 + t] for tile rows [r0, r1), t = (tile row - r0) * tw + tile
+ * col; T: the length of a row of V (tiles in the band).
  * Per channel and tile row: the column transform (B^T d) over the 4 input
  * rows, split into even and odd padded columns (E[j] = column 2j - 1,
  * O[j] = column 2j), then the row transform (. B), both contiguous in j.
  * tmp: 8 * (tw + 1) floats per channel; zero: W zeros. */
-static void wino_input(const conv_geom *g, const float *x, int r0, int r1, float *V, float *tmp, const float *zero) {
+static void wino_input(const conv_geom *g, const float *x, int r0, int r1, size_t T, size_t t0, float *V, float *tmp,
+                       const float *zero) {
     const int ci = g->cin, H = g->h, W = g->w, tw = (g->wo + 1) / 2;
-    const size_t T = (size_t)(r1 - r0) * tw, plane = (size_t)ci * T;
+    const size_t plane = (size_t)ci * T;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < ci; c++) {
         const float *xc = x + (size_t)c * H * W;
@@ -211,7 +213,7 @@ static void wino_input(const conv_geom *g, const float *x, int r0, int r1, float
             const int jo = (W + 1) / 2 < n ? (W + 1) / 2 : n; /* O[j], j in [0, jo): 2j < W */
             wino_col(jo, R0, R1, R2, R3, O0, O1, O2, O3);
             for (int j = jo; j < n; j++) O0[j] = O1[j] = O2[j] = O3[j] = 0.0f;
-            float *vt = V + (size_t)c * T + (size_t)(ti - r0) * tw;
+            float *vt = V + (size_t)c * T + t0 + (size_t)(ti - r0) * tw;
             for (int r = 0; r < 4; r++) {
                 float *v0 = vt + (size_t)(4 * r) * plane;
                 wino_row(tw, e + 2 * r * n, e + (2 * r + 1) * n, v0, v0 + plane, v0 + 2 * plane, v0 + 3 * plane);
@@ -252,16 +254,16 @@ static inline void wino_interleave_add(int n, const float *restrict ev, const fl
 
 /* y[o] tiles of rows [r0, r1) = A^T m A + bias (+ bias2), or += when acc. tmp: 2 * tw floats
  * per output channel. */
-static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, const float *bias, const float *bias2,
-                        int acc, float *y, float *tmp) {
+static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, size_t T, size_t t0, const float *bias,
+                        const float *bias2, int acc, float *y, float *tmp) {
     const int co = g->cout, Ho = g->ho, Wo = g->wo, tw = (Wo + 1) / 2;
-    const size_t T = (size_t)(r1 - r0) * tw, plane = (size_t)co * T;
+    const size_t plane = (size_t)co * T;
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < co; o++) {
         const float bo = (bias ? bias[o] : 0.0f) + (bias2 ? bias2[o] : 0.0f);
         float *yo = y + (size_t)o * Ho * Wo, *ev = tmp + (size_t)o * 2 * tw, *od = ev + tw;
         for (int ti = r0; ti < r1; ti++) {
-            const float *m = Mb + (size_t)o * T + (size_t)(ti - r0) * tw;
+            const float *m = Mb + (size_t)o * T + t0 + (size_t)(ti - r0) * tw;
             for (int a = 0; a < 2 && 2 * ti + a < Ho; a++) {
                 /* row a of A^T m: a = 0: m0 + m1 + m2; a = 1: m1 - m2 - m3 (rows of 4) */
                 const float *p0 = m + (size_t)(a ? 4 : 0) * plane, *p1 = m + (size_t)(a ? 8 : 4) * plane;
@@ -286,27 +288,38 @@ static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, con
 static void conv2d_wino(const conv_geom *g, int B, const float *x, const float *w, int flip_t, const float *bias,
                         const float *bias2, float *y, float *scratch) {
     const int ci = g->cin, co = g->cout, th = (g->ho + 1) / 2, tw = (g->wo + 1) / 2;
-    const size_t nin = (size_t)ci * g->h * g->w, nout = (size_t)co * g->ho * g->wo;
-    const int band = (int)wino_band_rows(g);
-    float *U = scratch, *V = U + 16 * (size_t)co * ci, *Mb = V + 16 * (size_t)ci * tw * band;
-    float *itmp = Mb + 16 * (size_t)co * tw * band, *zero = itmp + (size_t)ci * 8 * (tw + 1), *otmp = zero + g->w;
+    const size_t nin = (size_t)ci * g->h * g->w, nout = (size_t)co * g->ho * g->wo, cap = wino_band_tiles(g);
+    const size_t per_img = (size_t)th * tw;
+    float *U = scratch, *V = U + 16 * (size_t)co * ci, *Mb = V + 16 * (size_t)ci * cap;
+    float *itmp = Mb + 16 * (size_t)co * cap, *zero = itmp + (size_t)ci * 8 * (tw + 1), *otmp = zero + g->w;
     memset(zero, 0, sizeof(float) * (size_t)g->w);
     wino_weights(g, w, flip_t, U);
-    for (int b = 0; b < B; b++)
-        for (int r0 = 0; r0 < th; r0 += band) {
-            int r1 = r0 + band < th ? r0 + band : th;
-            int T = (r1 - r0) * tw;
-            wino_input(g, x + (size_t)b * nin, r0, r1, V, itmp, zero);
+    /* a band: tile rows of one image. (Several small images per band would
+     * make bigger GEMMs, but then an image's result would depend on the
+     * others in the batch through the GEMM's blocking; one image at a time
+     * keeps results independent of the batch.) */
+    const int imgs = 1;
+    const int rows = cap >= per_img ? th : (int)(cap / tw);
+    for (int b0 = 0; b0 < B; b0 += imgs) {
+        const int nb = B - b0 < imgs ? B - b0 : imgs;
+        for (int r0 = 0; r0 < th; r0 += rows) {
+            const int r1 = r0 + rows < th ? r0 + rows : th;
+            const size_t T = (size_t)nb * (r1 - r0) * tw;
+            for (int i = 0; i < nb; i++)
+                wino_input(g, x + (size_t)(b0 + i) * nin, r0, r1, T, (size_t)i * (r1 - r0) * tw, V, itmp, zero);
             for (int k = 0; k < 16; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, T, ci, 1.0f, U + (size_t)k * co * ci, ci,
-                            V + (size_t)k * ci * T, T, 0.0f, Mb + (size_t)k * co * T, T);
-            wino_output(g, Mb, r0, r1, bias, bias2 ? bias2 + (size_t)b * co : NULL, flip_t, y + (size_t)b * nout,
-                        otmp);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, (int)T, ci, 1.0f, U + (size_t)k * co * ci,
+                            ci, V + (size_t)k * ci * T, (int)T, 0.0f, Mb + (size_t)k * co * T, (int)T);
+            for (int i = 0; i < nb; i++)
+                wino_output(g, Mb, r0, r1, T, (size_t)i * (r1 - r0) * tw, bias,
+                            bias2 ? bias2 + (size_t)(b0 + i) * co : NULL, flip_t, y + (size_t)(b0 + i) * nout, otmp);
         }
+    }
 }
 
 int conv2d_wino_use(const conv_geom *g, int B) {
-    return g->wino && conv2d_wino_ok(g) && (size_t)B * g->ho * g->wo >= WINO_MIN_PIXELS;
+    (void)B;
+    return g->wino && conv2d_wino_ok(g) && (size_t)g->ho * g->wo >= WINO_MIN_PIXELS;
 }
 
 /* dx += conv2d_vjp(dy) by Winograd: for a 3x3 'same' convolution the
@@ -336,7 +349,7 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
                 float *y, float *scratch) {
     const int K = g->cin * g->k * g->k;
     const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
-    /* Winograd pays for its weight transform once there are enough pixels */
+    /* Winograd pays for its transforms once images are big enough */
     if (conv2d_wino_use(g, B)) {
         conv2d_wino(g, B, x, w, 0, bias, bias2, y, scratch);
         return;

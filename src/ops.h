@@ -23,8 +23,9 @@ int conv2d_wino_ok(const conv_geom *g);
  * rows); a tuning knob, changed by tests to exercise several bands. Scratch
  * sizes depend on it: set it before planning. */
 extern size_t ops_wino_band_floats;
-/* g->wino is set, g is eligible and batch x pixels is large enough to pay
- * for the weight transform: conv2d_fwd and conv2d_vjp use Winograd. */
+/* g->wino is set, g is eligible and the images are large enough (at least
+ * 256 output pixels) to pay for the transforms: conv2d_fwd and conv2d_vjp
+ * use Winograd. Either way each image's result is independent of the batch. */
 int conv2d_wino_use(const conv_geom *g, int B);
 /* dx += the VJP of a Winograd-eligible convolution, by Winograd (used by
  * conv2d_vjp when conv2d_wino_use). */
