@@ -22,6 +22,9 @@ typedef struct ev_setup {
     int rank, null_rank; /* 5, 5                                          */
     int min_iter, max_iter;
     int oversample; /* 0: plain subspace iteration                  */
+    int constrain;  /* 1: the ROI iteration runs in the complement of the
+                       null basis (loco_subspace_params.constrain) instead of
+                       projecting its result afterwards                  */
     double tol;
     uint64_t seed;
 } ev_setup;
@@ -84,7 +87,20 @@ static loco_status ev_directions(loco_model *m, const ev_setup *es, int C, int H
             dirs = malloc(sizeof(float) * n * (size_t)es->rank);
             if (!dirs) st = LOCO_E_NOMEM;
         }
-        if (!st) {
+        if (!st && es->constrain) {
+            loco_subspace con;
+            memset(&con, 0, sizeof con);
+            sp.rank = es->rank;
+            sp.seed = es->seed + 2;
+            sp.constrain = nul.vT;
+            sp.constrain_rank = es->null_rank;
+            st = loco_subspace_iteration(L, in, &sp, &con);
+            if (!st) {
+                memcpy(dirs, con.vT, sizeof(float) * n * (size_t)es->rank);
+                loco_canonical_sign(es->rank, n, dirs);
+            }
+            loco_subspace_free(&con);
+        } else if (!st) {
             memcpy(dirs, roi.vT, sizeof(float) * n * (size_t)es->rank);
             st = loco_project_directions(es->rank, n, dirs, es->null_rank, nul.vT);
         }

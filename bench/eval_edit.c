@@ -3,7 +3,7 @@
  *   build/eval_edit MODEL [--count 20] [--parts eyes,mouth,hair]
  *       [--data-seed 99] [--strength 4] [--t-edit 0.6] [--steps 100]
  *       [--inv-steps 100] [--invert-to full|edit] [--rank 5] [--null-rank 5]
- *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--ring R] [--strips DIR] [--json OUT.json]
+ *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--strips DIR] [--json OUT.json]
  *
  * For each part and each of `count` faces (loco_faces_generate with
  * data-seed, by default a seed the shipped models were not trained on), the
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_edit MODEL [--count 20] [--parts eyes,mouth,hair] [--data-seed 99] "
                         "[--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "
-                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--ring R] [--strips DIR] [--json OUT]\n");
+                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--strips DIR] [--json OUT]\n");
         return 2;
     }
     const char *model = argv[1], *strips = NULL, *json = NULL;
@@ -123,6 +123,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--min-iter")) es.min_iter = atoi(v);
         else if (!strcmp(a, "--max-iter")) es.max_iter = atoi(v);
         else if (!strcmp(a, "--oversample")) es.oversample = atoi(v);
+        else if (!strcmp(a, "--null-mode")) es.constrain = !strcmp(v, "constrain");
         else if (!strcmp(a, "--strips")) strips = v;
         else if (!strcmp(a, "--ring")) ring = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
@@ -166,15 +167,15 @@ int main(int argc, char **argv) {
     if (jf)
         fprintf(jf, "{\n  \"model\": \"%s\", \"count\": %d, \"data_seed\": %llu, \"strength\": %g, \"t_edit\": %g, "
                     "\"steps\": %d, \"inv_steps\": %d, \"invert_to\": \"%s\", \"rank\": %d, \"null_rank\": %d, \"ring\": %d,\n"
-                    "  \"min_iter\": %d, \"max_iter\": %d, \"oversample\": %d,\n"
+                    "  \"min_iter\": %d, \"max_iter\": %d, \"oversample\": %d, \"null_mode\": \"%s\",\n"
                     "  \"parts\": {\n",
                 model, count, (unsigned long long)data_seed, strength, (double)es.ep.t_edit, es.ep.steps,
                 es.ep.inv_steps, es.ep.invert_full ? "full" : "edit", es.rank, es.null_rank, ring, es.min_iter,
-                es.max_iter, es.oversample);
+                es.max_iter, es.oversample, es.constrain ? "constrain" : "project");
     printf("model %s: %d faces (seed %llu) x %d parts, strength %g, t_edit %g, rank %d, null rank %d, "
-           "%d-%d iterations, oversample %d\n",
+           "%d-%d iterations, oversample %d, null space: %s\n",
            model, count, (unsigned long long)data_seed, np, strength, (double)es.ep.t_edit, es.rank, es.null_rank,
-           es.min_iter, es.max_iter, es.oversample);
+           es.min_iter, es.max_iter, es.oversample, es.constrain ? "constrained iteration" : "projection");
     int rc = 0;
     stats all_p = {0}, all_r = {0}, all_t = {0};
     for (int pi = 0; pi < np && !rc; pi++) {

@@ -473,13 +473,25 @@ typedef struct loco_subspace_params {
                             the top-r subspace converges like
                             (sigma_{r+p+1} / sigma_r)^2 per step instead of
                             (sigma_{r+1} / sigma_r)^2.                        */
+    const float *constrain; /* [constrain_rank, n] orthonormal rows (e.g. the
+                            null-space basis of the Jacobian outside the
+                            mask), or NULL: iterate on J P with P = I - C^T C,
+                            so the directions found are the top singular
+                            vectors of the Jacobian among the vectors
+                            orthogonal to these rows. (The authors find them
+                            without a constraint and project afterwards,
+                            loco_project_directions; when a top direction lies
+                            mostly in the projected-out span, what remains of
+                            it after projection is small and need not be the
+                            best local direction.) The caller keeps ownership. */
+    int constrain_rank;
     loco_progress_fn progress;
     void *user;
     const char *phase;   /* label passed to progress                            */
 } loco_subspace_params;
 
 /* Fills defaults: rank 5, min 10, max 50 iterations, tol 1e-4, x0_hat, no
- * oversampling. */
+ * oversampling, no constraint. */
 void loco_subspace_params_init(loco_subspace_params *p);
 
 typedef struct loco_subspace {

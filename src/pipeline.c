@@ -360,6 +360,21 @@ static double sin_max_angle(int r, size_t n, const float *A, const float *B, dou
 /* Orthonormalises the k rows of X; a dependent row among the first r is a
  * failure (-1), one among the oversampling rows r..k-1 (a direction the
  * Jacobian maps to zero) is replaced by a random vector. */
+/* Removes from the k rows of X [k, n] their components along the c
+ * orthonormal rows of C [c, n] (twice, for float precision). */
+static void project_out_rows(int k, size_t n, float *X, int c, const float *C) {
+    for (int i = 0; i < k; i++) {
+        float *x = X + (size_t)i * n;
+        for (int pass = 0; pass < 2; pass++)
+            for (int j = 0; j < c; j++) {
+                const float *b = C + (size_t)j * n;
+                double d = 0;
+                for (size_t e = 0; e < n; e++) d += (double)x[e] * b[e];
+                for (size_t e = 0; e < n; e++) x[e] -= (float)(d * b[e]);
+            }
+    }
+}
+
 static int orthonormalize_block(int r, int k, size_t n, float *X, loco_rng *rng) {
     for (int attempt = 0; attempt < 4; attempt++) {
         if (linalg_orthonormalize_rows(k, n, X) == 0) return 0;
@@ -393,11 +408,19 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
     if (p->oversample < 0 || p->oversample > 1000)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: oversample %d must be in [0, 1000]",
                          p->oversample);
+    const int cr = p->constrain ? p->constrain_rank : 0;
+    if (cr < 0 || (cr > 0 && !p->constrain) || (size_t)cr + (size_t)r > n)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                         "subspace iteration: constraint rank %d (with rank %d) must be in [0, %zu] with its rows given",
+                         p->constrain_rank, r, n - (size_t)r);
+    for (size_t i = 0; i < (size_t)cr * n; i++)
+        if (!isfinite(p->constrain[i]))
+            return loco_fail(LOCO_E_NUMERIC, "subspace iteration: constraint element %zu is not finite", i);
     /* the iterated block: r wanted vectors and the oversampling ones (as many
      * as the mask and the input allow) */
     size_t kk = (size_t)r + (size_t)p->oversample;
     if (kk > l) kk = l;
-    if (kk > n) kk = n;
+    if (kk > n - (size_t)cr) kk = n - (size_t)cr;
     const int k = (int)kk;
     float *V = malloc(sizeof(float) * k * n), *Vn = malloc(sizeof(float) * k * n);
     float *A = malloc(sizeof(float) * k * l), *W = malloc(sizeof(float) * k * n);
@@ -431,8 +454,10 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
         /* a random start (or the oversampling rows after a given one) */
         for (size_t i = i0; i < (size_t)k * n; i++) V[i] = (float)loco_rng_normal(&rng);
     }
+    if (cr) project_out_rows(k, n, V, cr, p->constrain);
     if (orthonormalize_block(r, k, n, V, &rng)) {
-        s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the initial basis has dependent rows");
+        s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the initial basis has dependent rows%s",
+                      cr ? " (after removing the constraint rows)" : "");
         goto done;
     }
     for (int it = 0; it < p->max_iter; it++) {
@@ -441,6 +466,7 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
         double t1 = loco_now();
         if ((s = loco_lin_vjp(lin, p->of, mask, k, A, W))) goto done;
         double t2 = loco_now();
+        if (cr) project_out_rows(k, n, W, cr, p->constrain); /* W P: the operator is J P */
         /* Rayleigh-Ritz: the SVD of W = (J V^T)^T J rotates the block to the
          * Ritz vectors of J^T J, sorted by Ritz value */
         if (linalg_svd_rows(k, n, W, S, Vn, P)) {
@@ -451,7 +477,12 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
             s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: the masked Jacobian is zero");
             goto done;
         }
-        if (orthonormalize_block(r, k, n, Vn, &rng)) {
+        int bad = orthonormalize_block(r, k, n, Vn, &rng);
+        if (!bad && cr) { /* random refills and rounding: back into the complement */
+            project_out_rows(k, n, Vn, cr, p->constrain);
+            bad = orthonormalize_block(r, k, n, Vn, &rng);
+        }
+        if (bad) {
             s = loco_fail(LOCO_E_NUMERIC, "subspace iteration: rank deficient at iteration %d (rank %d too large?)", it,
                           r);
             goto done;

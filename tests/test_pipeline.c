@@ -307,6 +307,47 @@ static void test_directions(void **s) {
     double no = sqrt(dotd(Jo, Jo, lo)), np_ = sqrt(dotd(Jp, Jp, lo));
     printf("  ||(1-M) J v||: %.4f without projection, %.4f with\n", no, np_);
     assert_true(np_ < no);
+    /* the constrained iteration (J P, P = I - N^T N): orthonormal directions
+     * orthogonal to the null basis, and its first one changes the ROI at
+     * least as much as the projected first direction does (it maximises
+     * ||M J v|| over the same set of unit vectors; started from the projected
+     * directions, its Ritz values can only grow) */
+    loco_subspace con;
+    p.init = dirs;
+    p.seed = 5;
+    p.max_iter = 10;
+    p.min_iter = 10;
+    p.constrain = nul.vT;
+    p.constrain_rank = 3;
+    CHECK_OK(loco_subspace_iteration(L, r.mask, &p, &con));
+    check_orthonormal("constrained basis", con.vT, 3, r.n);
+    double wc = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) wc = fmax(wc, fabs(dotd(con.vT + i * r.n, nul.vT + j * r.n, r.n)));
+    size_t lm = loco_lin_mask_count(L, r.mask);
+    float *Jm = malloc(sizeof(float) * lm);
+    CHECK_OK(loco_lin_jvp(L, LOCO_OUT_X0, r.mask, 1, dirs, Jm));
+    double sp_ = sqrt(dotd(Jm, Jm, lm));
+    CHECK_OK(loco_lin_jvp(L, LOCO_OUT_X0, r.mask, 1, con.vT, Jm));
+    double sc_ = sqrt(dotd(Jm, Jm, lm));
+    printf("  constrained: %d iterations (converged %d), max |<v, n>| = %.2e, ||M J v|| %.4f (s %.4f) "
+           "against %.4f for the projected direction\n",
+           con.iters, con.converged, wc, sc_, con.s[0], sp_);
+    assert_true(wc < 1e-6);
+    assert_true(sc_ >= sp_ * (1 - 1e-5));
+    assert_true(fabs(sc_ - con.s[0]) <= 1e-3 * sc_);
+    /* a constraint that leaves too little room, and a non-finite one */
+    p.constrain_rank = (int)r.n;
+    expect_error(loco_subspace_iteration(L, r.mask, &p, &con), LOCO_E_INVALID_ARGUMENT, "constraint rank", NULL);
+    p.constrain_rank = 3;
+    float *bad = malloc(sizeof(float) * 3 * r.n);
+    memcpy(bad, nul.vT, sizeof(float) * 3 * r.n);
+    bad[7] = NAN;
+    p.constrain = bad;
+    expect_error(loco_subspace_iteration(L, r.mask, &p, &con), LOCO_E_NUMERIC, "constraint element 7", NULL);
+    free(bad);
+    free(Jm);
+    loco_subspace_free(&con);
     free(Jo);
     free(Jp);
     free(dirs);
