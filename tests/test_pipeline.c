@@ -336,6 +336,7 @@ static void test_directions(void **s) {
     assert_true(wc < 1e-6);
     assert_true(sc_ >= sp_ * (1 - 1e-5));
     assert_true(fabs(sc_ - con.s[0]) <= 1e-3 * sc_);
+    loco_subspace_free(&con);
     /* a constraint that leaves too little room, and a non-finite one */
     p.constrain_rank = (int)r.n;
     expect_error(loco_subspace_iteration(L, r.mask, &p, &con), LOCO_E_INVALID_ARGUMENT, "constraint rank", NULL);
