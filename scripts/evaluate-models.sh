@@ -61,7 +61,7 @@ analysis() { # name model-dir rank-image-options -- linearity-image-options
 }
 R=$(mktemp -d)
 trap 'rm -rf "$R"' EXIT
-"$B/loco" --quiet dataset faces --count 2 --seed 99 --out "$R/faces"
+case $what in rank-* | all) "$B/loco" --quiet dataset faces --count 2 --seed 99 --out "$R/faces" ;; esac
 FACES="--image $R/faces/00000.png --image $R/faces/00001.png"
 # shellcheck disable=SC2086
 if want rank-faces32; then analysis faces32 models/faces32 --image $R/faces/00000.png -- $FACES; fi
