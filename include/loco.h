@@ -715,6 +715,11 @@ typedef struct loco_train_params {
     int warmup;              /* linear warmup steps (0)                     */
     float ema;               /* EMA decay in [0, 1) (0.999)                 */
     int flip;                /* random horizontal flips (0)                 */
+    int winograd;            /* 1: 3x3 convolutions of the forward and dx
+                                passes by Winograd (faster; results differ
+                                from the default im2col path by rounding,
+                                so a run is reproducible only with the same
+                                setting) (0)                                 */
     uint64_t seed;           /* 0                                           */
     int save_every;          /* steps between checkpoints; 0: only the end (500) */
     int resume;              /* 0                                           */

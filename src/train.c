@@ -341,7 +341,7 @@ loco_status loco_train(const loco_train_params *p) {
     int built = 0;
     if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
     if ((s = unet_build(&tr.u, &cfg))) goto done;
-    unet_set_winograd(&tr.u, 0);
+    unet_set_winograd(&tr.u, p->winograd);
     built = 1;
     if (cfg.in_ch != cfg.out_ch) {
         s = loco_fail(LOCO_E_UNSUPPORTED, "train: eps prediction needs out_channels == in_channels (%d, %d)", cfg.out_ch,

@@ -146,6 +146,35 @@ static void test_loss_falls(void **st) {
         if (access(path("run_a", fs[i]), R_OK) != 0) fail_msg("missing %s", fs[i]);
 }
 
+/* --winograd: the same training up to rounding (the first losses agree
+ * closely, the loss falls as much), but a different run (the weights differ:
+ * the Winograd path was taken) */
+static void test_winograd_training(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    float la[20], lb[20];
+    params(&p, path("run_im2col", NULL), 20);
+    p.losses = la;
+    CHECK_OK(loco_train(&p));
+    params(&p, path("run_wino", NULL), 20);
+    p.losses = lb;
+    p.winograd = 1;
+    CHECK_OK(loco_train(&p));
+    double fa = 0, fb = 0;
+    for (int i = 15; i < 20; i++) fa += la[i] / 5.0, fb += lb[i] / 5.0;
+    printf("  step 1 loss: im2col %.7f, Winograd %.7f; mean of steps 16-20: %.4f, %.4f\n", la[0], lb[0], fa, fb);
+    if (!(fabs(la[0] - lb[0]) <= 1e-5 * la[0])) fail_msg("step 1 losses differ: %.7f vs %.7f", la[0], lb[0]);
+    if (!(fabs(fa - fb) <= 0.1 * fa)) fail_msg("Winograd training diverged: %.4f vs %.4f", fa, fb);
+    size_t na, nb;
+    unsigned char *da = slurp(path("run_im2col", "diffusion_pytorch_model.safetensors"), &na);
+    unsigned char *db = slurp(path("run_wino", "diffusion_pytorch_model.safetensors"), &nb);
+    int same = na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    if (same) fail_msg("--winograd gave bit-identical weights: the Winograd path was not taken");
+}
+
 /* (2) same seed -> identical files; (3) N then resume to N+M == N+M */
 static void test_determinism_resume(void **st) {
     (void)st;
@@ -220,6 +249,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_determinism_resume),
+        cmocka_unit_test(test_winograd_training),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);

@@ -11,7 +11,7 @@
 #define TRAIN_USAGE                                                                                                    \
     "usage: loco train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
-    "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N]\n"                   \
+    "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
     "       [--sample-count 64] [--sample-steps 50]"
 
 typedef struct prog {
@@ -113,6 +113,7 @@ int cmd_train(args *a) {
             if (!parse_long(v, 2, 1000, &n)) return usage_error("train: bad --sample-steps '%s' (2..1000)", v);
             sample_steps = (int)n;
         } else if (strcmp(s, "--flip") == 0) p.flip = 1;
+        else if (strcmp(s, "--winograd") == 0) p.winograd = 1;
         else if (strcmp(s, "--resume") == 0) p.resume = 1;
         else if (s[0] == '-') return usage_error("train: unknown or incomplete option '%s'", s);
         else return usage_error("train: unexpected argument '%s'", s);
