@@ -185,6 +185,7 @@ typedef struct result {
     /* forward */
     int64_t params;
     double gflop_img;      /* per image, from loco_model_info.flops */
+    double gflop_exec_img; /* per image, loco_model_info.flops_executed */
     double load_s;         /* loco_model_open */
     double warm_s;         /* the warm-up run */
     double median_s, min_s, max_s;
@@ -404,6 +405,7 @@ static void forward_child(const void *arg, result *r) {
     }
     r->params = inf.n_params;
     r->gflop_img = inf.flops / 1e9;
+    r->gflop_exec_img = inf.flops_executed / 1e9;
     r->expect_mb = ((double)inf.weight_bytes + (double)B * (double)inf.activation_bytes) / (1024.0 * 1024.0);
     size_t nin = (size_t)B * inf.in_channels * inf.height * inf.width;
     size_t nout = (size_t)B * inf.out_channels * inf.height * inf.width;
@@ -712,6 +714,10 @@ int main(int argc, char **argv) {
                    gf);
             if (best_gflops > 0) printf("\"pct_of_sgemm\": %.1f, ", 100.0 * gf / best_gflops);
             else printf("\"pct_of_sgemm\": null, ");
+            double gx = r->gflop_exec_img * rows[i].batch / r->median_s;
+            printf("\"gflop_executed_per_image\": %.4f, \"gflops_executed\": %.2f, ", r->gflop_exec_img, gx);
+            if (best_gflops > 0) printf("\"pct_of_sgemm_executed\": %.1f, ", 100.0 * gx / best_gflops);
+            else printf("\"pct_of_sgemm_executed\": null, ");
             printf("\"rss_after_load_mib\": %.1f, \"peak_rss_mib\": %.1f, ", r->rss_load_kb / 1024.0,
                    r->hwm_kb / 1024.0);
             if (r->fwd_hwm_kb >= 0) printf("\"peak_rss_forward_mib\": %.1f, ", r->fwd_hwm_kb / 1024.0);
@@ -737,10 +743,11 @@ int main(int argc, char **argv) {
             printf("best sgemm rate: %.1f GFLOP/s\n", best_gflops);
         }
         if (nrows > 0) {
-            printf("\nforward pass (loco_model_eps), median after a warm-up; GFLOP/s = flops x batch / median\n");
-            printf("%-22s %5s %8s %8s %6s %9s %9s %4s %7s %6s %8s %8s %8s %8s %6s\n", "model", "batch", "params",
-                   "GFLOP/im", "load s", "median s", "min s", "runs", "GFLOP/s", "%sgemm", "RSS load", "peak fwd",
-                   "peak", "expect", "other%");
+            printf("\nforward pass (loco_model_eps), median after a warm-up; GFLOP/s = flops x batch / median;\n"
+                   "exec%% = the same with the FLOPs the code executes (Winograd 3x3 convolutions at 4/9)\n");
+            printf("%-22s %5s %8s %8s %6s %9s %9s %4s %7s %6s %6s %8s %8s %8s %8s %6s\n", "model", "batch", "params",
+                   "GFLOP/im", "load s", "median s", "min s", "runs", "GFLOP/s", "%sgemm", "exec%", "RSS load",
+                   "peak fwd", "peak", "expect", "other%");
             for (int i = 0; i < nrows; i++) {
                 const result *r = &rows[i].r;
                 if (!r->ok) {
@@ -748,14 +755,19 @@ int main(int argc, char **argv) {
                     continue;
                 }
                 double gf = r->gflop_img * rows[i].batch / r->median_s;
-                char pct[16], fwd[16];
+                char pct[16], xpct[16], fwd[16];
                 if (best_gflops > 0) snprintf(pct, sizeof pct, "%.1f", 100.0 * gf / best_gflops);
                 else snprintf(pct, sizeof pct, "-");
+                if (best_gflops > 0)
+                    snprintf(xpct, sizeof xpct, "%.1f",
+                             100.0 * r->gflop_exec_img * rows[i].batch / r->median_s / best_gflops);
+                else snprintf(xpct, sizeof xpct, "-");
                 if (r->fwd_hwm_kb >= 0) snprintf(fwd, sizeof fwd, "%.0f", r->fwd_hwm_kb / 1024.0);
                 else snprintf(fwd, sizeof fwd, "-");
-                printf("%-22s %5d %7.2fM %8.2f %6.2f %9.4f %9.4f %4d %7.1f %6s %8.0f %8s %8.0f %8.0f %6.0f\n",
+                printf("%-22s %5d %7.2fM %8.2f %6.2f %9.4f %9.4f %4d %7.1f %6s %6s %8.0f %8s %8.0f %8.0f %6.0f\n",
                        rows[i].name, rows[i].batch, r->params / 1e6, r->gflop_img, r->load_s, r->median_s, r->min_s,
-                       r->reps, gf, pct, r->rss_load_kb / 1024.0, fwd, r->hwm_kb / 1024.0, r->expect_mb, r->other_pct);
+                       r->reps, gf, pct, xpct, r->rss_load_kb / 1024.0, fwd, r->hwm_kb / 1024.0, r->expect_mb,
+                       r->other_pct);
             }
             printf("memory in MiB, one process per row: RSS load = VmRSS after loco_model_open; peak fwd = VmHWM\n"
                    "while running the forward passes (reset after loading); peak = VmHWM of the whole process;\n"

@@ -165,7 +165,11 @@ typedef struct loco_model_info {
     int height, width;             /* sample_size                          */
     int n_blocks;                  /* len(block_out_channels)              */
     int64_t n_params;
-    double flops;                  /* one forward pass, batch 1 (2*MACs)   */
+    double flops;                  /* one forward pass, batch 1 (2*MACs),
+                                      convolutions counted as direct sums  */
+    double flops_executed;         /* the same as the code computes it: the
+                                      Winograd 3x3 convolutions at 4/9 of
+                                      their direct cost (<= flops)         */
     size_t weight_bytes;           /* float32 parameters in memory         */
     size_t activation_bytes;       /* forward arena + scratch at batch 1   */
     int train_timesteps;           /* schedule length (default 1000)       */

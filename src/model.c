@@ -328,6 +328,7 @@ loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
         info->width = m->mo->W;
         info->n_params = (int64_t)m->mo->K * m->mo->d * (int64_t)m->mo->n + m->mo->K;
         info->flops = 4.0 * m->mo->K * m->mo->d * (double)m->mo->n;
+        info->flops_executed = info->flops;
         info->weight_bytes = (size_t)info->n_params * sizeof(float);
         info->activation_bytes = (size_t)(m->mo->K + 2) * m->mo->n * sizeof(float);
         info->train_timesteps = m->sched.T;
@@ -340,6 +341,7 @@ loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
     info->n_blocks = u->cfg.n_blocks;
     info->n_params = (int64_t)u->total_params;
     info->flops = u->flops;
+    info->flops_executed = unet_flops_executed(u);
     info->weight_bytes = u->total_params * sizeof(float);
     info->activation_bytes = (u->arena_per_image + u->scratch_floats) * sizeof(float);
     info->train_timesteps = m->sched.T;
@@ -442,7 +444,8 @@ loco_status loco_model_describe(const loco_model *m, char **text) {
     char wb[32], ab[32];
     human_bytes((double)u->total_params * 4, wb, sizeof wb);
     human_bytes((double)(u->arena_per_image + u->scratch_floats) * 4, ab, sizeof ab);
-    sb_printf(&b, "forward: %.2f GFLOP per image (2 x multiply-adds)\n", u->flops / 1e9);
+    sb_printf(&b, "forward: %.2f GFLOP per image (2 x multiply-adds); %.2f GFLOP executed (Winograd 3x3 convolutions)\n",
+              u->flops / 1e9, unet_flops_executed(u) / 1e9);
     sb_printf(&b, "memory: weights %s (float32), activations %s per image at batch 1\n", wb, ab);
     sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g\n", m->sched.T, m->sched.alphas_cumprod[0],
               m->sched.alphas_cumprod[m->sched.T - 1]);

@@ -819,6 +819,16 @@ void unet_set_winograd(unet *u, int on) {
         if (u->nodes[i].kind == NODE_CONV) u->nodes[i].g.wino = on && conv2d_wino_ok(&u->nodes[i].g);
 }
 
+double unet_flops_executed(const unet *u) {
+    double f = u->flops;
+    for (int i = 0; i < u->n_nodes; i++) {
+        const conv_geom *g = &u->nodes[i].g;
+        if (u->nodes[i].kind == NODE_CONV && conv2d_wino_use(g, 1))
+            f -= 5.0 / 9.0 * 2.0 * g->cout * g->cin * 9.0 * (double)g->ho * g->wo;
+    }
+    return f;
+}
+
 static loco_status plan(unet *u) {
     for (int i = 0; i < u->n_values; i++) u->values[i].last_use = -1;
     for (int i = 0; i < u->n_nodes; i++) {

@@ -88,6 +88,24 @@ static void test_info(void **state) {
     assert_int_equal(inf.n_params, 1113955); /* as the fixture README says */
     assert_int_equal(inf.height, 32);
     assert_int_equal(inf.in_channels, 3);
+    /* executed FLOPs: the 3x3 stride-1 'same' convolutions with >= 16
+     * channels each way on >= 256 pixels run by Winograd at 4/9 the cost */
+    double wino = 0;
+    int n_wino = 0;
+    for (int i = 0; i < m->net.n_nodes; i++) {
+        const node *n = &m->net.nodes[i];
+        if (n->kind != NODE_CONV) continue;
+        const conv_geom *g = &n->g;
+        if (g->k == 3 && g->stride == 1 && g->pad_t == 1 && g->ho == g->h && g->wo == g->w && g->cin >= 16 &&
+            g->cout >= 16 && g->ho * g->wo >= 256) {
+            wino += 2.0 * g->cout * g->cin * 9.0 * g->ho * g->wo;
+            n_wino++;
+        }
+    }
+    printf("  %d Winograd convolutions, %.4f of %.4f GFLOP; executed %.4f GFLOP\n", n_wino, wino / 1e9,
+           inf.flops / 1e9, inf.flops_executed / 1e9);
+    assert_true(n_wino > 0);
+    assert_true(fabs(inf.flops - 5.0 / 9.0 * wino - inf.flops_executed) <= 1e-9 * inf.flops);
     char *text;
     CHECK_OK(loco_model_describe(m, &text));
     assert_non_null(strstr(text, "AttnDownBlock2D"));
