@@ -98,8 +98,8 @@ int conv2d_wino_ok(const conv_geom *g) {
            g->cin >= WINO_MIN_CH && g->cout >= WINO_MIN_CH;
 }
 
-/* Tiles held at a time (V and M hold 16 x (cin + cout) floats per tile):
- * whole tile rows, at least one. */
+/* Tiles held at a time (V and M hold 16 x (cin + cout) floats per tile);
+ * conv2d_wino uses whole tile rows of it, at least one. */
 static size_t wino_band_tiles(const conv_geom *g) {
     size_t tw = ((size_t)g->wo + 1) / 2;
     size_t t = ops_wino_band_floats / (16 * ((size_t)g->cin + g->cout));
@@ -183,16 +183,14 @@ static inline void wino_row(int tw, const float *restrict E, const float *restri
     }
 }
 
-/* V[xi][c][t0 + t] for tile rows [r0, r1), t = (tile row - r0) * tw + tile
- * col; T: the length of a row of V (tiles in the band).
+/* V[xi][c][t] for tile rows [r0, r1), t = (tile row - r0) * tw + tile col.
  * Per channel and tile row: the column transform (B^T d) over the 4 input
  * rows, split into even and odd padded columns (E[j] = column 2j - 1,
  * O[j] = column 2j), then the row transform (. B), both contiguous in j.
  * tmp: 8 * (tw + 1) floats per channel; zero: W zeros. */
-static void wino_input(const conv_geom *g, const float *x, int r0, int r1, size_t T, size_t t0, float *V, float *tmp,
-                       const float *zero) {
+static void wino_input(const conv_geom *g, const float *x, int r0, int r1, float *V, float *tmp, const float *zero) {
     const int ci = g->cin, H = g->h, W = g->w, tw = (g->wo + 1) / 2;
-    const size_t plane = (size_t)ci * T;
+    const size_t T = (size_t)(r1 - r0) * tw, plane = (size_t)ci * T;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < ci; c++) {
         const float *xc = x + (size_t)c * H * W;
@@ -213,7 +211,7 @@ static void wino_input(const conv_geom *g, const float *x, int r0, int r1, size_
             const int jo = (W + 1) / 2 < n ? (W + 1) / 2 : n; /* O[j], j in [0, jo): 2j < W */
             wino_col(jo, R0, R1, R2, R3, O0, O1, O2, O3);
             for (int j = jo; j < n; j++) O0[j] = O1[j] = O2[j] = O3[j] = 0.0f;
-            float *vt = V + (size_t)c * T + t0 + (size_t)(ti - r0) * tw;
+            float *vt = V + (size_t)c * T + (size_t)(ti - r0) * tw;
             for (int r = 0; r < 4; r++) {
                 float *v0 = vt + (size_t)(4 * r) * plane;
                 wino_row(tw, e + 2 * r * n, e + (2 * r + 1) * n, v0, v0 + plane, v0 + 2 * plane, v0 + 3 * plane);
@@ -254,16 +252,16 @@ static inline void wino_interleave_add(int n, const float *restrict ev, const fl
 
 /* y[o] tiles of rows [r0, r1) = A^T m A + bias (+ bias2), or += when acc. tmp: 2 * tw floats
  * per output channel. */
-static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, size_t T, size_t t0, const float *bias,
-                        const float *bias2, int acc, float *y, float *tmp) {
+static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, const float *bias, const float *bias2,
+                        int acc, float *y, float *tmp) {
     const int co = g->cout, Ho = g->ho, Wo = g->wo, tw = (Wo + 1) / 2;
-    const size_t plane = (size_t)co * T;
+    const size_t T = (size_t)(r1 - r0) * tw, plane = (size_t)co * T;
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < co; o++) {
         const float bo = (bias ? bias[o] : 0.0f) + (bias2 ? bias2[o] : 0.0f);
         float *yo = y + (size_t)o * Ho * Wo, *ev = tmp + (size_t)o * 2 * tw, *od = ev + tw;
         for (int ti = r0; ti < r1; ti++) {
-            const float *m = Mb + (size_t)o * T + t0 + (size_t)(ti - r0) * tw;
+            const float *m = Mb + (size_t)o * T + (size_t)(ti - r0) * tw;
             for (int a = 0; a < 2 && 2 * ti + a < Ho; a++) {
                 /* row a of A^T m: a = 0: m0 + m1 + m2; a = 1: m1 - m2 - m3 (rows of 4) */
                 const float *p0 = m + (size_t)(a ? 4 : 0) * plane, *p1 = m + (size_t)(a ? 8 : 4) * plane;
@@ -284,51 +282,49 @@ static void wino_output(const conv_geom *g, const float *Mb, int r0, int r1, siz
 
 /* y = conv(x, w) + bias (+ bias2[b]) for a Winograd-eligible g. flip_t: g
  * is the transposed convolution (see conv2d_vjp_wino), w holds the original
- * [g->cin, g->cout, 3, 3] kernels, and the result is added to y. */
+ * [g->cin, g->cout, 3, 3] kernels, and the result is added to y.
+ * A band is tile rows of one image: several small images per band would make
+ * bigger GEMMs, but then an image's result would depend on the others in the
+ * batch through the GEMM's blocking. */
 static void conv2d_wino(const conv_geom *g, int B, const float *x, const float *w, int flip_t, const float *bias,
                         const float *bias2, float *y, float *scratch) {
     const int ci = g->cin, co = g->cout, th = (g->ho + 1) / 2, tw = (g->wo + 1) / 2;
     const size_t nin = (size_t)ci * g->h * g->w, nout = (size_t)co * g->ho * g->wo, cap = wino_band_tiles(g);
-    const size_t per_img = (size_t)th * tw;
     float *U = scratch, *V = U + 16 * (size_t)co * ci, *Mb = V + 16 * (size_t)ci * cap;
     float *itmp = Mb + 16 * (size_t)co * cap, *zero = itmp + (size_t)ci * 8 * (tw + 1), *otmp = zero + g->w;
     memset(zero, 0, sizeof(float) * (size_t)g->w);
     wino_weights(g, w, flip_t, U);
-    /* a band: tile rows of one image. (Several small images per band would
-     * make bigger GEMMs, but then an image's result would depend on the
-     * others in the batch through the GEMM's blocking; one image at a time
-     * keeps results independent of the batch.) */
-    const int imgs = 1;
-    const int rows = cap >= per_img ? th : (int)(cap / tw);
-    for (int b0 = 0; b0 < B; b0 += imgs) {
-        const int nb = B - b0 < imgs ? B - b0 : imgs;
+    const int rows = cap / tw < (size_t)th ? (int)(cap / tw) : th;
+    for (int b = 0; b < B; b++)
         for (int r0 = 0; r0 < th; r0 += rows) {
             const int r1 = r0 + rows < th ? r0 + rows : th;
-            const size_t T = (size_t)nb * (r1 - r0) * tw;
-            for (int i = 0; i < nb; i++)
-                wino_input(g, x + (size_t)(b0 + i) * nin, r0, r1, T, (size_t)i * (r1 - r0) * tw, V, itmp, zero);
+            const int T = (r1 - r0) * tw;
+            wino_input(g, x + (size_t)b * nin, r0, r1, V, itmp, zero);
             for (int k = 0; k < 16; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, (int)T, ci, 1.0f, U + (size_t)k * co * ci,
-                            ci, V + (size_t)k * ci * T, (int)T, 0.0f, Mb + (size_t)k * co * T, (int)T);
-            for (int i = 0; i < nb; i++)
-                wino_output(g, Mb, r0, r1, T, (size_t)i * (r1 - r0) * tw, bias,
-                            bias2 ? bias2 + (size_t)(b0 + i) * co : NULL, flip_t, y + (size_t)(b0 + i) * nout, otmp);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, T, ci, 1.0f, U + (size_t)k * co * ci, ci,
+                            V + (size_t)k * ci * T, T, 0.0f, Mb + (size_t)k * co * T, T);
+            wino_output(g, Mb, r0, r1, bias, bias2 ? bias2 + (size_t)b * co : NULL, flip_t, y + (size_t)b * nout,
+                        otmp);
         }
-    }
 }
 
-int conv2d_wino_use(const conv_geom *g, int B) {
-    (void)B;
+int conv2d_wino_use(const conv_geom *g) {
     return g->wino && conv2d_wino_ok(g) && (size_t)g->ho * g->wo >= WINO_MIN_PIXELS;
+}
+
+/* The convolution whose forward pass is the VJP of g: cin and cout swapped. */
+static conv_geom transposed(const conv_geom *g) {
+    conv_geom t = *g;
+    t.cin = g->cout;
+    t.cout = g->cin;
+    return t;
 }
 
 /* dx += conv2d_vjp(dy) by Winograd: for a 3x3 'same' convolution the
  * transpose is the 'same' convolution of dy with the kernels transposed
  * (cin <-> cout) and rotated by 180 degrees. */
 void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch) {
-    conv_geom t = *g;
-    t.cin = g->cout;
-    t.cout = g->cin;
+    conv_geom t = transposed(g);
     conv2d_wino(&t, B, dy, w, 1, NULL, NULL, dx, scratch);
 }
 
@@ -336,9 +332,7 @@ size_t conv2d_scratch(const conv_geom *g) {
     if (conv2d_is_direct(g)) return 0;
     size_t s = (size_t)g->cin * g->k * g->k * conv2d_chunk_cols(g);
     if (conv2d_wino_ok(g)) { /* the forward and the transposed (VJP) convolution */
-        conv_geom t = *g;
-        t.cin = g->cout;
-        t.cout = g->cin;
+        conv_geom t = transposed(g);
         if (wino_scratch(g) > s) s = wino_scratch(g);
         if (wino_scratch(&t) > s) s = wino_scratch(&t);
     }
@@ -350,7 +344,7 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
     const int K = g->cin * g->k * g->k;
     const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
     /* Winograd pays for its transforms once images are big enough */
-    if (conv2d_wino_use(g, B)) {
+    if (conv2d_wino_use(g)) {
         conv2d_wino(g, B, x, w, 0, bias, bias2, y, scratch);
         return;
     }

@@ -12,7 +12,7 @@ typedef struct conv_geom {
     int k, stride;        /* kernel size, stride                         */
     int pad_t, pad_l;     /* zero padding before the first row / column  */
     int ho, wo;           /* output size (padding after is implied)      */
-    int wino;             /* 1: conv2d_fwd may use Winograd F(2x2,3x3)   */
+    int wino;             /* 1: conv2d_fwd/vjp may use Winograd F(2x2,3x3) */
 } conv_geom;
 
 /* 3x3, stride 1, 'same' padding, wide enough channels: conv2d_fwd computes it
@@ -26,7 +26,7 @@ extern size_t ops_wino_band_floats;
 /* g->wino is set, g is eligible and the images are large enough (at least
  * 256 output pixels) to pay for the transforms: conv2d_fwd and conv2d_vjp
  * use Winograd. Either way each image's result is independent of the batch. */
-int conv2d_wino_use(const conv_geom *g, int B);
+int conv2d_wino_use(const conv_geom *g);
 /* dx += the VJP of a Winograd-eligible convolution, by Winograd (used by
  * conv2d_vjp when conv2d_wino_use). */
 void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);

@@ -68,7 +68,7 @@ static void col2im_add(const conv_geom *g, const float *col, size_t p0, size_t p
 void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch) {
     const int K = g->cin * g->k * g->k;
     const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
-    if (conv2d_wino_use(g, B)) {
+    if (conv2d_wino_use(g)) {
         conv2d_vjp_wino(g, B, dy, w, dx, scratch);
         return;
     }

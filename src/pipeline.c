@@ -357,11 +357,9 @@ static double sin_max_angle(int r, size_t n, const float *A, const float *B, dou
     return sqrt(fmax(0.0, w[0]));
 }
 
-/* Orthonormalises the k rows of X; a dependent row among the first r is a
- * failure (-1), one among the oversampling rows r..k-1 (a direction the
- * Jacobian maps to zero) is replaced by a random vector. */
 /* Removes from the k rows of X [k, n] their components along the c
- * orthonormal rows of C [c, n] (twice, for float precision). */
+ * orthonormal rows of C [c, n] (twice, for orthogonality to float
+ * precision). */
 static void project_out_rows(int k, size_t n, float *X, int c, const float *C) {
     for (int i = 0; i < k; i++) {
         float *x = X + (size_t)i * n;
@@ -370,11 +368,14 @@ static void project_out_rows(int k, size_t n, float *X, int c, const float *C) {
                 const float *b = C + (size_t)j * n;
                 double d = 0;
                 for (size_t e = 0; e < n; e++) d += (double)x[e] * b[e];
-                for (size_t e = 0; e < n; e++) x[e] -= (float)(d * b[e]);
+                for (size_t e = 0; e < n; e++) x[e] = (float)(x[e] - d * b[e]);
             }
     }
 }
 
+/* Orthonormalises the k rows of X; a dependent row among the first r is a
+ * failure (-1), one among the oversampling rows r..k-1 (a direction the
+ * Jacobian maps to zero) is replaced by a random vector. */
 static int orthonormalize_block(int r, int k, size_t n, float *X, loco_rng *rng) {
     for (int attempt = 0; attempt < 4; attempt++) {
         if (linalg_orthonormalize_rows(k, n, X) == 0) return 0;
@@ -544,13 +545,7 @@ loco_status loco_project_directions(int r, size_t n, float *dirs, int r_null, co
         float *v = dirs + (size_t)i * n;
         double n0 = 0;
         for (size_t e = 0; e < n; e++) n0 += (double)v[e] * v[e];
-        for (int pass = 0; pass < 2; pass++) /* twice, for orthogonality to float precision */
-            for (int j = 0; j < r_null; j++) {
-                const float *b = null_basis + (size_t)j * n;
-                double d = 0;
-                for (size_t e = 0; e < n; e++) d += (double)v[e] * b[e];
-                for (size_t e = 0; e < n; e++) v[e] = (float)(v[e] - d * b[e]);
-            }
+        project_out_rows(1, n, v, r_null, null_basis);
         double nn = 0;
         for (size_t e = 0; e < n; e++) nn += (double)v[e] * v[e];
         if (!(nn > 1e-12 * n0))

@@ -823,7 +823,7 @@ double unet_flops_executed(const unet *u) {
     double f = u->flops;
     for (int i = 0; i < u->n_nodes; i++) {
         const conv_geom *g = &u->nodes[i].g;
-        if (u->nodes[i].kind == NODE_CONV && conv2d_wino_use(g, 1))
+        if (u->nodes[i].kind == NODE_CONV && conv2d_wino_use(g))
             f -= 5.0 / 9.0 * 2.0 * g->cout * g->cin * 9.0 * (double)g->ho * g->wo;
     }
     return f;

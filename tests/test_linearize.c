@@ -295,7 +295,7 @@ static void test_op_conv(void **s) {
     };
     const char *names[5] = {"conv 3x3 s1 p1", "conv 3x3 s2 p(0,1)", "conv 3x3 s2 p1", "conv 1x1", "conv 3x3 Winograd"};
     for (int i = 0; i < 5; i++) {
-        if (gs[i].wino) assert_true(conv2d_wino_use(&gs[i], 1));
+        if (gs[i].wino) assert_true(conv2d_wino_use(&gs[i]));
         conv_ctx c = {gs[i], NULL, NULL, NULL};
         size_t nw = (size_t)c.g.cout * c.g.cin * c.g.k * c.g.k;
         c.w = malloc(sizeof(float) * nw);
