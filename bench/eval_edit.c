@@ -3,7 +3,7 @@
  *   build/eval_edit MODEL [--count 20] [--parts eyes,mouth,hair]
  *       [--data-seed 99] [--strength 4] [--t-edit 0.6] [--steps 100]
  *       [--inv-steps 100] [--invert-to full|edit] [--rank 5] [--null-rank 5]
- *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--strips DIR] [--json OUT.json]
+ *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--strips DIR] [--json OUT.json]
  *
  * For each part and each of `count` faces (loco_faces_generate with
  * data-seed, by default a seed the shipped models were not trained on), the
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_edit MODEL [--count 20] [--parts eyes,mouth,hair] [--data-seed 99] "
                         "[--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "
-                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--strips DIR] [--json OUT]\n");
+                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--strips DIR] [--json OUT]\n");
         return 2;
     }
     const char *model = argv[1], *strips = NULL, *json = NULL;
@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
     int count = 20;
     uint64_t data_seed = 99;
     double strength = 4;
-    int ring = 0;
+    int ring = 0, by_label = 0;
     ev_setup es;
     ev_setup_init(&es);
     for (int i = 2; i < argc; i++) {
@@ -127,6 +127,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--strips")) strips = v;
         else if (!strcmp(a, "--ring")) ring = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--by-label")) by_label = atoi(v);
         else {
             fprintf(stderr, "eval_edit: unknown option %s\n", a);
             return 2;
@@ -180,6 +181,7 @@ int main(int argc, char **argv) {
     stats all_p = {0}, all_r = {0}, all_t = {0};
     for (int pi = 0; pi < np && !rc; pi++) {
         stats sp = {0}, sr = {0}, stt = {0};
+        double lab_sum[LOCO_FACES_N_LABELS] = {0}, lab_n[LOCO_FACES_N_LABELS] = {0};
         for (int i = 0; i < count && !rc; i++) {
             float *x0i = x0 + n * i, *xti = xt + n * i;
             uint8_t *mi = masks + hw * i;
@@ -220,6 +222,14 @@ int main(int argc, char **argv) {
             ev_change(batch + n, batch, mi, C, H, W, &in1, &out1);
             ev_change(batch + 2 * n, batch, mi, C, H, W, &in2, &out2);
             st_add(&sp, (in1 + in2) / 2, (out1 + out2) / 2);
+            if (by_label)
+                for (size_t p = 0; p < hw; p++) {
+                    if (mi[p] != 0) continue;
+                    for (int k = 1; k <= 2; k++)
+                        for (int c = 0; c < C; c++)
+                            lab_sum[labels[p]] += fabs(ev_clip(batch[k * n + c * hw + p]) - ev_clip(batch[c * hw + p]));
+                    lab_n[labels[p]] += 2 * C;
+                }
             ev_change(batch + 3 * n, batch, mi, C, H, W, &in1, &out1);
             ev_change(batch + 4 * n, batch, mi, C, H, W, &in2, &out2);
             st_add(&sr, (in1 + in2) / 2, (out1 + out2) / 2);
@@ -258,6 +268,15 @@ int main(int argc, char **argv) {
         print_stats(stdout, "with projection", &sp);
         print_stats(stdout, "without projection", &sr);
         print_stats(stdout, "transfer (image 0's)", &stt);
+        if (by_label) {
+            double tot = 0;
+            for (int l = 0; l < LOCO_FACES_N_LABELS; l++) tot += lab_sum[l];
+            printf("  outside change by label (with projection): label, share of the outside total, mean (8-bit levels), pixels per image\n");
+            for (int l = 0; l < LOCO_FACES_N_LABELS; l++)
+                if (lab_n[l] > 0)
+                    printf("    %-16s %5.1f%%  %6.2f  %6.1f\n", loco_faces_label_name(l), 100 * lab_sum[l] / tot,
+                           127.5 * lab_sum[l] / lab_n[l], lab_n[l] / (2.0 * C * count));
+        }
         if (jf) {
             fprintf(jf, "    \"%s\": {\n", parts[pi]);
             json_stats(jf, "projection", &sp, 0);

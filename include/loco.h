@@ -683,7 +683,12 @@ const char *loco_fashion_mnist_class(int label);
  * lr * wd * w), the learning rate ramped linearly over `warmup` steps. An
  * exponential moving average of the weights is kept, started from the
  * initial weights; at step k (1-based) its decay is min(ema, (1+k)/(10+k)),
- * as diffusers' EMAModel, so short runs do not stay at the initialisation. Schedule: linear betas 1e-4..0.02, T = 1000.
+ * as diffusers' EMAModel, so short runs do not stay at the initialisation.
+ * Schedule: linear betas beta_start..beta_end (1e-4..0.02, DDPM's), T = 1000.
+ * A smaller beta_end leaves more of the image at a given t (at t = 600,
+ * sqrt(abar) is 0.16 with 0.02 and 0.40 with 0.01): small images lose their
+ * parts to noise at a smaller t than large ones, so a 32x32 model whose
+ * mid-range t should mean what it means at 256x256 wants the smaller one.
  *
  * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1),
  * "fashion-mnist" (the train split of LOCO_FASHION_MNIST_DIR, or of
@@ -699,14 +704,17 @@ const char *loco_fashion_mnist_class(int label);
  *   config.json                          the model config (copied)
  *   diffusion_pytorch_model.safetensors  the EMA weights, F32 (what
  *                                        loco_model_open reads)
- *   scheduler/scheduler_config.json      DDPMScheduler, linear, 1000 steps
+ *   scheduler/scheduler_config.json      DDPMScheduler, linear, 1000 steps,
+ *                                        beta_start, beta_end
  *   train_state.safetensors              raw weights, Adam moments, EMA,
  *                                        step and generator state
  * Everything is determined by seed (weights init, data order, timesteps,
  * noise) and, for the float rounding of the kernels, by the thread count.
  * resume: continue from out_dir/train_state.safetensors up to `steps` steps
  * in all (steps is the total, not the number of new steps); running N steps
- * and then resuming to N + M gives the same files as N + M steps at once. */
+ * and then resuming to N + M gives the same files as N + M steps at once.
+ * The schedule cannot change on resume (LOCO_E_INVALID_ARGUMENT naming the
+ * state file and key). */
 typedef struct loco_train_params {
     const char *config_path; /* UNet2DModel config.json                     */
     const char *data;        /* "faces", "fashion-mnist" or a PNG folder    */
@@ -731,6 +739,8 @@ typedef struct loco_train_params {
                                 first N images (0: all 60000)               */
     uint64_t data_seed;      /* faces dataset seed (0)                      */
     const char *fashion_dir; /* NULL: LOCO_FASHION_MNIST_DIR                */
+    double beta_start, beta_end; /* linear betas, 0 < start < end < 1
+                                    (1e-4, 0.02)                            */
     /* Called after every step (may be NULL): the step just done (1-based),
      * the total, the batch loss and the images per second since the start
      * of this call. */
@@ -745,7 +755,8 @@ typedef struct loco_train_params {
 void loco_train_params_init(loco_train_params *p);
 
 /* Runs the training. Errors: a bad argument (batch < 1, steps < 1, lr <= 0,
- * ema outside [0, 1), unknown data) is LOCO_E_INVALID_ARGUMENT; data that do
+ * ema outside [0, 1), betas not 0 < start < end < 1, unknown data) is
+ * LOCO_E_INVALID_ARGUMENT; data that do
  * not fit the config (channels, size) LOCO_E_SHAPE; a non-finite loss
  * LOCO_E_NUMERIC; resume with a state of another config or no state file
  * the corresponding open/read error. */

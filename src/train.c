@@ -26,6 +26,8 @@ void loco_train_params_init(loco_train_params *p) {
     p->ema = 0.999f;
     p->save_every = 500;
     p->data_count = 10000;
+    p->beta_start = 1e-4;
+    p->beta_end = 0.02;
 }
 
 static char *join2(const char *a, const char *b) {
@@ -174,10 +176,17 @@ static loco_status data_get(const train_data *d, int i, int flip, float *x) {
 
 /* ---- checkpoints ----------------------------------------------------------- */
 
-static const char SCHED_JSON[] =
-    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": 0.0001,\n"
-    "  \"beta_end\": 0.02,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
-    "  \"clip_sample\": true\n}\n";
+/* scheduler/scheduler_config.json for linear betas beta_start..beta_end
+ * (%.9g: the shortest text that gives the same double back for the values
+ * people type, e.g. 0.0001 and 0.02, which keeps the default's file as it
+ * always was) */
+static int sched_json(char *buf, size_t n, double beta_start, double beta_end) {
+    return snprintf(buf, n,
+                    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": %.9g,\n"
+                    "  \"beta_end\": %.9g,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
+                    "  \"clip_sample\": true\n}\n",
+                    beta_start, beta_end);
+}
 
 typedef struct trainer {
     unet u;
@@ -214,7 +223,9 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     }
     if ((s = mkdir_all(p->out_dir)) || (s = mkdir_one(sdir))) goto done;
     if ((s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len))) goto done;
-    if ((s = loco_write_file_atomic(sch_out, SCHED_JSON, sizeof SCHED_JSON - 1))) goto done;
+    char sched_text[512];
+    int sched_len = sched_json(sched_text, sizeof sched_text, p->beta_start, p->beta_end);
+    if ((s = loco_write_file_atomic(sch_out, sched_text, (size_t)sched_len))) goto done;
     char stepbuf[32];
     snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
     const char *meta[] = {"format", "pt", "loco_train_step", stepbuf};
@@ -236,13 +247,15 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     r->ndim = 1;
     r->shape[0] = sizeof tr->rng.s;
     r->data = tr->rng.s;
-    char lrbuf[32], seedbuf[32], batchbuf[32];
+    char lrbuf[32], seedbuf[32], batchbuf[32], b0buf[32], b1buf[32];
+    snprintf(b0buf, sizeof b0buf, "%.17g", p->beta_start);
+    snprintf(b1buf, sizeof b1buf, "%.17g", p->beta_end);
     snprintf(lrbuf, sizeof lrbuf, "%.9g", (double)p->lr);
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)p->seed);
     snprintf(batchbuf, sizeof batchbuf, "%d", p->batch);
     const char *smeta[] = {"loco_train_step", stepbuf, "lr", lrbuf, "seed", seedbuf, "batch", batchbuf,
-                           "data", p->data};
-    s = loco_tensors_write(st_out, refs, 4 * np + 2, smeta, 5);
+                           "data", p->data, "beta_start", b0buf, "beta_end", b1buf};
+    s = loco_tensors_write(st_out, refs, 4 * np + 2, smeta, 7);
 done:
     free(refs);
     free(names);
@@ -269,7 +282,28 @@ static loco_status read_exact(const loco_tensors *f, const char *path, const cha
     return LOCO_OK;
 }
 
-static loco_status load_state(trainer *tr, const char *out_dir) {
+/* The state's schedule must be the run's: a state without the keys was
+ * written before they existed, with the default 1e-4..0.02. */
+static loco_status check_state_betas(const loco_tensors *f, const char *path, const loco_train_params *p) {
+    const char *keys[2] = {"beta_start", "beta_end"};
+    const double want[2] = {p->beta_start, p->beta_end}, dflt[2] = {1e-4, 0.02};
+    for (int k = 0; k < 2; k++) {
+        const char *v = loco_tensors_metadata(f, keys[k]);
+        double got = dflt[k];
+        if (v) {
+            char *end;
+            got = strtod(v, &end);
+            if (end == v || *end) return loco_fail(LOCO_E_FORMAT, "%s: metadata '%s' is not a number: '%s'", path, keys[k], v);
+        }
+        if (got != want[k])
+            return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                             "%s: the state was trained with %s %.9g, this run asks for %.9g (the schedule cannot change on resume)",
+                             path, keys[k], got, want[k]);
+    }
+    return LOCO_OK;
+}
+
+static loco_status load_state(trainer *tr, const char *out_dir, const loco_train_params *p) {
     char *path = join2(out_dir, STATE_NAME);
     if (!path) return loco_fail(LOCO_E_NOMEM, "out of memory");
     loco_tensors *f;
@@ -278,6 +312,7 @@ static loco_status load_state(trainer *tr, const char *out_dir) {
         free(path);
         return s;
     }
+    s = check_state_betas(f, path, p);
     const unet *u = &tr->u;
     float *bufs[4] = {tr->w, tr->m, tr->v, tr->ema};
     const char *pre[4] = {"w.", "m.", "v.", "ema."};
@@ -325,6 +360,9 @@ loco_status loco_train(const loco_train_params *p) {
     if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->adam_eps > 0) ||
         !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: bad optimiser parameters");
+    if (!(p->beta_start > 0 && p->beta_start < p->beta_end && p->beta_end < 1))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: need 0 < beta_start (%g) < beta_end (%g) < 1", p->beta_start,
+                         p->beta_end);
 
     char *cfg_text = NULL;
     size_t cfg_len = 0;
@@ -349,7 +387,7 @@ loco_status loco_train(const loco_train_params *p) {
         goto done;
     }
     if ((s = data_open(&data, p, &cfg))) goto done;
-    if ((s = schedule_default(&sched))) goto done;
+    if ((s = schedule_make(&sched, "linear", 1000, p->beta_start, p->beta_end))) goto done;
     size_t P = tr.u.total_params;
     size_t per = (size_t)cfg.in_ch * (size_t)cfg.height * (size_t)cfg.width, n = per * (size_t)p->batch;
     tr.w = loco_calloc(P, sizeof(float));
@@ -366,7 +404,7 @@ loco_status loco_train(const loco_train_params *p) {
         goto done;
     }
     if (p->resume) {
-        if ((s = load_state(&tr, p->out_dir))) goto done;
+        if ((s = load_state(&tr, p->out_dir, p))) goto done;
     } else {
         loco_rng_seed(&tr.rng, p->seed);
         init_weights(&tr.u, tr.w, loco_rng_next(&tr.rng));

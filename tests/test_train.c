@@ -207,6 +207,50 @@ static void test_determinism_resume(void **st) {
     free(db);
 }
 
+/* the schedule option: the folder's scheduler is the run's (the model opened
+ * from it has alphas_cumprod of linear betas 1e-4..0.01, recomputed here in
+ * double precision), and a resume cannot change it */
+static void test_schedule_option(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("sched", NULL), 2);
+    p.beta_end = 0.01;
+    CHECK_OK(loco_train(&p));
+    loco_model *m = NULL;
+    CHECK_OK(loco_model_open(path("sched", NULL), &m));
+    int T = 0;
+    const float *ac = loco_model_alphas_cumprod(m, &T);
+    assert_int_equal(T, 1000);
+    double acc = 1, worst = 0;
+    for (int i = 0; i < T; i++) {
+        acc *= 1.0 - (1e-4 + (0.01 - 1e-4) * i / (T - 1.0));
+        double d = fabs(acc - ac[i]) / acc;
+        if (d > worst) worst = d;
+    }
+    printf("  beta_end 0.01: abar[600] %.5f (0.02 gives 0.0256), worst relative difference from float64 %.2e\n",
+           (double)ac[600], worst);
+    assert_true(worst < 1e-6);
+    assert_true(ac[600] > 0.15f && ac[600] < 0.17f);
+    loco_model_free(m);
+
+    params(&p, path("sched", NULL), 3);
+    p.resume = 1; /* beta_end 0.02 now: refused, naming the state and the key */
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "train_state.safetensors", "beta_end");
+    params(&p, path("sched", NULL), 3);
+    p.resume = 1;
+    p.beta_end = 0.01;
+    CHECK_OK(loco_train(&p));
+
+    double bad[][2] = {{0, 0.02}, {0.02, 0.02}, {0.03, 0.02}, {1e-4, 1}, {NAN, 0.02}, {1e-4, NAN}, {-1e-4, 0.02}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        params(&p, path("bad", NULL), 2);
+        p.beta_start = bad[k][0];
+        p.beta_end = bad[k][1];
+        expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "beta_start", NULL);
+    }
+}
+
 /* (5) hostile arguments */
 static void test_bad_args(void **st) {
     (void)st;
@@ -251,6 +295,7 @@ int main(void) {
         cmocka_unit_test(test_determinism_resume),
         cmocka_unit_test(test_winograd_training),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_schedule_option),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

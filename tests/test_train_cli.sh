@@ -50,6 +50,17 @@ if "$LOCO" --quiet train --config "$T/cfg.json" --data "$T/png" --out "$T/m2" --
     ok "train on a PNG folder"
 else bad "train on a PNG folder"; fi
 
+# --beta-end: written to the scheduler config; a resume cannot change it
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/b" --steps 2 --batch 2 --beta-end 0.01 \
+    --sample-count 0 2>"$T/stderr" && grep -q '"beta_end": 0.01,' "$T/b/scheduler/scheduler_config.json" &&
+    grep -q '"beta_start": 0.0001,' "$T/b/scheduler/scheduler_config.json"; then
+    ok "train --beta-end 0.01: scheduler_config.json says so"
+else bad "train --beta-end 0.01"; fi
+if ! "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/b" --steps 3 --batch 2 --resume \
+    --sample-count 0 2>"$T/stderr" && grep -q 'train_state.safetensors.*beta_end 0.01' "$T/stderr"; then
+    ok "resume with another beta_end is refused, naming the state file and the key"
+else bad "resume with another beta_end"; fi
+
 expect_fail() { # description, then the arguments
     d="$1"; shift
     "$LOCO" "$@" >/dev/null 2>"$T/stderr"
@@ -64,6 +75,8 @@ expect_fail "no --out" train --config "$T/cfg.json" --data faces
 expect_fail "--ema 1" train --config "$T/cfg.json" --data faces --out "$T/x" --ema 1
 expect_fail "resume without state" train --config "$T/cfg.json" --data faces --out "$T/x" --resume
 expect_fail "--sample-steps 1" train --config "$T/cfg.json" --data faces --out "$T/x" --sample-steps 1
+expect_fail "--beta-end 0" train --config "$T/cfg.json" --data faces --out "$T/x" --beta-end 0
+expect_fail "--beta-start above --beta-end" train --config "$T/cfg.json" --data faces --out "$T/x" --beta-start 0.03
 expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T/x" --bogus
 
 summary

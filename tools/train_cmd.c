@@ -12,7 +12,7 @@
     "usage: loco train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
-    "       [--sample-count 64] [--sample-steps 50]"
+    "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]"
 
 typedef struct prog {
     int tty, every, total;
@@ -112,6 +112,12 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--sample-steps"))) {
             if (!parse_long(v, 2, 1000, &n)) return usage_error("train: bad --sample-steps '%s' (2..1000)", v);
             sample_steps = (int)n;
+        } else if ((v = opt(a, "--beta-start"))) {
+            if (!parse_float(v, &d) || !(d > 0 && d < 1)) return usage_error("train: bad --beta-start '%s' (in (0, 1))", v);
+            p.beta_start = d;
+        } else if ((v = opt(a, "--beta-end"))) {
+            if (!parse_float(v, &d) || !(d > 0 && d < 1)) return usage_error("train: bad --beta-end '%s' (in (0, 1))", v);
+            p.beta_end = d;
         } else if (strcmp(s, "--flip") == 0) p.flip = 1;
         else if (strcmp(s, "--winograd") == 0) p.winograd = 1;
         else if (strcmp(s, "--resume") == 0) p.resume = 1;
@@ -125,8 +131,9 @@ int cmd_train(args *a) {
     if (!g_quiet) {
         p.progress = on_step;
         p.user = &pr;
-        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g, ema %g, seed %llu)%s\n", p.config_path,
-                p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, (unsigned long long)p.seed,
+        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g, ema %g, betas %g..%g, seed %llu)%s\n",
+                p.config_path, p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, p.beta_start, p.beta_end,
+                (unsigned long long)p.seed,
                 p.resume ? ", resuming" : "");
     }
     /* train in chunks of sample_every steps (resuming from the state each
