@@ -64,7 +64,11 @@ trap 'rm -rf "$R"' EXIT
 case $what in rank-* | all) "$B/loco" --quiet dataset faces --count 2 --seed 99 --out "$R/faces" ;; esac
 FACES="--image $R/faces/00000.png --image $R/faces/00001.png"
 # shellcheck disable=SC2086
-if want rank-faces32; then analysis faces32 models/faces32 --image $R/faces/00000.png -- $FACES; fi
+if want rank-faces32; then
+    analysis faces32 models/faces32 --image $R/faces/00000.png -- $FACES
+    # faces32's 0.8 T (sqrt(abar) 0.20) is near DDPM's schedule at 0.6 T (0.16)
+    run "$B/loco" --quiet analyze linearity models/faces32 --t 0.8 $FACES --out "$A/faces32-linearity-0.8"
+fi
 if want rank-fashion32; then analysis fashion32 models/fashion32 --images 2 -- --images 2; fi
 if want rank-random; then
     run "$B/loco" --quiet init "$R/faces32-random" --config configs/faces32.json --seed 0
