@@ -176,16 +176,26 @@ static loco_status data_get(const train_data *d, int i, int flip, float *x) {
 
 /* ---- checkpoints ----------------------------------------------------------- */
 
-/* scheduler/scheduler_config.json for linear betas beta_start..beta_end
- * (%.9g: the shortest text that gives the same double back for the values
- * people type, e.g. 0.0001 and 0.02, which keeps the default's file as it
- * always was) */
+/* The shortest %g text that reads back as exactly v (0.0001, not
+ * 0.00010000000000000000479): what the model's reader parses is then the
+ * schedule the run trained with, and the default's file stays as it was. */
+static void fmt_exact(char *buf, size_t n, double v) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* scheduler/scheduler_config.json for linear betas beta_start..beta_end */
 static int sched_json(char *buf, size_t n, double beta_start, double beta_end) {
+    char b0[32], b1[32];
+    fmt_exact(b0, sizeof b0, beta_start);
+    fmt_exact(b1, sizeof b1, beta_end);
     return snprintf(buf, n,
-                    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": %.9g,\n"
-                    "  \"beta_end\": %.9g,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
+                    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": %s,\n"
+                    "  \"beta_end\": %s,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
                     "  \"clip_sample\": true\n}\n",
-                    beta_start, beta_end);
+                    b0, b1);
 }
 
 typedef struct trainer {
@@ -248,8 +258,8 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     r->shape[0] = sizeof tr->rng.s;
     r->data = tr->rng.s;
     char lrbuf[32], seedbuf[32], batchbuf[32], b0buf[32], b1buf[32];
-    snprintf(b0buf, sizeof b0buf, "%.17g", p->beta_start);
-    snprintf(b1buf, sizeof b1buf, "%.17g", p->beta_end);
+    fmt_exact(b0buf, sizeof b0buf, p->beta_start);
+    fmt_exact(b1buf, sizeof b1buf, p->beta_end);
     snprintf(lrbuf, sizeof lrbuf, "%.9g", (double)p->lr);
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)p->seed);
     snprintf(batchbuf, sizeof batchbuf, "%d", p->batch);

@@ -234,6 +234,21 @@ static void test_schedule_option(void **st) {
     assert_true(ac[600] > 0.15f && ac[600] < 0.17f);
     loco_model_free(m);
 
+    /* a value with many digits is written so that it reads back exactly
+     * (what the model's reader parses is what the run trained with) */
+    params(&p, path("sched_digits", NULL), 1);
+    p.beta_end = 0.0123456789012345;
+    CHECK_OK(loco_train(&p));
+    size_t len;
+    char *txt = (char *)slurp(path("sched_digits", "scheduler/scheduler_config.json"), &len);
+    txt[len] = 0;
+    const char *key = strstr(txt, "\"beta_end\": ");
+    assert_non_null(key);
+    double got = strtod(key + strlen("\"beta_end\": "), NULL);
+    printf("  beta_end 0.0123456789012345 written as %.17g (difference %.3g)\n", got, got - 0.0123456789012345);
+    assert_true(got == 0.0123456789012345);
+    free(txt);
+
     params(&p, path("sched", NULL), 3);
     p.resume = 1; /* beta_end 0.02 now: refused, naming the state and the key */
     expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "train_state.safetensors", "beta_end");
