@@ -3,7 +3,7 @@
  *   build/eval_edit MODEL [--count 20] [--parts eyes,mouth,hair]
  *       [--data-seed 99] [--strength 4] [--t-edit 0.6] [--steps 100]
  *       [--inv-steps 100] [--invert-to full|edit] [--rank 5] [--null-rank 5]
- *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--strips DIR] [--json OUT.json]
+ *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--first K] [--strips DIR] [--json OUT.json]
  *
  * For each part and each of `count` faces (loco_faces_generate with
  * data-seed, by default a seed the shipped models were not trained on), the
@@ -36,11 +36,13 @@
 typedef struct stats {
     int n, pass;
     double sum_ratio, min_ratio, sum_in, sum_out;
+    double ratio[64]; /* the first 64 edits' ratios, in order (--by-label) */
 } stats;
 
 static void st_add(stats *s, double in, double out) {
     double r = out > 0 ? in / out : INFINITY;
     if (s->n == 0 || r < s->min_ratio) s->min_ratio = r;
+    if (s->n < 64) s->ratio[s->n] = r;
     s->n++;
     s->sum_ratio += r;
     s->sum_in += in;
@@ -92,7 +94,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_edit MODEL [--count 20] [--parts eyes,mouth,hair] [--data-seed 99] "
                         "[--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "
-                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--strips DIR] [--json OUT]\n");
+                        "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--first K] [--strips DIR] [--json OUT]\n");
         return 2;
     }
     const char *model = argv[1], *strips = NULL, *json = NULL;
@@ -100,7 +102,7 @@ int main(int argc, char **argv) {
     int count = 20;
     uint64_t data_seed = 99;
     double strength = 4;
-    int ring = 0, by_label = 0;
+    int ring = 0, by_label = 0, first = 0;
     ev_setup es;
     ev_setup_init(&es);
     for (int i = 2; i < argc; i++) {
@@ -128,6 +130,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ring")) ring = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--by-label")) by_label = atoi(v);
+        else if (!strcmp(a, "--first")) first = atoi(v);
         else {
             fprintf(stderr, "eval_edit: unknown option %s\n", a);
             return 2;
@@ -186,7 +189,7 @@ int main(int argc, char **argv) {
             float *x0i = x0 + n * i, *xti = xt + n * i;
             uint8_t *mi = masks + hw * i;
             float sv0 = 0;
-            loco_status st = loco_faces_generate(data_seed, i, rgb, labels, NULL);
+            loco_status st = loco_faces_generate(data_seed, first + i, rgb, labels, NULL);
             if (!st) st = loco_part_mask(labels, H, W, parts[pi], 1, mi);
             if (!st && ring > 0) {
                 /* a diagnostic: leave the ring of `ring` pixels around the
@@ -271,6 +274,9 @@ int main(int argc, char **argv) {
         if (by_label) {
             double tot = 0;
             for (int l = 0; l < LOCO_FACES_N_LABELS; l++) tot += lab_sum[l];
+            printf("  ratio per face (with projection, without):");
+            for (int f = 0; f < sp.n && f < 64; f++) printf(" %d: %.1f, %.1f;", f, sp.ratio[f], sr.ratio[f]);
+            printf("\n");
             printf("  outside change by label (with projection): label, share of the outside total, mean (8-bit levels), pixels per image\n");
             for (int l = 0; l < LOCO_FACES_N_LABELS; l++)
                 if (lab_n[l] > 0)
