@@ -55,7 +55,7 @@ loco_status schedule_make(schedule *s, const char *kind, int T, double beta_star
     return LOCO_OK;
 }
 
-loco_status schedule_default(schedule *s) { return schedule_make(s, "linear", 1000, 1e-4, 0.02); }
+loco_status schedule_default(schedule *s) { return schedule_make(s, "linear", 1000, SCHEDULE_BETA_START, SCHEDULE_BETA_END); }
 
 loco_status schedule_from_json(schedule *s, const char *path) {
     char *text;
@@ -69,7 +69,7 @@ loco_status schedule_from_json(schedule *s, const char *path) {
         return loco_fail(LOCO_E_FORMAT, "%s: not a valid JSON object", path);
     }
     int T = 1000;
-    double b0 = 1e-4, b1 = 0.02;
+    double b0 = SCHEDULE_BETA_START, b1 = SCHEDULE_BETA_END;
     const char *kind = "linear";
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {

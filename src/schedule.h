@@ -10,7 +10,12 @@ typedef struct schedule {
     float *alphas_cumprod; /* [T], owned                          */
 } schedule;
 
-/* Default: linear betas 1e-4..0.02 over 1000 steps. */
+/* DDPM's linear betas, the default of schedule_default, of a
+ * scheduler_config.json that omits them, and of loco train. */
+#define SCHEDULE_BETA_START 1e-4
+#define SCHEDULE_BETA_END 0.02
+
+/* Default: linear betas SCHEDULE_BETA_START..SCHEDULE_BETA_END over 1000 steps. */
 loco_status schedule_default(schedule *s);
 /* From a diffusers scheduler_config.json (path used in messages). */
 loco_status schedule_from_json(schedule *s, const char *path);

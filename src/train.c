@@ -26,8 +26,8 @@ void loco_train_params_init(loco_train_params *p) {
     p->ema = 0.999f;
     p->save_every = 500;
     p->data_count = 10000;
-    p->beta_start = 1e-4;
-    p->beta_end = 0.02;
+    p->beta_start = SCHEDULE_BETA_START;
+    p->beta_end = SCHEDULE_BETA_END;
 }
 
 static char *join2(const char *a, const char *b) {
@@ -293,10 +293,10 @@ static loco_status read_exact(const loco_tensors *f, const char *path, const cha
 }
 
 /* The state's schedule must be the run's: a state without the keys was
- * written before they existed, with the default 1e-4..0.02. */
+ * written before they existed, with the default betas. */
 static loco_status check_state_betas(const loco_tensors *f, const char *path, const loco_train_params *p) {
     const char *keys[2] = {"beta_start", "beta_end"};
-    const double want[2] = {p->beta_start, p->beta_end}, dflt[2] = {1e-4, 0.02};
+    const double want[2] = {p->beta_start, p->beta_end}, dflt[2] = {SCHEDULE_BETA_START, SCHEDULE_BETA_END};
     for (int k = 0; k < 2; k++) {
         const char *v = loco_tensors_metadata(f, keys[k]);
         double got = dflt[k];
