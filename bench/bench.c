@@ -581,6 +581,7 @@ static int mkdir_p(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
     if (!parse_args(argc, argv) || !check_only()) return 2;
     int batches[16];
     int nb = parse_batches(batches, 16);

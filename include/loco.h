@@ -66,9 +66,25 @@ typedef void (*loco_log_fn)(loco_log_level level, const char *msg, void *user);
  * default). Not thread-safe against concurrent library calls. */
 void loco_set_log(loco_log_fn fn, void *user);
 
-/* Number of threads used by the kernels and BLAS (0: the OpenMP default). */
+/* Threads used by the kernels and BLAS. n > 0 fixes the count; n = 0 (the
+ * default) lets the library choose before each network evaluation: one
+ * thread for small models (under 100 GFLOP per evaluation) or when OpenMP's
+ * threads would spin while waiting, else the cores other processes leave
+ * free (OMP_NUM_THREADS, when set, fixes the count too). Results are
+ * bit-identical whatever the count. loco_get_threads returns the fixed count,
+ * or in the automatic mode the cores this process may use. */
 void loco_set_threads(int n);
 int loco_get_threads(void);
+
+/* OpenMP (libgomp) reads OMP_WAIT_POLICY when the program loads, and its
+ * default makes idle threads spin, which slows a busy machine (and 2-core
+ * VMs even when idle) several times over. Call this first thing in main with
+ * main's argv: when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it
+ * sets OMP_WAIT_POLICY=passive and re-executes the program (/proc/self/exe)
+ * with the same arguments, so it does not return. Returns 0 when nothing
+ * needed doing, -1 when the re-execution failed (the program can go on; the
+ * library then keeps to one thread). */
+int loco_threads_reexec(char **argv);
 
 /* Frees memory the library handed to the caller. NULL is fine. */
 void loco_free(void *p);

@@ -13,9 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ======================================================================== */
 /* Status and errors                                                        */
@@ -78,27 +75,6 @@ loco_status loco_fail(loco_status s, const char *fmt, ...) {
 /* ======================================================================== */
 /* Threads and memory                                                       */
 /* ======================================================================== */
-
-/* OpenBLAS's own setter; declared here to avoid depending on its header. */
-extern void openblas_set_num_threads(int);
-
-static int n_threads = 0;
-
-void loco_set_threads(int n) {
-    n_threads = n > 0 ? n : 0;
-#ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
-#endif
-    if (n > 0) openblas_set_num_threads(n);
-}
-
-int loco_get_threads(void) {
-#ifdef _OPENMP
-    return n_threads > 0 ? n_threads : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 void loco_free(void *p) { free(p); }
 

@@ -45,6 +45,12 @@ loco_status loco_write_file_atomic(const char *path, const void *data, size_t le
 bool loco_file_exists(const char *path);
 bool loco_is_dir(const char *path);
 
+/* ---- threads (threads.c) ------------------------------------------------- */
+/* Sets the OpenMP thread count for the next network evaluation of `flops`
+ * floating-point operations, unless the program or the environment fixed
+ * it: one thread for small work or spinning waits, else the free cores. */
+void threads_for_work(double flops);
+
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */
 

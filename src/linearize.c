@@ -149,6 +149,9 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
     if (!m || !x || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_linearize: NULL argument");
     *out = NULL;
     if (!isfinite(t) || t < 0) return loco_fail(LOCO_E_NUMERIC, "loco_linearize: t = %g is not a finite timestep", t);
+    if (t > (float)(m->sched.T - 1))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_linearize: t = %g is outside the model's timesteps [0, %d]",
+                         (double)t, m->sched.T - 1);
     const unet *u = &m->net;
     loco_lin *L = calloc(1, sizeof *L);
     if (!L) return loco_fail(LOCO_E_NOMEM, "linearize: out of memory");
@@ -187,6 +190,7 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
         loco_lin_free(L);
         return s;
     }
+    threads_for_work(u->flops);
     L->rec = loco_malloc(L->rec_floats * sizeof(float));
     L->save = loco_malloc((L->save_floats ? L->save_floats : 1) * sizeof(float));
     L->scratch = loco_malloc(u->scratch_floats * sizeof(float));
@@ -206,6 +210,11 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
     memcpy(L->eps, L->rec + L->rec_off[u->t_out], L->n_out * sizeof(float));
     float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
     for (size_t i = 0; i < L->n_out; i++) L->x0[i] = i < L->n_in ? (x[i] - s1 * L->eps[i]) / sa : 0.0f;
+    if ((s = model_check_finite(L->eps, L->n_out, "linearize: the model output (eps)")) ||
+        (s = model_check_finite(L->x0, L->n_out, "linearize: x0_hat"))) {
+        loco_lin_free(L);
+        return s;
+    }
     *out = L;
     return LOCO_OK;
 }
@@ -387,6 +396,7 @@ loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     if (s || (s = reserve(L, k))) return s;
     if (L->mo) return molrg_jvp(L, of, mask, k, V, JV);
     const unet *u = &L->m->net;
+    threads_for_work(u->flops * k);
     const size_t nin = L->n_in, nout = L->n_out;
     for (size_t i = 0; i < nin * (size_t)k; i++)
         if (!isfinite(V[i])) return loco_fail(LOCO_E_NUMERIC, "J V: tangent element %zu is not finite", i);
@@ -404,7 +414,7 @@ loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k
             o[l++] = of == LOCO_OUT_X0 ? (v[i] - s1 * e[i]) / sa : e[i];
         }
     }
-    return LOCO_OK;
+    return model_check_finite(JV, (size_t)k * (mask ? loco_lin_mask_count(L, mask) : nout), "J V");
 }
 
 /* ======================================================================== */
@@ -483,6 +493,7 @@ loco_status loco_lin_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     if (s || (s = reserve(L, k))) return s;
     if (L->mo) return molrg_vjp(L, of, mask, k, U, UJ);
     const unet *u = &L->m->net;
+    threads_for_work(u->flops * k);
     const size_t nin = L->n_in, nout = L->n_out;
     const size_t l = mask ? loco_lin_mask_count(L, mask) : nout;
     for (size_t i = 0; i < l * (size_t)k; i++)
@@ -500,5 +511,5 @@ loco_status loco_lin_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     const float *g = L->work + L->vjp_off[u->x_in] * (size_t)k; /* U^T J_eps, [k, nin] */
     const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
     for (size_t i = 0; i < nin * (size_t)k; i++) UJ[i] = of == LOCO_OUT_X0 ? (full[i] - s1 * g[i]) / sa : g[i];
-    return LOCO_OK;
+    return model_check_finite(UJ, nin * (size_t)k, "U^T J");
 }

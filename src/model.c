@@ -244,8 +244,21 @@ static loco_status check_inputs(const loco_model *m, int batch, const float *x, 
     size_t n = (size_t)batch * c->in_ch * c->height * c->width;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return loco_fail(LOCO_E_NUMERIC, "x: element %zu is not finite", i);
-    for (int b = 0; b < batch; b++)
+    for (int b = 0; b < batch; b++) {
         if (!isfinite(t[b])) return loco_fail(LOCO_E_NUMERIC, "t[%d] is not finite", b);
+        if (t[b] < 0 || t[b] > (float)(m->sched.T - 1))
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "t[%d] = %g is outside the model's timesteps [0, %d]", b,
+                             (double)t[b], m->sched.T - 1);
+    }
+    return LOCO_OK;
+}
+
+loco_status model_check_finite(const float *y, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(y[i]))
+            return loco_fail(LOCO_E_NUMERIC,
+                             "%s: element %zu is %g: the model's weights or its input overflow float32 arithmetic",
+                             what, i, (double)y[i]);
     return LOCO_OK;
 }
 
@@ -269,8 +282,10 @@ loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float
         return LOCO_OK;
     }
     if ((s = model_reserve_arena(m, batch))) return s;
+    threads_for_work(m->net.flops * batch);
     unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, NULL, NULL);
-    return LOCO_OK;
+    return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
+                              "the model output (eps)");
 }
 
 loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
@@ -278,8 +293,10 @@ loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float 
     loco_status s = check_inputs(m, batch, x, t, eps);
     if (s) return s;
     if ((s = model_reserve_arena(m, batch))) return s;
+    threads_for_work(m->net.flops * batch);
     unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, tap, user);
-    return LOCO_OK;
+    return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
+                              "the model output (eps)");
 }
 
 const float *loco_model_alphas_cumprod(const loco_model *m, int *n) {

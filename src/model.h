@@ -20,6 +20,8 @@ struct loco_model {
 
 loco_status model_open_config(const char *cfg_path, unet_config *cfg);
 loco_status model_reserve_arena(loco_model *m, int batch);
+/* LOCO_E_NUMERIC naming `what` and the first non-finite element of y[n] */
+loco_status model_check_finite(const float *y, size_t n, const char *what);
 /* eps with an activation tap (tests compare block outputs). */
 loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
                           void *user);

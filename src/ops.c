@@ -1,11 +1,10 @@
-/* ops.c - forward kernels. GEMMs go to cblas (OpenBLAS); the rest are plain
+/* ops.c - forward kernels. GEMMs go to gemm_f32 (OpenBLAS); the rest are plain
  * loops threaded with OpenMP. Formulas follow diffusers/PyTorch:
  *   GroupNorm: biased variance, y = (x - mean) / sqrt(var + eps) * g + b
  *   Attention: softmax(q^T k / sqrt(d)) per head (diffusers Attention) */
 #include "ops.h"
 #include "ops_math.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -300,8 +299,10 @@ static void conv2d_wino(const conv_geom *g, int B, const float *x, const float *
             const int r1 = r0 + rows < th ? r0 + rows : th;
             const int T = (r1 - r0) * tw;
             wino_input(g, x + (size_t)b * nin, r0, r1, V, itmp, zero);
+            /* 16 independent products: one per thread at a time */
+#pragma omp parallel for schedule(dynamic, 1)
             for (int k = 0; k < 16; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, T, ci, 1.0f, U + (size_t)k * co * ci, ci,
+                gemm_f32(0, 0, co, T, ci, 1.0f, U + (size_t)k * co * ci, ci,
                             V + (size_t)k * ci * T, T, 0.0f, Mb + (size_t)k * co * T, T);
             wino_output(g, Mb, r0, r1, bias, bias2 ? bias2 + (size_t)b * co : NULL, flip_t, y + (size_t)b * nout,
                         otmp);
@@ -358,7 +359,7 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
             for (size_t i = 0; i < np; i++) yc[i] = v;
         }
         if (conv2d_is_direct(g)) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)np, g->cin, 1.0f, w, g->cin, xb,
+            gemm_f32(0, 0, g->cout, (int)np, g->cin, 1.0f, w, g->cin, xb,
                         (int)np, 1.0f, yb, (int)np);
             continue;
         }
@@ -366,7 +367,7 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
         for (size_t p0 = 0; p0 < np; p0 += cc) {
             size_t p1 = p0 + cc < np ? p0 + cc : np;
             im2col(g, xb, p0, p1, scratch);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)(p1 - p0), K, 1.0f, w, K, scratch,
+            gemm_f32(0, 0, g->cout, (int)(p1 - p0), K, 1.0f, w, K, scratch,
                         (int)(p1 - p0), 1.0f, yb + p0, (int)np);
         }
     }
@@ -445,7 +446,7 @@ void silu_fwd(size_t n, const float *x, float *y) {
 void linear_fwd(int B, int in, int out, const float *x, const float *W, const float *bias, float *y) {
     for (int b = 0; b < B; b++)
         for (int o = 0; o < out; o++) y[(size_t)b * out + o] = bias ? bias[o] : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
+    gemm_f32(0, 1, B, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
 }
 
 void add_scale_fwd(size_t n, const float *a, const float *b, float scale, float *y) {
@@ -528,7 +529,7 @@ static void proj(int C, int hw, const float *W, const float *bias, const float *
     /* y [C, hw] = W [C, C] x [C, hw] + bias */
     for (int c = 0; c < C; c++)
         for (int i = 0; i < hw; i++) y[(size_t)c * hw + i] = bias[c];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
+    gemm_f32(0, 0, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
 }
 
 void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch,
@@ -554,10 +555,10 @@ void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, f
             const float *qh = q + (size_t)h * d * hw, *kh = k + (size_t)h * d * hw, *vh = v + (size_t)h * d * hw;
             float *Sh = save ? save->P + (size_t)h * hw * hw : S;
             /* S[i, j] = scale * sum_c q[c, i] k[c, j] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, qh, hw, kh, hw, 0.0f, Sh, hw);
+            gemm_f32(1, 0, hw, hw, d, scale, qh, hw, kh, hw, 0.0f, Sh, hw);
             softmax_rows(hw, hw, Sh);
             /* o[c, i] = sum_j v[c, j] S[i, j] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, vh, hw, Sh, hw, 0.0f,
+            gemm_f32(0, 1, d, hw, hw, 1.0f, vh, hw, Sh, hw, 0.0f,
                         o + (size_t)h * d * hw, hw);
         }
         proj(C, hw, p->wo, p->bo, o, yb);

@@ -181,4 +181,12 @@ size_t attention_bwd_scratch(int C, int hw);
 void attention_bwd(const attn_params *p, int C, int hw, const float *x, const attn_record *r, const float *dy,
                    float *dx, const attn_grads *gr, float *scratch);
 
+/* C = alpha op(A) op(B) + beta C, row-major as cblas_sgemm (trans_a/trans_b:
+ * 0 or 1). The product is cut into tiles fixed by (M, N, K) alone and each
+ * tile computed single-threaded, so the result is bit-identical whatever the
+ * number of threads (gemm.c). Every float product of the kernels goes
+ * through here. */
+void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc);
+
 #endif

@@ -21,7 +21,6 @@
 #include "ops.h"
 #include "ops_math.h"
 
-#include <cblas.h>
 #include <string.h>
 
 /* ======================================================================== */
@@ -76,7 +75,7 @@ void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, floa
         const float *dyb = dy + (size_t)b * g->cout * np;
         float *dxb = dx + (size_t)b * nin;
         if (conv2d_is_direct(g)) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->cin, (int)np, g->cout, 1.0f, w, g->cin, dyb,
+            gemm_f32(1, 0, g->cin, (int)np, g->cout, 1.0f, w, g->cin, dyb,
                         (int)np, 1.0f, dxb, (int)np);
             continue;
         }
@@ -84,7 +83,7 @@ void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, floa
         for (size_t p0 = 0; p0 < np; p0 += cc) {
             size_t p1 = p0 + cc < np ? p0 + cc : np;
             /* col [K, p1-p0] = W^T [K, cout] dy[:, p0:p1] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)(p1 - p0), g->cout, 1.0f, w, K, dyb + p0,
+            gemm_f32(1, 0, K, (int)(p1 - p0), g->cout, 1.0f, w, K, dyb + p0,
                         (int)np, 0.0f, scratch, (int)(p1 - p0));
             col2im_add(g, scratch, p0, p1, dxb);
         }
@@ -203,7 +202,7 @@ void upsample2x_vjp(int B, int C, int h, int w, const float *dy, float *dx) {
 
 /* y [C, hw] (+)= W [C, C] x [C, hw] (transposed W if trans) */
 static void matmul_cc(int C, int hw, const float *W, int trans, const float *x, float beta, float *y) {
-    cblas_sgemm(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, CblasNoTrans, C, hw, C, 1.0f, W, C, x, hw, beta, y,
+    gemm_f32(trans ? 1 : 0, 0, C, hw, C, 1.0f, W, C, x, hw, beta, y,
                 hw);
 }
 
@@ -236,13 +235,13 @@ void attention_jvp(const attn_params *p, int C, int hw, const float *x, const at
         for (int h = 0; h < p->heads; h++) {
             const size_t o = (size_t)h * d * hw;
             const float *P = s->P + (size_t)h * hw * hw;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, dq + o, hw, s->k + o, hw, 0.0f, dS,
+            gemm_f32(1, 0, hw, hw, d, scale, dq + o, hw, s->k + o, hw, 0.0f, dS,
                         hw);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, s->q + o, hw, dk + o, hw, 1.0f, dS,
+            gemm_f32(1, 0, hw, hw, d, scale, s->q + o, hw, dk + o, hw, 1.0f, dS,
                         hw);
             softmax_rows_grad(hw, P, dS);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, dv + o, hw, P, hw, 0.0f, dO + o, hw);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, s->v + o, hw, dS, hw, 1.0f, dO + o,
+            gemm_f32(0, 1, d, hw, hw, 1.0f, dv + o, hw, P, hw, 0.0f, dO + o, hw);
+            gemm_f32(0, 1, d, hw, hw, 1.0f, s->v + o, hw, dS, hw, 1.0f, dO + o,
                         hw);
         }
         matmul_cc(C, hw, p->wo, 0, dO, 0.0f, dyb);
@@ -267,13 +266,13 @@ void attention_vjp(const attn_params *p, int C, int hw, const float *x, const at
         for (int h = 0; h < p->heads; h++) {
             const size_t o = (size_t)h * d * hw;
             const float *P = s->P + (size_t)h * hw * hw;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, 1.0f, dO + o, hw, P, hw, 0.0f, dv + o, hw);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, 1.0f, dO + o, hw, s->v + o, hw, 0.0f, dS,
+            gemm_f32(0, 0, d, hw, hw, 1.0f, dO + o, hw, P, hw, 0.0f, dv + o, hw);
+            gemm_f32(1, 0, hw, hw, d, 1.0f, dO + o, hw, s->v + o, hw, 0.0f, dS,
                         hw);
             softmax_rows_grad(hw, P, dS);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, scale, s->k + o, hw, dS, hw, 0.0f, dq + o,
+            gemm_f32(0, 1, d, hw, hw, scale, s->k + o, hw, dS, hw, 0.0f, dq + o,
                         hw);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, scale, s->q + o, hw, dS, hw, 0.0f, dk + o,
+            gemm_f32(0, 0, d, hw, hw, scale, s->q + o, hw, dS, hw, 0.0f, dk + o,
                         hw);
         }
         /* g <- W_q^T dq + W_k^T dk + W_v^T dv (the cotangent of GN's output) */
@@ -358,7 +357,7 @@ void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, fl
     if (!dw) return;
     if (conv2d_is_direct(g)) {
         for (int b = 0; b < B; b++) /* dw [cout, cin] += dy[b] [cout, np] x[b]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, g->cin, (int)np, 1.0f, dy + (size_t)b * cout * np,
+            gemm_f32(0, 1, cout, g->cin, (int)np, 1.0f, dy + (size_t)b * cout * np,
                         (int)np, x + (size_t)b * nin, (int)np, 1.0f, dw, g->cin);
         return;
     }
@@ -379,7 +378,7 @@ void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, fl
             }
         }
         /* dw [cout, K] += dyp [cout, ncol] col^T [ncol, K] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, K, (int)ncol, 1.0f, dyp, (int)ncol, col, (int)ncol,
+        gemm_f32(0, 1, cout, K, (int)ncol, 1.0f, dyp, (int)ncol, col, (int)ncol,
                     1.0f, dw, K);
     }
 }
@@ -470,8 +469,8 @@ void group_norm_bwd(int B, int C, int hw, int G, const float *gamma, const float
 
 void linear_bwd(int B, int in, int out, const float *x, const float *W, const float *dy, float *dx, float *dW,
                 float *db) {
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
-    if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (dx) gemm_f32(0, 0, B, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
+    if (dW) gemm_f32(1, 0, out, in, B, 1.0f, dy, out, x, in, 1.0f, dW, in);
     if (db)
         for (int o = 0; o < out; o++) {
             double s = 0;
@@ -523,7 +522,7 @@ static void softmax_rows_fwd(int rows, int cols, float *S) {
 static void proj_fwd(int C, int hw, const float *W, const float *bias, const float *x, float *y) {
     for (int c = 0; c < C; c++)
         for (int i = 0; i < hw; i++) y[(size_t)c * hw + i] = bias[c];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
+    gemm_f32(0, 0, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
 }
 
 void attention_fwd_record(const attn_params *p, int C, int hw, const float *x, float *y, const attn_record *r) {
@@ -537,10 +536,10 @@ void attention_fwd_record(const attn_params *p, int C, int hw, const float *x, f
     for (int h = 0; h < p->heads; h++) {
         const size_t o = (size_t)h * d * hw;
         float *Sh = r->P + (size_t)h * hw * hw;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, r->q + o, hw, r->k + o, hw, 0.0f, Sh,
+        gemm_f32(1, 0, hw, hw, d, scale, r->q + o, hw, r->k + o, hw, 0.0f, Sh,
                     hw);
         softmax_rows_fwd(hw, hw, Sh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, r->v + o, hw, Sh, hw, 0.0f, r->o + o, hw);
+        gemm_f32(0, 1, d, hw, hw, 1.0f, r->v + o, hw, Sh, hw, 0.0f, r->o + o, hw);
     }
     proj_fwd(C, hw, p->wo, p->bo, r->o, y);
     for (size_t i = 0; i < n; i++) y[i] = (y[i] + x[i]) / p->rescale;
@@ -550,7 +549,7 @@ size_t attention_bwd_scratch(int C, int hw) { return 5 * (size_t)C * hw + (size_
 
 /* dW [C, C] += dY [C, hw] X^T; db [C] += row sums of dY */
 static void proj_wgrad(int C, int hw, const float *dY, const float *X, float *dW, float *db) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, C, hw, 1.0f, dY, hw, X, hw, 1.0f, dW, C);
+    gemm_f32(0, 1, C, C, hw, 1.0f, dY, hw, X, hw, 1.0f, dW, C);
     for (int c = 0; c < C; c++) {
         double s = 0;
         for (int i = 0; i < hw; i++) s += dY[(size_t)c * hw + i];
@@ -572,11 +571,11 @@ void attention_bwd(const attn_params *p, int C, int hw, const float *x, const at
     for (int h = 0; h < p->heads; h++) {
         const size_t o = (size_t)h * d * hw;
         const float *P = r->P + (size_t)h * hw * hw;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, 1.0f, dO + o, hw, P, hw, 0.0f, dv + o, hw);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, 1.0f, dO + o, hw, r->v + o, hw, 0.0f, dS, hw);
+        gemm_f32(0, 0, d, hw, hw, 1.0f, dO + o, hw, P, hw, 0.0f, dv + o, hw);
+        gemm_f32(1, 0, hw, hw, d, 1.0f, dO + o, hw, r->v + o, hw, 0.0f, dS, hw);
         softmax_rows_grad(hw, P, dS);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, scale, r->k + o, hw, dS, hw, 0.0f, dq + o, hw);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, hw, scale, r->q + o, hw, dS, hw, 0.0f, dk + o,
+        gemm_f32(0, 1, d, hw, hw, scale, r->k + o, hw, dS, hw, 0.0f, dq + o, hw);
+        gemm_f32(0, 0, d, hw, hw, scale, r->q + o, hw, dS, hw, 0.0f, dk + o,
                     hw);
     }
     if (gr) {

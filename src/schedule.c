@@ -122,8 +122,8 @@ void schedule_free(schedule *s) {
 }
 
 float schedule_abar(const schedule *s, float t) {
-    if (!(t >= 0)) t = 0;
-    int i = (int)floorf(t);
-    if (i > s->T - 1) i = s->T - 1;
-    return s->alphas_cumprod[i];
+    /* compared before the cast: a float past INT_MAX does not fit an int */
+    if (!(t >= 0)) return s->alphas_cumprod[0];
+    if (!(t < (float)(s->T - 1))) return s->alphas_cumprod[s->T - 1];
+    return s->alphas_cumprod[(int)t];
 }

@@ -4,6 +4,9 @@
  * of tile rows, batches with per-image biases, and the eligibility rules. */
 #include "testutil.h"
 #include "ops.h"
+#include "ops_math.h"
+
+#include <omp.h>
 
 #include <stdint.h>
 
@@ -169,8 +172,84 @@ static void test_winograd_eligibility(void **state) {
     free(sc);
 }
 
+/* fast_expf is total: special values map as documented (UBSan would flag
+ * the old NaN path: a left shift of a negative value), and finite inputs
+ * agree with expf to a few ulp across the range. */
+static void test_fast_expf_total(void **state) {
+    (void)state;
+    const float inf = INFINITY;
+    assert_true(isnan(fast_expf(NAN)));
+    assert_true(isnan(fast_expf(-NAN)));
+    assert_true(fast_expf(inf) == inf);
+    assert_true(fast_expf(1e30f) == inf);
+    assert_true(fast_expf(3.4e38f) == inf);
+    assert_true(fast_expf(89.0f) == inf);
+    assert_true(fast_expf(-inf) == 0.0f);
+    assert_true(fast_expf(-1e30f) == 0.0f);
+    assert_true(fast_expf(-88.0f) == 0.0f);
+    assert_true(fast_expf(0.0f) == 1.0f);
+    /* silu of huge values: finite where the true value is */
+    assert_true(silu1(1e30f) == 1e30f);
+    assert_true(silu1(-1e30f) == 0.0f || silu1(-1e30f) == -0.0f);
+    double worst = 0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -87.0f + 175.5f * (float)i / 200000.0f;
+        double ref = exp((double)x), rel = fabs((double)fast_expf(x) - ref) / ref;
+        if (rel > worst) worst = rel;
+    }
+    if (worst > 4e-7) fail_msg("fast_expf: worst relative error %.3g over [-87, 88.5] (bound 4e-7)", worst);
+}
+
+/* gemm_f32 gives the same bits with 1, 2 and 3 threads (its tiles depend on
+ * the shape alone), for every transpose and for shapes split by columns, by
+ * rows and not at all, and agrees with a double-precision product. */
+static void test_gemm_thread_invariant(void **state) {
+    (void)state;
+    const int shapes[][3] = {{128, 1024, 1152}, {256, 64, 2304}, {64, 64, 64}, {3, 1024, 576}, {37, 515, 300}};
+    const int saved = loco_get_threads();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)K * N);
+                float *C[3];
+                for (int i = 0; i < 3; i++) C[i] = malloc(sizeof(float) * (size_t)M * N);
+                assert_non_null(A);
+                assert_non_null(B);
+                for (size_t i = 0; i < (size_t)M * K; i++) A[i] = urand();
+                for (size_t i = 0; i < (size_t)K * N; i++) B[i] = urand();
+                const int lda = ta ? M : K, ldb = tb ? K : N;
+                for (int th = 1; th <= 3; th++) {
+                    assert_non_null(C[th - 1]);
+                    for (size_t i = 0; i < (size_t)M * N; i++) C[th - 1][i] = 0.25f; /* beta = 0.5 keeps it */
+                    loco_set_threads(th);
+                    gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.5f, C[th - 1], N);
+                }
+                for (int th = 2; th <= 3; th++)
+                    if (memcmp(C[0], C[th - 1], sizeof(float) * (size_t)M * N) != 0)
+                        fail_msg("gemm %dx%dx%d ta=%d tb=%d: %d threads differ from 1", M, N, K, ta, tb, th);
+                double worst = 0;
+                for (int i = 0; i < M; i += 7)
+                    for (int j = 0; j < N; j += 5) {
+                        double r = 0.125;
+                        for (int k = 0; k < K; k++)
+                            r += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                                 (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                        double d = fabs(r - C[0][(size_t)i * N + j]);
+                        if (d > worst) worst = d;
+                    }
+                if (worst > 1e-4) fail_msg("gemm %dx%dx%d ta=%d tb=%d: max diff %.3g vs double", M, N, K, ta, tb, worst);
+                free(A);
+                free(B);
+                for (int i = 0; i < 3; i++) free(C[i]);
+            }
+    loco_set_threads(saved);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fast_expf_total),
+        cmocka_unit_test(test_gemm_thread_invariant),
         cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_winograd_vjp),
         cmocka_unit_test(test_winograd_eligibility),

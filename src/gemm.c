@@ -1,0 +1,87 @@
+/* gemm.c - the one float matrix product of the kernels.
+ *
+ * C = alpha op(A) op(B) + beta C (row-major, as cblas_sgemm), computed as a
+ * grid of tiles fixed by the shape alone, each tile by a single-threaded
+ * OpenBLAS call, the tiles shared among the OpenMP threads. OpenBLAS's own
+ * threading rounds differently with the number of threads (measured: a
+ * 128x1152x1024 product differs between 1 and 2 threads), so a result would
+ * depend on how many cores were free; with fixed tiles it is bit-identical
+ * whatever the thread count, which lets the thread count follow the load
+ * (threads.c). OpenBLAS is set to one thread once, before the first product,
+ * and never changed: its threaded and single-threaded paths round
+ * differently, and Debian's OpenMP build does not follow OpenMP's thread
+ * limit (it threads even inside a one-thread region). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Products below this many multiply-adds are one tile: splitting them costs
+ * more (packing A or B again per tile) than a second thread gains. */
+#define GEMM_TILE_MIN_MACS ((int64_t)1 << 22)
+/* At most this many tiles along the split dimension. */
+#define GEMM_MAX_TILES 8
+
+/* OpenBLAS's setter, declared here to avoid depending on its header */
+extern void openblas_set_num_threads(int);
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_serial(void) { openblas_set_num_threads(1); }
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+typedef struct gemm_job {
+    enum CBLAS_TRANSPOSE ta, tb;
+    int M, N, K, lda, ldb, ldc, split_n, step;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+/* tile t: columns (split_n) or rows t*step.. of C */
+static void gemm_tile(const gemm_job *j, int t) {
+    const int total = j->split_n ? j->N : j->M, lo = t * j->step, len = total - lo < j->step ? total - lo : j->step;
+    if (j->split_n)
+        cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->M, len, j->K, j->alpha, j->A, j->lda,
+                    j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->ldb, j->beta, j->C + lo, j->ldc);
+    else
+        cblas_sgemm(CblasRowMajor, j->ta, j->tb, len, j->N, j->K, j->alpha,
+                    j->ta == CblasTrans ? j->A + lo : j->A + (size_t)lo * j->lda, j->lda, j->B, j->ldb, j->beta,
+                    j->C + (size_t)lo * j->ldc, j->ldc);
+}
+
+void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    pthread_once(&blas_once, blas_serial);
+    gemm_job j = {trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, lda, ldb, ldc,
+                  1, N, alpha, beta, A, B, C};
+    const int64_t macs = (int64_t)M * N * (K > 0 ? K : 1);
+    /* split the columns of C when there are enough, else its rows */
+    int tiles = 1;
+    if (macs >= 2 * GEMM_TILE_MIN_MACS) {
+        int64_t by_work = macs / GEMM_TILE_MIN_MACS;
+        int want = by_work < GEMM_MAX_TILES ? (int)by_work : GEMM_MAX_TILES;
+        if (N >= 2 * 64) {
+            j.step = round_up((N + want - 1) / want, 64);
+        } else if (M >= 2 * 16) {
+            j.split_n = 0;
+            j.step = round_up((M + want - 1) / want, 16);
+        }
+        tiles = ((j.split_n ? N : M) + j.step - 1) / j.step;
+    }
+    int in_par = 0;
+#ifdef _OPENMP
+    in_par = omp_in_parallel();
+#endif
+    if (in_par || tiles == 1) {
+        for (int t = 0; t < tiles; t++) gemm_tile(&j, t);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < tiles; t++) gemm_tile(&j, t);
+}

@@ -1,0 +1,214 @@
+/* threads.c - how many threads the kernels use.
+ *
+ * A fixed count when the program asks for one (loco_set_threads(n > 0)) or
+ * the environment names one (OMP_NUM_THREADS). Otherwise the library decides
+ * before each network evaluation (threads_for_work):
+ *   - one thread for work under THREADS_MIN_FLOPS: on the machines we measured
+ *     (2-core VMs), a second thread made small models slower (faces32, a
+ *     32x32 model: a whole edit 9.1 s on one thread, 13.3 s on two);
+ *   - one thread when OpenMP's threads spin while they wait (neither
+ *     OMP_WAIT_POLICY nor GOMP_SPINCOUNT set when the program started):
+ *     spinning threads made a celebahq forward 1.9x slower even on an idle
+ *     machine. libgomp reads these variables once, when it is loaded, so the
+ *     library cannot change them; loco_threads_reexec() restarts a program
+ *     with passive waits, and the loco CLI does that;
+ *   - otherwise the cores that other processes leave free, measured from
+ *     /proc/stat over the time since the last decision (at most every
+ *     THREADS_RESAMPLE seconds; the first decision samples 30 ms).
+ * Every kernel gives bit-identical results for any thread count (gemm.c), so
+ * the choice changes speed, never the numbers. */
+#include "internal.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* network evaluations of fewer FLOPs (2 x multiply-adds, direct
+ * convolutions) run on one thread */
+#define THREADS_MIN_FLOPS 100e9
+#define THREADS_RESAMPLE 0.5
+
+static int fixed_n = 0;   /* loco_set_threads(n > 0) */
+static int inited = 0;    /* the environment has been read */
+static int env_fixed = 0; /* OMP_NUM_THREADS given */
+static int spinning = 0;  /* libgomp spins while waiting */
+static int current = 0;   /* the count last given to OpenMP, 0: none yet */
+
+static struct {
+    int have;
+    double wall, busy, own; /* seconds: monotonic, all CPUs' non-idle, ours */
+    double free_cores;
+} load;
+
+static int cpus_allowed(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* 1 if the environment the program started with (what libgomp read when it
+ * loaded) has variable `name` (given as "NAME="); -1 if unreadable */
+static int start_env_has(const char *name) {
+    FILE *f = fopen("/proc/self/environ", "r");
+    if (!f) return -1;
+    size_t nl = strlen(name), i = 0;
+    int c, match = 1, found = 0;
+    while ((c = fgetc(f)) != EOF) {
+        if (c == 0) {
+            i = 0;
+            match = 1;
+            continue;
+        }
+        if (match && i < nl) {
+            if (c != name[i]) match = 0;
+            else if (++i == nl) found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static int env_has(const char *name) {
+    int r = start_env_has(name);
+    if (r >= 0) return r;
+    char var[64];
+    snprintf(var, sizeof var, "%.*s", (int)strlen(name) - 1, name); /* names here are short */
+    return getenv(var) != NULL;
+}
+
+static void init_env(void) {
+    if (inited) return;
+    inited = 1;
+    const char *nt = getenv("OMP_NUM_THREADS");
+    env_fixed = nt && nt[0];
+    spinning = !env_has("OMP_WAIT_POLICY=") && !env_has("GOMP_SPINCOUNT=");
+}
+
+/* busy seconds of all CPUs (user, nice, system, irq, softirq, steal) and
+ * the number of CPUs, from /proc/stat; -1 when unreadable */
+static double cpu_busy_seconds(int *ncpu) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    char line[512];
+    double busy = -1;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "cpu", 3) != 0) break;
+        if (line[3] == ' ') {
+            unsigned long long v[8] = {0};
+            if (sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                       &v[6], &v[7]) >= 4)
+                busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+        } else {
+            n++;
+        }
+    }
+    fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    *ncpu = n > 0 ? n : 1;
+    return busy < 0 ? -1 : busy / (double)(hz > 0 ? hz : 100);
+}
+
+static double own_cpu_seconds(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Cores left free by other processes, averaged since the last sample. */
+static double free_cores(int allowed) {
+    double now = loco_now();
+    if (load.have && now - load.wall < THREADS_RESAMPLE) return load.free_cores;
+    int ncpu;
+    double busy = cpu_busy_seconds(&ncpu), own = own_cpu_seconds();
+    if (busy < 0) return allowed; /* no /proc: assume an idle machine */
+    if (!load.have) {             /* first decision: watch for 30 ms */
+        struct timespec d = {0, 30 * 1000 * 1000};
+        nanosleep(&d, NULL);
+        load.wall = now;
+        load.busy = busy;
+        load.own = own;
+        now = loco_now();
+        busy = cpu_busy_seconds(&ncpu);
+        own = own_cpu_seconds();
+    }
+    double dt = now - load.wall, other = 0;
+    if (dt > 0) other = ((busy - load.busy) - (own - load.own)) / dt;
+    if (other < 0) other = 0;
+    double fr = (double)ncpu - other;
+    if (fr > allowed) fr = allowed;
+    load.have = 1;
+    load.wall = now;
+    load.busy = busy;
+    load.own = own;
+    load.free_cores = fr;
+    return fr;
+}
+
+static void use_threads(int n) {
+    if (n == current) return;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    current = n;
+}
+
+void threads_for_work(double flops) {
+    init_env();
+    if (fixed_n > 0 || env_fixed) return;
+    int n = 1;
+    if (flops >= THREADS_MIN_FLOPS) {
+        if (spinning) {
+            static int told = 0;
+            if (!told) {
+                told = 1;
+                loco_log(LOCO_LOG_INFO, "one thread: OpenMP threads would spin while waiting (set OMP_WAIT_POLICY="
+                                        "passive before the program starts, or call loco_threads_reexec)");
+            }
+        } else {
+            int allowed = cpus_allowed();
+            n = (int)(free_cores(allowed) + 0.5);
+            if (n < 1) n = 1;
+            if (n > allowed) n = allowed;
+        }
+    }
+    use_threads(n);
+}
+
+void loco_set_threads(int n) {
+    fixed_n = n > 0 ? n : 0;
+    if (n > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#endif
+        current = n;
+    }
+}
+
+int loco_get_threads(void) {
+    init_env();
+    if (fixed_n > 0) return fixed_n;
+#ifdef _OPENMP
+    if (env_fixed) return omp_get_max_threads();
+#endif
+    return cpus_allowed();
+}
+
+int loco_threads_reexec(char **argv) {
+    if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return 0;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return -1;
+    execv("/proc/self/exe", argv);
+    unsetenv("OMP_WAIT_POLICY"); /* not replaced: carry on as we are */
+    return -1;
+}
