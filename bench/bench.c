@@ -28,20 +28,21 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---- options ------------------------------------------------------------- */
 
 static struct {
-    int quick, json, threads;
+    int quick, json, threads, load;
     double retry_busy; /* retry a measurement while others use more than this % of the CPUs; <0: never */
     const char *only;   /* comma-separated names, NULL: all */
     const char *batch;  /* comma-separated batch sizes, NULL: 1,4 */
     const char *cache;  /* where random-initialised models are kept */
     const char *fixtures;
     const char *configs;
-} opt = {0, 0, 0, -1, NULL, NULL, "build/bench-models", "tests/fixtures", "configs"};
+} opt = {0, 0, 0, 0, -1, NULL, NULL, "build/bench-models", "tests/fixtures", "configs"};
 
 static const char *const usage_text =
     "usage: bench [--quick] [--json] [--only NAMES] [--batch LIST] [--threads N]\n"
@@ -53,7 +54,9 @@ static const char *const usage_text =
     "                  ddpm-cifar10-32, ddpm-ema-celebahq-256 (a word selects\n"
     "                  every name containing it, e.g. 'celebahq')\n"
     "  --batch LIST    comma-separated batch sizes (default 1,4)\n"
-    "  --threads N     threads for loco and OpenBLAS (default loco_get_threads())\n"
+    "  --threads N     threads for loco and OpenBLAS (default: loco's automatic choice)\n"
+    "  --load N        N busy-looping processes run beside every measurement, as\n"
+    "                  on a machine doing other work (default 0)\n"
     "  --retry-busy P  on a shared machine: when other processes used more than\n"
     "                  P%% of the CPUs during a measurement, wait 15 s and measure\n"
     "                  again (up to 4 more times); the quietest attempt is kept\n"
@@ -484,7 +487,9 @@ static void json_str(const char *s) {
 static void print_machine_text(int threads, const char *coretype, const char *cpu) {
     printf("loco bench (loco %s)\n", LOCO_VERSION);
     printf("cpu: %s, %ld online cpus\n", cpu, sysconf(_SC_NPROCESSORS_ONLN));
-    printf("threads: %d (loco_get_threads), OpenBLAS core: %s, OPENBLAS_CORETYPE=%s\n", threads,
+    if (opt.threads > 0) printf("threads: %d (fixed)", threads);
+    else printf("threads: automatic, up to %d (one for small models, else the free cores)", threads);
+    printf(", busy processes beside: %d, OpenBLAS core: %s, OPENBLAS_CORETYPE=%s\n", opt.load,
            openblas_get_corename(), coretype ? coretype : "(unset)");
     printf("OpenBLAS config: %s\n", openblas_get_config());
 }
@@ -534,6 +539,15 @@ static int parse_args(int argc, char **argv) {
             }
             opt.retry_busy = v;
             i++;
+        } else if (next && strcmp(a, "--load") == 0) {
+            char *end;
+            long v = strtol(next, &end, 10);
+            if (*end || end == next || v < 0 || v > 64) {
+                fprintf(stderr, "bench: bad --load '%s' (0..64 busy processes)\n", next);
+                return 0;
+            }
+            opt.load = (int)v;
+            i++;
         } else if (next && strcmp(a, "--threads") == 0) {
             char *end;
             long v = strtol(next, &end, 10);
@@ -580,9 +594,41 @@ static int mkdir_p(const char *path) {
     return mkdir(buf, 0777) == 0 || errno == EEXIST;
 }
 
+/* ---- --load: busy processes beside the measurements ------------------------ */
+
+static pid_t hogs[64];
+static int n_hogs = 0;
+
+static void stop_hogs(void) {
+    for (int i = 0; i < n_hogs; i++) kill(hogs[i], SIGKILL);
+    for (int i = 0; i < n_hogs; i++) waitpid(hogs[i], NULL, 0);
+    n_hogs = 0;
+}
+
+static void on_signal(int sig) {
+    for (int i = 0; i < n_hogs; i++) kill(hogs[i], SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void start_hogs(int n) {
+    for (int i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            volatile unsigned long x = 0;
+            for (;;) x++;
+        }
+        if (p > 0) hogs[n_hogs++] = p;
+    }
+    atexit(stop_hogs);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+}
+
 int main(int argc, char **argv) {
     loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
     if (!parse_args(argc, argv) || !check_only()) return 2;
+    if (opt.load > 0) start_hogs(opt.load);
     int batches[16];
     int nb = parse_batches(batches, 16);
     if (nb < 0) return 2;

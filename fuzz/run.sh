@@ -9,7 +9,8 @@
 # fuzz/corpus/<target>/ (read-only here; new inputs go to
 # build/fuzz/corpus/<target>/). Prints executions and coverage (cov/ft from
 # libFuzzer's final lines) per target; full logs in build/fuzz/logs/.
-# Targets: safetensors config png pickle pytorch (see fuzz/harness.h).
+# Targets: safetensors config png pickle pytorch (see fuzz/harness.h), and
+# cli: the command line's number and list parsers (tools/cli_parse.c).
 #
 # A crash, leak, timeout or out-of-memory leaves its input in
 # build/fuzz/artifacts/<target>/ and makes the script exit 1. Fix it, then
@@ -23,7 +24,7 @@ set -eu
 cd "$(dirname "$0")/.."
 OUT=build/fuzz
 CC="${FUZZ_CC:-clang}"
-ALL="safetensors config png pickle pytorch"
+ALL="safetensors config png pickle pytorch cli"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer $SAN -fopenmp -Iinclude -Isrc -D_GNU_SOURCE -Wall -Wno-unused-parameter"
 LIBS="-lopenblas -lcjson -lpng -lz -lm"
@@ -62,7 +63,9 @@ done
 for t in $TARGETS; do
     [ -f "fuzz/fuzz_$t.c" ] || { echo "fuzz/run.sh: no target '$t' (have: $ALL)" >&2; exit 2; }
     echo "link fuzz_$t"
-    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" "$OUT"/obj/*.o $LIBS -o "$OUT/fuzz_$t"
+    extra=""
+    [ "$t" = cli ] && extra=tools/cli_parse.c # the CLI's parsers are not in the library
+    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra "$OUT"/obj/*.o $LIBS -o "$OUT/fuzz_$t"
 done
 cat fuzz/dict/pickle.dict fuzz/dict/zip.dict >"$OUT/pytorch.dict"
 
@@ -78,6 +81,7 @@ for t in $TARGETS; do
         png) dict=fuzz/dict/png.dict; maxlen=16384 ;;
         pickle) dict=fuzz/dict/pickle.dict; maxlen=4096 ;;
         pytorch) dict="$OUT/pytorch.dict"; maxlen=16384 ;;
+        cli) dict=fuzz/dict/cli.dict; maxlen=256 ;;
     esac
     mkdir -p "$OUT/corpus/$t" "$OUT/artifacts/$t"
     log="$OUT/logs/$t.log"

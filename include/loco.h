@@ -76,6 +76,19 @@ void loco_set_log(loco_log_fn fn, void *user);
 void loco_set_threads(int n);
 int loco_get_threads(void);
 
+/* Every file the library writes appears complete or not at all: it is
+ * written under a hidden temporary name beside it, ".<name>" LOCO_TEMP_TAG
+ * "<pid>.XXXXXX", flushed, then renamed. A process killed while writing
+ * leaves that temporary behind; loco_clean_stale_temps(path) removes the
+ * ones beside path (files or folders) whose process no longer runs, and
+ * returns how many. loco_remove_tree removes a file or a folder tree without
+ * following links (0 or -1). */
+#define LOCO_TEMP_TAG ".loco-tmp."
+/* Writes a NUL-terminated text to path that way. */
+loco_status loco_write_text_file(const char *path, const char *text);
+int loco_clean_stale_temps(const char *path);
+int loco_remove_tree(const char *path);
+
 /* OpenMP (libgomp) reads OMP_WAIT_POLICY when the program loads, and its
  * default makes idle threads spin, which slows a busy machine (and 2-core
  * VMs even when idle) several times over. Call this first thing in main with
@@ -469,6 +482,11 @@ loco_status loco_edit_timestep(const loco_model *m, const loco_edit_params *p, f
 /* x0 [C, H, W] (in [-1, 1]) -> x_t at the edit timestep, written to xt
  * (caller-owned). *nfe (may be NULL) receives the network evaluations. */
 loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const float *x0, float *xt, int *nfe);
+/* The same; xT (caller-owned, may be NULL) also receives the latent at the
+ * top of the inversion: x_T when p->invert_full (before sampling back down
+ * to the edit timestep), else x_t itself. */
+loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, const float *x0, float *xT, float *xt,
+                                  int *nfe);
 
 /* x [B, C, H, W] at the edit timestep -> images at t = 0, in place. */
 loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, float *x, int *nfe);

@@ -3,9 +3,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,11 +271,65 @@ loco_status loco_read_file(const char *path, char **data, size_t *len, size_t ma
     return LOCO_OK;
 }
 
+char *loco_temp_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path + 1) : 0, n = strlen(path) + 64;
+    char *t = malloc(n);
+    if (t) snprintf(t, n, "%.*s.%s" LOCO_TEMP_TAG "%ld.XXXXXX", (int)dl, path, path + dl, (long)getpid());
+    return t;
+}
+
+/* removes a file or a folder tree (no links followed); 0 or -1 */
+static int remove_tree(int dirfd, const char *name) {
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) return unlinkat(dirfd, name, 0);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) remove_tree(fd, e->d_name);
+    closedir(d);
+    return unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+int loco_remove_tree(const char *path) { return remove_tree(AT_FDCWD, path); }
+
+int loco_clean_stale_temps(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, (size_t)(slash - path) + 1) : strdup(".");
+    const char *base = slash ? slash + 1 : path;
+    if (!dir) return 0;
+    size_t bl = strlen(base), tl = strlen(LOCO_TEMP_TAG);
+    int removed = 0;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            const char *nm = e->d_name;
+            /* ".<base>" LOCO_TEMP_TAG "<pid>.XXXXXX" */
+            if (nm[0] != '.' || strncmp(nm + 1, base, bl) != 0 || strncmp(nm + 1 + bl, LOCO_TEMP_TAG, tl) != 0) continue;
+            char *end;
+            long pid = strtol(nm + 1 + bl + tl, &end, 10);
+            if (end == nm + 1 + bl + tl || *end != '.' || pid <= 0) continue;
+            if (pid == (long)getpid()) continue;                         /* ours: being written */
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* its writer still runs */
+            if (remove_tree(dirfd(d), nm) == 0) removed++;
+        }
+        closedir(d);
+    }
+    free(dir);
+    return removed;
+}
+
 loco_status loco_write_file_atomic(const char *path, const void *data, size_t len) {
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
+    char *tmp = loco_temp_name(path);
     if (!tmp) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         loco_status s = loco_fail(LOCO_E_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
@@ -313,6 +369,11 @@ loco_status loco_write_file_atomic(const char *path, const void *data, size_t le
     }
     free(tmp);
     return LOCO_OK;
+}
+
+loco_status loco_write_text_file(const char *path, const char *text) {
+    if (!path || !text) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_write_text_file: NULL argument");
+    return loco_write_file_atomic(path, text, strlen(text));
 }
 
 bool loco_file_exists(const char *path) {

@@ -42,6 +42,9 @@ double loco_rng_normal(loco_rng *r);   /* standard normal */
 loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len);
 /* Writes bytes to path via a temporary file and rename(). */
 loco_status loco_write_file_atomic(const char *path, const void *data, size_t len);
+/* The temporary name for path: ".<base>" LOCO_TEMP_TAG "<pid>.XXXXXX" in
+ * path's folder, for mkstemp/mkdtemp (malloc'd; NULL when out of memory). */
+char *loco_temp_name(const char *path);
 bool loco_file_exists(const char *path);
 bool loco_is_dir(const char *path);
 

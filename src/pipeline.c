@@ -240,6 +240,11 @@ loco_status loco_edit_timestep(const loco_model *m, const loco_edit_params *p, f
 }
 
 loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const float *x0, float *xt, int *nfe) {
+    return loco_edit_encode_full(m, p, x0, NULL, xt, nfe);
+}
+
+loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, const float *x0, float *xT, float *xt,
+                                  int *nfe) {
     float *g, *gi;
     loco_status s = edit_grids(m, p, &g, &gi);
     if (s) return s;
@@ -258,6 +263,7 @@ loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const flo
          * then treat the result as x at grid[n-1] and sample down to e */
         if (p->inv_steps > 2) s = loco_ddim_invert(m, 1, xt, gi, 0, p->inv_steps - 2, p->progress, p->user);
         evals += p->inv_steps - 2;
+        if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
         if (!s && e < p->steps - 1) {
             s = loco_ddim_sample(m, 1, xt, g, p->steps - 1, e, 0, p->seed, p->progress, p->user);
             evals += p->steps - 1 - e;
@@ -270,7 +276,9 @@ loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const flo
         gi[k] = g[e];
         s = loco_ddim_invert(m, 1, xt, gi, 0, k, p->progress, p->user);
         evals += k;
+        if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
     }
+    if (!s) s = model_check_finite(xt, n, "inversion: x_t");
     if (nfe) *nfe = evals;
     free(g);
     free(gi);
@@ -285,6 +293,10 @@ loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, fl
     float boost = 0;
     if (p->boost_t > 0) boost = g[nearest_start(g, p->steps, (double)p->boost_t * m->sched.T)];
     s = loco_ddim_sample(m, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
+    if (!s) {
+        const unet_config *c = &m->net.cfg;
+        s = model_check_finite(x, (size_t)B * c->in_ch * c->height * c->width, "denoising: the edited images");
+    }
     if (nfe) *nfe = e * B;
     free(g);
     free(gi);

@@ -84,36 +84,51 @@ static int get_images(loco_model *m, const loco_model_info *inf, const char **pa
     return 0;
 }
 
-static int ensure_dir(const char *d) {
-    if (mkdir(d, 0755) == 0 || errno == EEXIST) return 0;
-    fprintf(stderr, "loco: error: %s: cannot create folder: %s\n", d, strerror(errno));
-    return 1;
-}
+/* what loco analyze writes into --out (see outputs.c) */
+static const char *const analyze_outputs[] = {"rank.csv",      "rank.json",      "rank.svg", "spectrum.csv",
+                                              "linearity.csv", "linearity.json", "linearity.svg", NULL};
+
 
 /* A growing string */
 typedef struct str {
     char *s;
     size_t n, cap;
+    int failed; /* out of memory: the text is incomplete and must not be written */
 } str;
+
+/* writes the texts into the temporary folder and swaps it in */
+static int write_outputs(out_dir *od, const char *const *names, str *const *texts, int n) {
+    for (int i = 0; i < n; i++)
+        if (!texts[i]->s || texts[i]->failed) return fail(LOCO_E_NOMEM);
+    for (int i = 0; i < n; i++)
+        if (write_file(od->tmp, names[i], texts[i]->s)) return 1;
+    return out_dir_commit(od);
+}
 
 static void sp(str *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sp(str *b, const char *fmt, ...) {
-    char tmp[1024];
     va_list ap;
     va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int k = vsnprintf(NULL, 0, fmt, ap); /* measured first: no line is cut */
     va_end(ap);
-    if (k < 0) return;
-    if ((size_t)k >= sizeof tmp) k = sizeof tmp - 1;
+    if (k < 0 || b->failed) {
+        b->failed = 1;
+        return;
+    }
     if (b->n + (size_t)k + 1 > b->cap) {
         size_t nc = b->cap ? b->cap * 2 : 4096;
         while (nc < b->n + (size_t)k + 1) nc *= 2;
         char *ns = realloc(b->s, nc);
-        if (!ns) return;
+        if (!ns) {
+            b->failed = 1;
+            return;
+        }
         b->s = ns;
         b->cap = nc;
     }
-    memcpy(b->s + b->n, tmp, (size_t)k + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
+    va_end(ap);
     b->n += (size_t)k;
 }
 
@@ -209,9 +224,19 @@ static int cmd_rank(args *a) {
         else return usage_error("analyze rank: unexpected argument '%s'", s);
     }
     if (!model || !out) return usage_error("analyze rank: %s", "needs MODEL --out DIR");
+    out_dir od;
+    int rc0 = out_dir_begin(&od, out, analyze_outputs);
+    for (int i = 0; !rc0 && i < n_paths; i++) rc0 = check_input_outside(paths[i], out, "--image");
+    if (rc0) {
+        out_dir_end(&od);
+        return rc0;
+    }
     loco_model *m;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    if ((st = loco_model_open(model, &m))) {
+        out_dir_end(&od);
+        return fail(st);
+    }
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
@@ -224,7 +249,6 @@ static int cmd_rank(args *a) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
-    if ((rc = ensure_dir(out))) goto done;
     if (!g_quiet) fprintf(stderr, "loco: %s images\n", n_paths ? "reading" : "generating");
     if ((rc = get_images(m, &inf, paths, n_paths, (int)n_gen, (int)gen_steps, (uint64_t)seed, &imgs, &n_img))) goto done;
     const int exact = n <= (size_t)max_exact;
@@ -307,13 +331,12 @@ static int cmd_rank(args *a) {
     char title[256];
     snprintf(title, sizeof title, "Numerical rank of the PMP Jacobian / dimension");
     svg_chart(&svg, title, "t / T", "rank / dimension", 0, s, 3, 0, ymax > 0 ? ymax * 1.1 : 1);
-    char *js = cJSON_Print(rep);
-    if ((rc = write_file(out, "rank.csv", csv.s)) || (rc = write_file(out, "rank.json", js)) ||
-        (rc = write_file(out, "rank.svg", svg.s)) || (rc = write_file(out, "spectrum.csv", spec.s))) {
-        free(js);
-        goto done;
-    }
-    free(js);
+    str jss = {cJSON_Print(rep), 0, 0, 0};
+    const char *names[4] = {"rank.csv", "rank.json", "rank.svg", "spectrum.csv"};
+    str *texts[4] = {&csv, &jss, &svg, &spec};
+    rc = write_outputs(&od, names, texts, 4);
+    free(jss.s);
+    if (rc) goto done;
     free(tv);
     free(mean);
     free(lo);
@@ -321,6 +344,7 @@ static int cmd_rank(args *a) {
     free(mean2);
     if (!g_quiet) fprintf(stderr, "loco: wrote %s/rank.csv, rank.json, rank.svg, spectrum.csv\n", out);
 done:
+    out_dir_end(&od);
     cJSON_Delete(rep);
     free(csv.s);
     free(svg.s);
@@ -366,9 +390,19 @@ static int cmd_linearity(args *a) {
         else return usage_error("analyze linearity: unexpected argument '%s'", s);
     }
     if (!model || !out) return usage_error("analyze linearity: %s", "needs MODEL --out DIR");
+    out_dir od;
+    int rc0 = out_dir_begin(&od, out, analyze_outputs);
+    for (int i = 0; !rc0 && i < n_paths; i++) rc0 = check_input_outside(paths[i], out, "--image");
+    if (rc0) {
+        out_dir_end(&od);
+        return rc0;
+    }
     loco_model *m;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    if ((st = loco_model_open(model, &m))) {
+        out_dir_end(&od);
+        return fail(st);
+    }
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
@@ -389,7 +423,6 @@ static int cmd_linearity(args *a) {
         nlo[i] = clo[i] = INFINITY;
         nhi[i] = chi[i] = -INFINITY;
     }
-    if ((rc = ensure_dir(out))) goto done;
     if ((rc = get_images(m, &inf, paths, n_paths, (int)n_gen, (int)gen_steps, (uint64_t)seed, &imgs, &n_img))) goto done;
     sp(&csv, "image,direction,lambda,norm_ratio,cosine\n");
     int count = 0;
@@ -475,15 +508,15 @@ static int cmd_linearity(args *a) {
     char title[200];
     snprintf(title, sizeof title, "Local linearity of the PMP at t = %.2f T (%d directions)", tf, count);
     svg_chart(&svg, title, "lambda (log scale)", "ratio / cosine", n_lam > 1 && lam[0] > 0, s2, 2, 0, ymax);
-    char *js = cJSON_Print(rep);
-    if ((rc = write_file(out, "linearity.csv", csv.s)) || (rc = write_file(out, "linearity.json", js)) ||
-        (rc = write_file(out, "linearity.svg", svg.s))) {
-        free(js);
-        goto done;
-    }
-    free(js);
+    str jss = {cJSON_Print(rep), 0, 0, 0};
+    const char *names[3] = {"linearity.csv", "linearity.json", "linearity.svg"};
+    str *texts[3] = {&csv, &jss, &svg};
+    rc = write_outputs(&od, names, texts, 3);
+    free(jss.s);
+    if (rc) goto done;
     if (!g_quiet) fprintf(stderr, "loco: wrote %s/linearity.csv, linearity.json, linearity.svg\n", out);
 done:
+    out_dir_end(&od);
     cJSON_Delete(rep);
     free(csv.s);
     free(svg.s);

@@ -20,12 +20,40 @@ int fail(loco_status s);
 int usage_error(const char *fmt, const char *arg);
 /* value of option `name` at a->i, advancing; NULL if a->argv[a->i] is not it */
 const char *opt(args *a, const char *name);
+/* ---- parsers (cli_parse.c); each returns 1/count on success, 0/-1 else -- */
+/* a whole decimal integer in [lo, hi] */
 int parse_long(const char *s, long long lo, long long hi, long long *out);
+/* a whole finite number */
 int parse_float(const char *s, double *out);
 /* "a,b,c" -> finite doubles (at most max); returns the count or -1 */
 int parse_list(const char *s, double *out, int max);
-/* Writes text to dir/name via a temporary file and rename; 0 or 1 (after
- * printing the error). */
+/* "a,b,c" -> integers in [lo, hi] (lo, hi within int; at most max); returns
+ * the count or -1 (a fraction, "1e3" or an out-of-range value is -1) */
+int parse_int_list(const char *s, int *out, int max, long long lo, long long hi);
+
+/* ---- outputs (outputs.c) -------------------------------------------------- */
+/* dir/name (malloc'd; NULL when out of memory) */
+char *path_join(const char *dir, const char *name);
+/* An output file can be written: not a folder, device or FIFO, its folder
+ * exists and is writable; removes stale temporaries beside it. 0, or the
+ * exit code after printing the error naming `what` (e.g. "--out"). */
+int check_out_file(const char *path, const char *what);
+/* An output folder, written as a temporary folder beside it and swapped in
+ * by out_dir_commit (all old or all new; see outputs.c). */
+typedef struct out_dir {
+    char *final;   /* --out, without trailing slashes */
+    char *tmp;     /* where this run writes, NULL once committed */
+    int existed;
+} out_dir;
+/* Checks path (a folder holding only names matching patterns, a
+ * NULL-terminated fnmatch list, or absent with a writable parent) and makes
+ * the temporary folder. 0 or an exit code (printed). out_dir_end always. */
+int out_dir_begin(out_dir *o, const char *path, const char *const *patterns);
+int out_dir_commit(out_dir *o);
+void out_dir_end(out_dir *o);
+/* An input file must not lie inside an output folder this run replaces. */
+int check_input_outside(const char *input, const char *out, const char *what);
+/* Writes text to dir/name atomically; 0 or 1 (after printing the error). */
 int write_file(const char *dir, const char *name, const char *text);
 
 int cmd_edit(args *a);

@@ -84,6 +84,10 @@ static int faces(args *a) {
     }
     if (count < 0) return usage_error("dataset faces: %s", "missing --count N");
     if (!out && !grid && !lgrid) return usage_error("dataset faces: %s", "give --out DIR and/or --grid G.png");
+    int rc0 = 0;
+    if (grid) rc0 = check_out_file(grid, "--grid");
+    if (!rc0 && lgrid) rc0 = check_out_file(lgrid, "--label-grid");
+    if (rc0) return rc0;
     if ((grid || lgrid) && count > 4096) return usage_error("dataset faces: %s", "a --grid holds at most 4096 images");
     if (start + count > 2147483647LL) return usage_error("dataset faces: %s", "--start + --count must stay below 2^31");
     if (out && !make_dir(out)) return 1;
@@ -220,6 +224,10 @@ static int fashion(args *a) {
     }
     if (count < 0) return usage_error("dataset fashion-mnist: %s", "missing --count N");
     if (!out && !grid) return usage_error("dataset fashion-mnist: %s", "give --out DIR and/or --grid G.png");
+    if (grid) {
+        int rc0 = check_out_file(grid, "--grid");
+        if (rc0) return rc0;
+    }
     if (grid && count > 4096) return usage_error("dataset fashion-mnist: %s", "a --grid holds at most 4096 images");
     if (out && strlen(out) > 4000) return usage_error("dataset fashion-mnist: %s", "--out path too long");
     uint8_t *img = NULL, *lab = NULL;
@@ -302,6 +310,8 @@ int cmd_mask(args *a) {
         else return usage_error("mask: unexpected argument '%s'", s);
     }
     if (!in || !part || !out) return usage_error("mask: %s", "usage: loco mask LABELS.png --part PART [--dilate N] --out M.png");
+    int rc0 = check_out_file(out, "--out");
+    if (rc0) return rc0;
     uint32_t bits;
     loco_status st = loco_faces_part_labels(part, &bits);
     if (st) return fail(st);

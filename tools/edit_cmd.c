@@ -40,18 +40,32 @@ static void say(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
 }
 
-static int make_dir(const char *d) {
-    if (mkdir(d, 0755) == 0 || errno == EEXIST) return 0;
-    fprintf(stderr, "loco: error: %s: cannot create folder: %s\n", d, strerror(errno));
-    return -1;
+/* prints the library's error, prefixed with the phase it happened in */
+static int fail_in(const char *phase, loco_status st) {
+    const char *d = loco_last_error();
+    fprintf(stderr, "loco: error: %s: %s\n", phase, d[0] ? d : loco_strerror(st));
+    return st == LOCO_E_INVALID_ARGUMENT ? 2 : 1;
 }
 
-static char *path_in(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
+/* |strength| above this is refused before any work: x_t + s v leaves the
+ * range any diffusion model was trained on long before (v has unit norm). */
+#define MAX_STRENGTH 1000.0
+
+static int check_strengths(const char *cmd, const double *s, int n) {
+    for (int i = 0; i < n; i++)
+        if (fabs(s[i]) > MAX_STRENGTH) {
+            fprintf(stderr, "loco: error: %s: --strengths: %g is beyond +-%g (directions have unit norm; the paper "
+                            "uses about 8)\n", cmd, s[i], MAX_STRENGTH);
+            return 2;
+        }
+    return 0;
 }
+
+/* what loco edit and loco apply write into --out (see outputs.c) */
+static const char *const edit_outputs[] = {"original.png", "recon.png", "strip.png", "report.json",
+                                           "directions.safetensors", "tensors.safetensors", "edit_d*_s*.png", NULL};
+static const char *const apply_outputs[] = {"img*_strip.png", "img*_recon.png", "img*_edit_d*_s*.png",
+                                            "img*_composed.png", NULL};
 
 /* Bilinear resize of an 8-bit interleaved image (align_corners = false). */
 static uint8_t *resize(const loco_image *im, int H, int W) {
@@ -138,7 +152,7 @@ int load_input(const char *path, const loco_model_info *inf, int drop_alpha, int
 /* [C, H, W] floats in [-1, 1] -> 8-bit interleaved pixels at column offset
  * xoff of a strip `stride` images wide */
 static loco_status write_png(const char *dir, const char *name, const float *x, int C, int H, int W) {
-    char *p = path_in(dir, name);
+    char *p = path_join(dir, name);
     loco_status st = p ? write_images(p, &x, 1, C, H, W, 1, 1) : LOCO_E_NOMEM;
     free(p);
     return st;
@@ -146,7 +160,7 @@ static loco_status write_png(const char *dir, const char *name, const float *x, 
 
 /* n images side by side */
 static loco_status write_strip(const char *dir, const char *name, const float *const *imgs, int n, int C, int H, int W) {
-    char *p = path_in(dir, name);
+    char *p = path_join(dir, name);
     loco_status st = p ? write_images(p, imgs, n, C, H, W, n, 1) : LOCO_E_NOMEM;
     free(p);
     return st;
@@ -181,9 +195,10 @@ static int build_mask(const char *maskp, const char *rect, const char *ell, int 
     loco_status st;
     if (maskp) st = loco_mask_png(maskp, H, W, pix);
     else if (rect) {
-        double r[4];
-        if (parse_list(rect, r, 4) != 4) return usage_error("edit: bad --rect '%s' (y0,y1,x0,x1)", rect);
-        st = loco_mask_rect(H, W, (int)r[0], (int)r[1], (int)r[2], (int)r[3], pix);
+        int r[4];
+        if (parse_int_list(rect, r, 4, -1000000, 1000000) != 4)
+            return usage_error("edit: bad --rect '%s' (four whole numbers y0,y1,x0,x1)", rect);
+        st = loco_mask_rect(H, W, r[0], r[1], r[2], r[3], pix);
     } else {
         double e[4];
         if (parse_list(ell, e, 4) != 4) return usage_error("edit: bad --ellipse '%s' (cy,cx,ry,rx)", ell);
@@ -240,6 +255,7 @@ int cmd_edit(args *a) {
     int n_str = 2, n_dir = 1;
     long long seed = 0, ll;
     double d;
+    int rc0;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--image"))) image = v;
@@ -300,9 +316,19 @@ int cmd_edit(args *a) {
     for (int i = 0; i < n_dir; i++)
         if (dirs_d[i] != floor(dirs_d[i]) || dirs_d[i] < 0 || dirs_d[i] >= rank)
             return usage_error("edit: --directions entries must be integers in [0, --rank) %s", "");
+    if (check_strengths("edit", strengths, n_str)) return 2;
     ep.seed = (uint64_t)seed;
     ep.progress = progress_cb;
 
+    /* every location is checked before any work */
+    out_dir od;
+    if ((rc0 = out_dir_begin(&od, out, edit_outputs)) || (rc0 = check_input_outside(image, out, "--image")) ||
+        (maskp && (rc0 = check_input_outside(maskp, out, "--mask"))) ||
+        (init_basis && (rc0 = check_input_outside(init_basis, out, "--init-basis")))) {
+        out_dir_end(&od);
+        return rc0;
+    }
+    const char *dir = od.tmp; /* where this run writes until it commits */
     double t_start = now();
     loco_model *m = NULL;
     loco_lin *L = NULL;
@@ -313,7 +339,11 @@ int cmd_edit(args *a) {
     char *text = NULL;
     int rc = 0;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    float *xT = NULL;
+    if ((st = loco_model_open(model, &m))) {
+        out_dir_end(&od);
+        return fail(st);
+    }
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const int C = inf.in_channels, H = inf.height, W = inf.width;
@@ -321,25 +351,27 @@ int cmd_edit(args *a) {
     if (inf.out_channels != C) {
         fprintf(stderr, "loco: error: %s: editing needs in_channels == out_channels\n", model);
         loco_model_free(m);
+        out_dir_end(&od);
         return 1;
     }
     x0 = malloc(sizeof(float) * n);
     xt = malloc(sizeof(float) * n);
+    xT = malloc(sizeof(float) * n);
     pix = malloc((size_t)H * W);
     mask = malloc(n);
     outside = malloc(n);
-    if (!x0 || !xt || !pix || !mask || !outside) {
+    if (!x0 || !xt || !xT || !pix || !mask || !outside) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
     if ((rc = load_input(image, &inf, drop_alpha, do_resize, x0))) goto done;
     if ((rc = build_mask(maskp, rect, ell, H, W, pix))) goto done;
-    size_t inside = 0;
+    size_t inside = 0; /* pixels, not entries: the mask is the same for every channel */
+    for (int i = 0; i < H * W; i++) inside += pix[i] != 0;
     for (int c = 0; c < C; c++)
         for (int i = 0; i < H * W; i++) {
             mask[(size_t)c * H * W + i] = pix[i] != 0;
             outside[(size_t)c * H * W + i] = pix[i] == 0;
-            inside += pix[i] != 0;
         }
     if (inside == 0) {
         fprintf(stderr, "loco: error: the mask is empty\n");
@@ -385,12 +417,18 @@ int cmd_edit(args *a) {
     say("loco: inverting to t = %s\n", tbuf);
     double t0 = now();
     int nfe_inv = 0;
-    if ((st = loco_edit_encode(m, &ep, x0, xt, &nfe_inv))) goto err;
+    if ((st = loco_edit_encode_full(m, &ep, x0, xT, xt, &nfe_inv))) {
+        rc = fail_in("inversion", st);
+        goto done;
+    }
     double t_inv = now() - t0;
 
     /* 2. local directions */
     t0 = now();
-    if ((st = loco_linearize(m, xt, t_value, &L))) goto err;
+    if ((st = loco_linearize(m, xt, t_value, &L))) {
+        rc = fail_in("linearize", st);
+        goto done;
+    }
     double t_lin = now() - t0;
     loco_subspace_params sp;
     loco_subspace_params_init(&sp);
@@ -404,7 +442,10 @@ int cmd_edit(args *a) {
     sp.progress = progress_cb;
     sp.phase = "roi";
     t0 = now();
-    if ((st = loco_subspace_iteration(L, mask, &sp, &roi))) goto err;
+    if ((st = loco_subspace_iteration(L, mask, &sp, &roi))) {
+        rc = fail_in("directions inside the mask", st);
+        goto done;
+    }
     double t_roi = now() - t0;
     loco_canonical_sign(rank, n, roi.vT);
     double t_null = 0;
@@ -414,7 +455,10 @@ int cmd_edit(args *a) {
         sp.init = v0n;
         sp.phase = "null";
         t0 = now();
-        if ((st = loco_subspace_iteration(L, outside, &sp, &nul))) goto err;
+        if ((st = loco_subspace_iteration(L, outside, &sp, &nul))) {
+            rc = fail_in("null space outside the mask", st);
+            goto done;
+        }
         t_null = now() - t0;
         loco_canonical_sign(null_rank, n, nul.vT);
     }
@@ -443,15 +487,14 @@ int cmd_edit(args *a) {
     say("loco: denoising %s images\n", n_img == 1 ? "1" : "the");
     t0 = now();
     int nfe_dec = 0;
-    if ((st = decode_all(m, &ep, &inf, n_img, batch, &nfe_dec))) goto err;
-    double t_dec = now() - t0;
-
-    /* 4. outputs */
-    if (make_dir(out)) {
-        rc = 1;
+    if ((st = decode_all(m, &ep, &inf, n_img, batch, &nfe_dec))) {
+        rc = fail_in("denoising", st);
         goto done;
     }
-    if ((st = write_png(out, "original.png", x0, C, H, W)) || (st = write_png(out, "recon.png", batch, C, H, W))) goto err;
+    double t_dec = now() - t0;
+
+    /* 4. outputs, into the temporary folder */
+    if ((st = write_png(dir, "original.png", x0, C, H, W)) || (st = write_png(dir, "recon.png", batch, C, H, W))) goto err;
     const float **strip = malloc(sizeof(float *) * (size_t)(n_img + 1));
     if (!strip) {
         st = LOCO_E_NOMEM;
@@ -459,14 +502,14 @@ int cmd_edit(args *a) {
     }
     strip[0] = x0;
     for (int i = 0; i < n_img; i++) strip[i + 1] = batch + n * (size_t)i;
-    st = write_strip(out, "strip.png", strip, n_img + 1, C, H, W);
+    st = write_strip(dir, "strip.png", strip, n_img + 1, C, H, W);
     free(strip);
     if (st) goto err;
     char name[96];
     for (int di = 0; di < n_dir; di++)
         for (int si = 0; si < n_str; si++) {
             strength_name(name, sizeof name, (int)dirs_d[di], strengths[si]);
-            if ((st = write_png(out, name, batch + n * (size_t)(1 + di * n_str + si), C, H, W))) goto err;
+            if ((st = write_png(dir, name, batch + n * (size_t)(1 + di * n_str + si), C, H, W))) goto err;
         }
     {
         char tv[32], sd[32], rk[16], nrk[16], ns[16], nis[16], inv[8], bt[32], te[32], mk[64];
@@ -492,20 +535,22 @@ int cmd_edit(args *a) {
             {"null_basis", LOCO_DTYPE_F32, 4, {null_rank, C, H, W}, nul.vT},
             {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul.s},
         };
-        char *dp = path_in(out, "directions.safetensors");
+        char *dp = path_join(dir, "directions.safetensors");
         st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 13) : LOCO_E_NOMEM;
         free(dp);
         if (st) goto err;
         if (save_tensors) {
-            float *x0b = x0;
+            /* xT: the top of the inversion (x_T with --invert-to full, else x_t
+             * itself); xt: the edit point the directions were found at */
             loco_tensor_ref tr[5] = {
-                {"x0", LOCO_DTYPE_F32, 4, {1, C, H, W}, x0b},
+                {"x0", LOCO_DTYPE_F32, 4, {1, C, H, W}, x0},
+                {"xT", LOCO_DTYPE_F32, 4, {1, C, H, W}, xT},
                 {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
                 {"recon", LOCO_DTYPE_F32, 4, {1, C, H, W}, batch},
                 {"edits", LOCO_DTYPE_F32, 4, {n_img - 1, C, H, W}, batch + n},
             };
-            char *tp = path_in(out, "tensors.safetensors");
-            st = tp ? loco_tensors_write(tp, tr, 4, meta, 13) : LOCO_E_NOMEM;
+            char *tp = path_join(dir, "tensors.safetensors");
+            st = tp ? loco_tensors_write(tp, tr, 5, meta, 13) : LOCO_E_NOMEM;
             free(tp);
             if (st) goto err;
         }
@@ -560,7 +605,7 @@ int cmd_edit(args *a) {
             cJSON_AddItemToArray(outs, cJSON_CreateString(name));
         }
     text = cJSON_Print(rep);
-    if (!text || write_file(out, "report.json", text)) {
+    if (!text || write_file(dir, "report.json", text) || out_dir_commit(&od)) {
         rc = 1;
         goto done;
     }
@@ -589,7 +634,9 @@ done:
     free(outside);
     loco_free(v0m);
     loco_free(v0n);
+    free(xT);
     loco_model_free(m);
+    out_dir_end(&od);
     return rc;
 }
 
@@ -604,7 +651,7 @@ typedef struct dirfile {
     int r;
 } dirfile;
 
-static int open_dirfile(dirfile *d, const char *path, size_t n) {
+static int open_dirfile(dirfile *d, const char *path, const loco_model_info *inf) {
     memset(d, 0, sizeof *d);
     d->path = strdup(path);
     loco_status st = loco_tensors_open(path, &d->f);
@@ -612,10 +659,10 @@ static int open_dirfile(dirfile *d, const char *path, size_t n) {
     int nd;
     int64_t sh[LOCO_MAX_DIMS];
     if ((st = loco_tensors_read_f32(d->f, "directions", &d->dirs, &nd, sh, 0))) return fail(st);
-    size_t per = 1;
-    for (int i = 1; i < nd; i++) per *= (size_t)sh[i];
-    if (nd != 4 || per != n || sh[0] < 1) {
-        fprintf(stderr, "loco: error: %s: tensor 'directions' must be [r, C, H, W] for this model\n", path);
+    if (nd != 4 || sh[0] < 1 || sh[0] > 4096 || sh[1] != inf->in_channels || sh[2] != inf->height ||
+        sh[3] != inf->width) {
+        fprintf(stderr, "loco: error: %s: tensor 'directions' must have shape [r,%d,%d,%d] for this model (r >= 1)\n",
+                path, inf->in_channels, inf->height, inf->width);
         return 1;
     }
     d->r = (int)sh[0];
@@ -641,27 +688,34 @@ static int params_from(const dirfile *d, loco_edit_params *ep) {
         return 1;
     }
     loco_edit_params_init(ep);
-    if (!parse_float(te, &v)) goto bad;
+    if (!parse_float(te, &v) || !(v > 0 && v < 1)) goto bad;
     ep->t_edit = (float)v;
     if (!parse_long(ns, 2, 100000, &l)) goto bad;
     ep->steps = (int)l;
     if (!parse_long(nis, 2, 100000, &l)) goto bad;
     ep->inv_steps = (int)l;
-    ep->invert_full = strcmp(inv, "full") == 0;
-    if (!parse_float(bt, &v)) goto bad;
+    if (strcmp(inv, "full") == 0) ep->invert_full = 1;
+    else if (strcmp(inv, "edit") == 0) ep->invert_full = 0;
+    else {
+        fprintf(stderr, "loco: error: %s: metadata 'invert_to' is '%s', not 'edit' or 'full'\n", d->path, inv);
+        return 1;
+    }
+    if (!parse_float(bt, &v) || !(v >= 0 && v < 1)) goto bad;
     ep->boost_t = (float)v;
     if (!parse_long(sd, 0, INT64_MAX, &l)) goto bad;
     ep->seed = (uint64_t)l;
     return 0;
 bad:
-    fprintf(stderr, "loco: error: %s: malformed schedule metadata\n", d->path);
+    fprintf(stderr, "loco: error: %s: malformed schedule metadata (t_edit in (0, 1), steps and inv_steps in [2, "
+                    "100000], boost_t in [0, 1), seed >= 0)\n", d->path);
     return 1;
 }
 
 int cmd_apply(args *a) {
     const char *model = NULL, *dfile = NULL, *out = NULL, *images[MAX_LIST], *comp[MAX_LIST], *v;
     int n_images = 0, n_comp = 0, drop_alpha = 0, do_resize = 0;
-    double strengths[MAX_LIST] = {-8, 8}, idx_d[MAX_LIST] = {0};
+    double strengths[MAX_LIST] = {-8, 8};
+    int idx_d[MAX_LIST] = {0};
     int n_str = 2, n_idx = 1;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
@@ -676,7 +730,8 @@ int cmd_apply(args *a) {
         else if ((v = opt(a, "--strengths"))) {
             if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("apply: bad --strengths '%s'", v);
         } else if ((v = opt(a, "--index"))) {
-            if ((n_idx = parse_list(v, idx_d, MAX_LIST)) < 1) return usage_error("apply: bad --index '%s'", v);
+            if ((n_idx = parse_int_list(v, idx_d, MAX_LIST, 0, 4095)) < 1)
+                return usage_error("apply: bad --index '%s' (whole numbers 0..4095, comma-separated)", v);
         } else if (strcmp(s, "--drop-alpha") == 0) drop_alpha = 1;
         else if (strcmp(s, "--resize") == 0) do_resize = 1;
         else if (s[0] == '-') return usage_error("apply: unknown or incomplete option '%s'", s);
@@ -686,10 +741,29 @@ int cmd_apply(args *a) {
     if (!model || !out || n_images == 0 || (!dfile && n_comp == 0))
         return usage_error("apply: %s", "needs MODEL --image IMG --out DIR and --directions FILE or --direction F:I:S");
     if (dfile && n_comp) return usage_error("apply: %s", "give --directions or --direction, not both");
+    if (check_strengths("apply", strengths, n_str)) return 2;
     loco_model *m = NULL;
     int rc = 0;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    out_dir od;
+    if ((rc = out_dir_begin(&od, out, apply_outputs))) {
+        out_dir_end(&od);
+        return rc;
+    }
+    for (int i = 0; i < n_images; i++)
+        if ((rc = check_input_outside(images[i], out, "--image"))) {
+            out_dir_end(&od);
+            return rc;
+        }
+    if (dfile && (rc = check_input_outside(dfile, out, "--directions"))) {
+        out_dir_end(&od);
+        return rc;
+    }
+    const char *dir = od.tmp;
+    if ((st = loco_model_open(model, &m))) {
+        out_dir_end(&od);
+        return fail(st);
+    }
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const int C = inf.in_channels, H = inf.height, W = inf.width;
@@ -706,12 +780,12 @@ int cmd_apply(args *a) {
         goto done;
     }
     if (dfile) {
-        if ((rc = open_dirfile(&files[n_files++], dfile, n))) goto done;
+        if ((rc = open_dirfile(&files[n_files++], dfile, &inf))) goto done;
         for (int i = 0; i < n_idx; i++)
             for (int j = 0; j < n_str; j++) {
                 int k = i * n_str + j;
                 mv_file[k] = 0;
-                mv_idx[k] = (int)idx_d[i];
+                mv_idx[k] = idx_d[i];
                 mv_s[k] = strengths[j];
             }
     } else {
@@ -726,9 +800,9 @@ int cmd_apply(args *a) {
             }
             long long ii;
             double ss;
-            if (!c1 || !parse_long(c1 + 1, 0, 4095, &ii) || !parse_float(c2 + 1, &ss)) {
+            if (!c1 || !parse_long(c1 + 1, 0, 4095, &ii) || !parse_float(c2 + 1, &ss) || fabs(ss) > MAX_STRENGTH) {
                 free(spec);
-                rc = usage_error("apply: bad --direction '%s' (FILE:INDEX:STRENGTH)", comp[k]);
+                rc = usage_error("apply: bad --direction '%s' (FILE:INDEX:STRENGTH, |STRENGTH| <= 1000)", comp[k]);
                 goto done;
             }
             *c1 = 0;
@@ -736,7 +810,7 @@ int cmd_apply(args *a) {
             for (int q = 0; q < n_files; q++)
                 if (strcmp(files[q].path, spec) == 0) fi = q;
             if (fi < 0) {
-                if ((rc = open_dirfile(&files[n_files], spec, n))) {
+                if ((rc = open_dirfile(&files[n_files], spec, &inf))) {
                     n_files++;
                     free(spec);
                     goto done;
@@ -771,10 +845,6 @@ int cmd_apply(args *a) {
         }
     }
     ep.progress = progress_cb;
-    if (make_dir(out)) {
-        rc = 1;
-        goto done;
-    }
     const int n_out = dfile ? 1 + n_moves : 2; /* recon + each move, or recon + composition */
     batch = malloc(sizeof(float) * n * (size_t)n_out);
     if (!batch) {
@@ -785,7 +855,7 @@ int cmd_apply(args *a) {
         if ((rc = load_input(images[im], &inf, drop_alpha, do_resize, x0))) goto done;
         int nfe;
         if ((st = loco_edit_encode(m, &ep, x0, xt, &nfe))) {
-            rc = fail(st);
+            rc = fail_in("inversion", st);
             goto done;
         }
         memcpy(batch, xt, sizeof(float) * n);
@@ -804,7 +874,7 @@ int cmd_apply(args *a) {
             }
         }
         if ((st = decode_all(m, &ep, &inf, n_out, batch, &nfe))) {
-            rc = fail(st);
+            rc = fail_in("denoising", st);
             goto done;
         }
         char name[128], sub[32];
@@ -817,10 +887,10 @@ int cmd_apply(args *a) {
         strip[0] = x0;
         for (int i = 0; i < n_out; i++) strip[i + 1] = batch + n * (size_t)i;
         snprintf(name, sizeof name, "%sstrip.png", sub);
-        st = write_strip(out, name, strip, n_out + 1, C, H, W);
+        st = write_strip(dir, name, strip, n_out + 1, C, H, W);
         free(strip);
         snprintf(name, sizeof name, "%srecon.png", sub);
-        if (!st) st = write_png(out, name, batch, C, H, W);
+        if (!st) st = write_png(dir, name, batch, C, H, W);
         for (int k = 0; !st && k < (dfile ? n_moves : 1); k++) {
             if (dfile) {
                 char e[96];
@@ -829,7 +899,7 @@ int cmd_apply(args *a) {
             } else {
                 snprintf(name, sizeof name, "%scomposed.png", sub);
             }
-            st = write_png(out, name, batch + n * (size_t)(1 + k), C, H, W);
+            st = write_png(dir, name, batch + n * (size_t)(1 + k), C, H, W);
         }
         if (st) {
             rc = fail(st);
@@ -837,6 +907,7 @@ int cmd_apply(args *a) {
         }
         say("loco: edited %s\n", images[im]);
     }
+    if (out_dir_commit(&od)) rc = 1;
 done:
     for (int q = 0; q < n_files; q++) close_dirfile(&files[q]);
     free(mv_file);
@@ -846,5 +917,6 @@ done:
     free(xt);
     free(batch);
     loco_model_free(m);
+    out_dir_end(&od);
     return rc;
 }

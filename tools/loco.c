@@ -99,8 +99,6 @@ int usage_error(const char *fmt, const char *arg) {
     return 2;
 }
 
-/* ---- small argument helpers ---------------------------------------------- */
-
 /* value of option `name` at position i, advancing; NULL if not this option */
 const char *opt(args *a, const char *name) {
     if (strcmp(a->argv[a->i], name) != 0) return NULL;
@@ -109,56 +107,12 @@ const char *opt(args *a, const char *name) {
     return a->argv[a->i];
 }
 
-int parse_long(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
-}
-
-/* "a,b,c" -> doubles; returns count or -1 */
-int parse_list(const char *s, double *out, int max) {
-    int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno || !isfinite(v) || n >= max) return -1;
-        out[n++] = v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        p = end;
-    }
-    return n;
-}
-
-/* Writes text to dir/name through a temporary file and rename. */
+/* Writes text to dir/name through the library's atomic writer. */
 int write_file(const char *dir, const char *name, const char *text) {
-    char p[1024], tmp[1100];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fputs(text, f) >= 0;
-    if (f && fclose(f) != 0) ok = 0;
-    if (ok && rename(tmp, p) != 0) ok = 0;
-    if (!ok) {
-        fprintf(stderr, "loco: error: %s: cannot write: %s\n", p, strerror(errno));
-        remove(tmp);
-        return 1;
-    }
-    return 0;
-}
-
-int parse_float(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return 0;
-    *out = v;
-    return 1;
+    char *p = path_join(dir, name);
+    loco_status st = p ? loco_write_text_file(p, text) : LOCO_E_NOMEM;
+    free(p);
+    return st ? fail(st) : 0;
 }
 
 /* ---- info ------------------------------------------------------------------ */
@@ -228,6 +182,16 @@ static int cmd_init(args *a) {
 
 /* ---- eps ------------------------------------------------------------------- */
 
+/* --t must name one of the model's timesteps, 0..T-1 (fractions allowed) */
+static int check_t(const char *cmd, const char *model, const loco_model_info *inf, double t) {
+    if (t < 0 || t > inf->train_timesteps - 1) {
+        fprintf(stderr, "loco: error: %s: --t %g is outside %s's timesteps [0, %d]\n", cmd, t, model,
+                inf->train_timesteps - 1);
+        return 2;
+    }
+    return 0;
+}
+
 static int cmd_eps(args *a) {
     const char *model = NULL, *xpath = NULL, *outp = NULL, *v;
     double t = NAN;
@@ -243,14 +207,19 @@ static int cmd_eps(args *a) {
     }
     if (!model || !xpath || !outp || isnan(t))
         return usage_error("eps: %s", "needs MODEL --x X.safetensors --t T --out OUT.safetensors");
+    int rc = check_out_file(outp, "--out");
+    if (rc) return rc;
     loco_model *m = NULL;
     loco_tensors *xf = NULL;
     float *x = NULL, *eps = NULL, *x0 = NULL, *ts = NULL;
-    int rc = 0;
     loco_status st;
     if ((st = loco_model_open(model, &m))) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
+    if ((rc = check_t("eps", model, &inf, t))) {
+        loco_model_free(m);
+        return rc;
+    }
     if ((st = loco_tensors_open(xpath, &xf))) goto err;
     int nd;
     int64_t sh[LOCO_MAX_DIMS];
@@ -300,11 +269,8 @@ done:
 
 /* ---- jacobian -------------------------------------------------------------- */
 
-/* "a,b,c,d" -> 4 ints */
-static int parse_rect(const char *s, int r[4]) {
-    char tail;
-    return sscanf(s, "%d,%d,%d,%d%c", &r[0], &r[1], &r[2], &r[3], &tail) == 4;
-}
+/* "a,b,c,d" -> 4 whole numbers */
+static int parse_rect(const char *s, int r[4]) { return parse_int_list(s, r, 4, -1000000, 1000000) == 4; }
 
 /* Reads tensor `name` [1,C,H,W] or [C,H,W] of the model's input shape. */
 static loco_status read_image_tensor(const char *path, const char *name, const loco_model_info *inf, float **out) {
@@ -357,18 +323,24 @@ static int cmd_jacobian(args *a) {
     else return usage_error("jacobian: --of must be eps or x0, not '%s'", of_s);
     if (maskp && rect) return usage_error("jacobian: %s", "give --mask or --rect, not both");
     int r4[4];
-    if (rect && !parse_rect(rect, r4)) return usage_error("jacobian: bad --rect '%s' (y0,y1,x0,x1)", rect);
+    if (rect && !parse_rect(rect, r4))
+        return usage_error("jacobian: bad --rect '%s' (four whole numbers y0,y1,x0,x1)", rect);
+    int rc = check_out_file(outp, "--out");
+    if (rc) return rc;
 
     loco_model *m = NULL;
     loco_lin *L = NULL;
     loco_tensors *inf_f = NULL;
     float *x = NULL, *in = NULL, *out = NULL;
     uint8_t *pix = NULL, *mask = NULL;
-    int rc = 0;
     loco_status st;
     if ((st = loco_model_open(model, &m))) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
+    if ((rc = check_t("jacobian", model, &inf, t))) {
+        loco_model_free(m);
+        return rc;
+    }
     const int C = inf.out_channels, H = inf.height, W = inf.width;
     const size_t n = (size_t)inf.in_channels * H * W, nout = (size_t)C * H * W;
     if ((st = read_image_tensor(xpath, "x", &inf, &x))) goto err;

@@ -32,6 +32,8 @@ int cmd_molrg(args *a) {
         else return usage_error("molrg init: unexpected argument '%s'", s);
     }
     if (!out) return usage_error("molrg init: %s", "missing OUT.safetensors");
+    int rc0 = check_out_file(out, "OUT");
+    if (rc0) return rc0;
     loco_status st = loco_molrg_init(out, C, H, W, (int)K, (int)d, (float)sigma0, (uint64_t)seed);
     if (st) return fail(st);
     if (!g_quiet) fprintf(stderr, "loco: wrote %s (MoLRG, %lld x rank %lld in %dx%dx%d)\n", out, K, d, C, H, W);

@@ -86,6 +86,9 @@ int cmd_sample(args *a) {
         else return usage_error("sample: unexpected argument '%s'", s);
     }
     if (!model || !out || count < 0) return usage_error("sample: %s", SAMPLE_USAGE);
+    int rc0 = check_out_file(out, "--out");
+    if (!rc0 && tensors) rc0 = check_out_file(tensors, "--tensors");
+    if (rc0) return rc0;
 
     loco_model *m = NULL;
     loco_status st = loco_model_open(model, &m);
