@@ -743,7 +743,7 @@ const char *loco_fashion_mnist_class(int label);
  *   train_state.safetensors              raw weights, Adam moments, EMA,
  *                                        step and generator state
  * Everything is determined by seed (weights init, data order, timesteps,
- * noise) and, for the float rounding of the kernels, by the thread count.
+ * noise); the kernels round the same way whatever the thread count.
  * resume: continue from out_dir/train_state.safetensors up to `steps` steps
  * in all (steps is the total, not the number of new steps); running N steps
  * and then resuming to N + M gives the same files as N + M steps at once.

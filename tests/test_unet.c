@@ -113,8 +113,60 @@ static void test_info(void **state) {
     loco_model_free(m);
 }
 
+/* eps, J V and U^T J are bit-identical with 1, 2 and 3 threads (the
+ * automatic thread count may change with the machine's load between runs,
+ * so a result must not depend on it), and on a model large enough for the
+ * tiled GEMMs and Winograd paths. */
+static void test_thread_invariance(void **state) {
+    (void)state;
+    loco_model *m;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
+    loco_model_info inf;
+    CHECK_OK(loco_model_get_info(m, &inf));
+    const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
+    const int B = 2, k = 2;
+    float *x = malloc(sizeof(float) * n * B), *out[3], *jv[3], *uj[3];
+    float t[2] = {17.0f, 640.5f};
+    assert_non_null(x);
+    uint64_t r = 99;
+    for (size_t i = 0; i < n * B; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((r >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    }
+    const int saved = loco_get_threads();
+    for (int th = 1; th <= 3; th++) {
+        loco_set_threads(th);
+        out[th - 1] = malloc(sizeof(float) * n * B);
+        jv[th - 1] = malloc(sizeof(float) * n * k);
+        uj[th - 1] = malloc(sizeof(float) * n * k);
+        assert_non_null(out[th - 1]);
+        assert_non_null(jv[th - 1]);
+        assert_non_null(uj[th - 1]);
+        CHECK_OK(loco_model_eps(m, B, x, t, out[th - 1]));
+        loco_lin *L;
+        CHECK_OK(loco_linearize(m, x, 300.0f, &L));
+        CHECK_OK(loco_lin_jvp(L, LOCO_OUT_X0, NULL, k, x, jv[th - 1]));
+        CHECK_OK(loco_lin_vjp(L, LOCO_OUT_X0, NULL, k, x, uj[th - 1]));
+        loco_lin_free(L);
+    }
+    loco_set_threads(saved);
+    for (int th = 2; th <= 3; th++) {
+        if (memcmp(out[0], out[th - 1], sizeof(float) * n * B) != 0) fail_msg("eps: %d threads differ from 1", th);
+        if (memcmp(jv[0], jv[th - 1], sizeof(float) * n * k) != 0) fail_msg("J V: %d threads differ from 1", th);
+        if (memcmp(uj[0], uj[th - 1], sizeof(float) * n * k) != 0) fail_msg("U^T J: %d threads differ from 1", th);
+    }
+    for (int i = 0; i < 3; i++) {
+        free(out[i]);
+        free(jv[i]);
+        free(uj[i]);
+    }
+    free(x);
+    loco_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_thread_invariance),
         cmocka_unit_test(test_unet_small),
         cmocka_unit_test(test_unet_small_mh),
         cmocka_unit_test(test_info),
