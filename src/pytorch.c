@@ -1170,13 +1170,21 @@ static loco_status pt_load(loco_pt *f, unsigned flags) {
     m.prefix = pk->name;
     m.prefix_len = pk->nlen - 8;
     clean(m.entry, sizeof m.entry, pk->name, pk->nlen);
-    /* ARCHIVE/byteorder, when present, must say little */
-    char bo[256];
-    snprintf(bo, sizeof bo, "%.*sbyteorder", (int)m.prefix_len, m.prefix);
-    const zent *be = zip_find(f, bo, strlen(bo));
-    if (be && !(be->size == 6 && !memcmp(b + be->off, "little", 6)))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: %s does not say 'little': big-endian checkpoints are not supported", p,
-                         bo);
+    /* ARCHIVE/byteorder, when present, must say little; its name is as long
+     * as the archive's prefix (a zip name may have 65535 bytes) */
+    char *bo = malloc(m.prefix_len + sizeof "byteorder");
+    if (!bo) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", p);
+    memcpy(bo, m.prefix, m.prefix_len);
+    memcpy(bo + m.prefix_len, "byteorder", sizeof "byteorder");
+    const zent *be = zip_find(f, bo, m.prefix_len + sizeof "byteorder" - 1);
+    if (be && !(be->size == 6 && !memcmp(b + be->off, "little", 6))) {
+        char bc[96]; /* the entry's name for the message: shortened (clean) */
+        s = loco_fail(LOCO_E_UNSUPPORTED, "%s: the byteorder entry '%s' does not say 'little': big-endian checkpoints are "
+                      "not supported", p, clean(bc, sizeof bc, bo, m.prefix_len + sizeof "byteorder" - 1));
+        free(bo);
+        return s;
+    }
+    free(bo);
     if (pk->size > PT_MAX_PICKLE)
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: %s is %llu bytes, more than the %zu allowed", p, m.entry,
                          (unsigned long long)pk->size, PT_MAX_PICKLE);

@@ -1294,6 +1294,58 @@ static void test_zip_damage(void **state) {
     free(z);
 }
 
+/* The archive's byteorder entry is found whatever the length of the archive
+ * folder's name (it was looked up through a 256-byte buffer, so a longer
+ * prefix hid a "big" and the checkpoint read as little-endian). */
+static void test_long_prefix_byteorder(void **state) {
+    (void)state;
+    static const size_t lens[] = {2, 246, 247, 255, 300, 4000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t pl = lens[i];
+        char *pkl = malloc(pl + 16), *bo = malloc(pl + 16), *dat = malloc(pl + 16);
+        assert_non_null(pkl);
+        assert_non_null(bo);
+        assert_non_null(dat);
+        memset(pkl, 'p', pl - 1);
+        pkl[pl - 1] = '/';
+        memcpy(bo, pkl, pl);
+        memcpy(dat, pkl, pl);
+        strcpy(pkl + pl, "data.pkl");
+        strcpy(bo + pl, "byteorder");
+        strcpy(dat + pl, "data/0");
+        bb o = {0};
+        bb_begin(&o);
+        bb_str(&o, "w");
+        const int64_t sz[1] = {12}, st[1] = {1};
+        bb_tensor(&o, "FloatStorage", "0", 12, 0, 1, sz, st);
+        bb_u8(&o, 's');
+        bb_u8(&o, '.');
+        printf("  archive prefix of %zu characters\n", pl);
+        for (int big = 0; big < 2; big++) {
+            loco_zip_item it[3] = {{pkl, o.b, o.n}, {bo, big ? "big" : "little", big ? 3 : 6}, {dat, g_f12, sizeof g_f12}};
+            uint8_t *z;
+            size_t zl;
+            CHECK_OK(loco_zip_build(it, 3, 0, &z, &zl));
+            const char *p = tpath("longprefix.pt");
+            write_raw(p, z, zl);
+            free(z);
+            if (big) {
+                expect_pt_fails(p, LOCO_E_UNSUPPORTED, "big-endian", "byteorder");
+                continue;
+            }
+            loco_pt *f;
+            CHECK_OK(loco_pt_open(p, &f));
+            assert_int_equal(loco_pt_count(f), 1);
+            expect_f32(f, "w", 1, (const int64_t[]){12}, g_f12, 12);
+            loco_pt_close(f);
+        }
+        free(o.b);
+        free(pkl);
+        free(bo);
+        free(dat);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Fuzzing regressions and corpora                                          */
 /* ------------------------------------------------------------------------ */
@@ -1358,6 +1410,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_hostile_sizes, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_recursion_bombs, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_zip_damage, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_long_prefix_byteorder, setup_dir, teardown_dir),
         cmocka_unit_test(test_fuzz_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
