@@ -255,27 +255,74 @@ double loco_rng_normal(loco_rng *r) {
 /* Files                                                                    */
 /* ======================================================================== */
 
-loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
-    *data = NULL;
-    /* O_NONBLOCK: a FIFO must not hang the open (it is refused below) */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
-    if (!f) {
-        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
+/* What a file that is not a regular one is, for "PATH: <kind>". */
+static const char *kind_of(mode_t m) {
+    if (S_ISDIR(m)) return "is a folder, not a file";
+    if (S_ISFIFO(m)) return "is a FIFO (named pipe), not a regular file";
+    if (S_ISCHR(m)) return "is a character device, not a regular file";
+    if (S_ISBLK(m)) return "is a block device, not a regular file";
+    if (S_ISSOCK(m)) return "is a socket, not a regular file";
+    return "is not a regular file";
+}
+
+loco_status loco_check_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        struct stat ls;
+        if (e == ENOENT && lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode))
+            return loco_fail(LOCO_E_IO, "%s: is a symbolic link to nothing (its target does not exist)", path);
+        if (e == ENOENT) return LOCO_E_NOT_FOUND; /* nothing recorded: absence may be fine */
+        return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) return loco_fail(LOCO_E_IO, "%s: %s", path, kind_of(st.st_mode));
+    return LOCO_OK;
+}
+
+loco_status loco_open_file(const char *path, int *fd, uint64_t *size) {
+    *fd = -1;
+    *size = 0;
+    /* stat first: a device is never opened (opening some has effects) */
+    loco_status s = loco_check_file(path);
+    if (s == LOCO_E_NOT_FOUND) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(ENOENT));
+    if (s) return s;
+    /* O_NONBLOCK: should a FIFO replace the file after the stat, the open
+     * must not wait for a writer; no effect on regular files */
+    int d = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (d < 0) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(d, &st) != 0) {
+        s = loco_fail(LOCO_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+        close(d);
         return s;
     }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return loco_fail(LOCO_E_IO, "%s: not a regular file", path);
+    if (!S_ISREG(st.st_mode)) {
+        close(d);
+        return loco_fail(LOCO_E_IO, "%s: %s", path, kind_of(st.st_mode));
     }
-    if ((uint64_t)st.st_size > max_len) {
-        fclose(f);
-        return loco_fail(LOCO_E_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,
-                         (long long)st.st_size, max_len);
+    *fd = d;
+    *size = (uint64_t)st.st_size;
+    return LOCO_OK;
+}
+
+loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
+    *data = NULL;
+    int fd;
+    uint64_t size;
+    loco_status s = loco_open_file(path, &fd, &size);
+    if (s) return s;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return s;
     }
-    size_t n = (size_t)st.st_size;
+    if (size > max_len) {
+        fclose(f);
+        return loco_fail(LOCO_E_FORMAT, "%s: file is %llu bytes, more than the %zu allowed", path,
+                         (unsigned long long)size, max_len);
+    }
+    size_t n = (size_t)size;
     char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);

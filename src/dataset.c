@@ -487,14 +487,11 @@ static const char *idx_type_name(int t) {
 loco_status loco_idx_read(const char *path, int64_t max_items, loco_idx *out) {
     if (!path || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_idx_read: NULL argument");
     memset(out, 0, sizeof *out);
-    /* O_NONBLOCK: a FIFO must not hang the open; only regular files are read */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return loco_fail(LOCO_E_IO, "%s: not a regular file", path);
-    }
+    /* only a regular file is opened, never blocking (FIFOs, devices) */
+    int fd;
+    uint64_t fsize;
+    loco_status ost = loco_open_file(path, &fd, &fsize);
+    if (ost) return ost;
     gzFile g = gzdopen(fd, "rb");
     if (!g) {
         close(fd);

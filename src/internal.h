@@ -44,6 +44,16 @@ loco_status loco_read_file(const char *path, char **data, size_t *len, size_t ma
 loco_status loco_write_file_atomic(const char *path, const void *data, size_t len);
 bool loco_file_exists(const char *path);
 bool loco_is_dir(const char *path);
+/* Is path (following symbolic links) a regular file? LOCO_OK if so;
+ * LOCO_E_NOT_FOUND when nothing is there (no message is recorded or logged:
+ * the caller says what is missing, or carries on); else LOCO_E_IO naming
+ * what it is ("PATH: is a folder, not a file", "is a FIFO (named pipe), not
+ * a regular file", "is a symbolic link to nothing"...). */
+loco_status loco_check_file(const char *path);
+/* Opens a regular file for reading, never blocking (a FIFO, a device or a
+ * folder is refused, as loco_check_file says, before it is opened) and
+ * re-checked with fstat after the open. *fd: the descriptor, *size: bytes. */
+loco_status loco_open_file(const char *path, int *fd, uint64_t *size);
 
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */

@@ -172,10 +172,10 @@ loco_status loco_model_open(const char *path, loco_model **out) {
     }
     m->path = dir;
     dir = NULL;
-    if (!loco_file_exists(cfg_path)) {
+    /* a folder, FIFO or device in its place is named as such */
+    if ((s = loco_check_file(cfg_path)) == LOCO_E_NOT_FOUND)
         s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", m->path);
-        goto fail;
-    }
+    if (s) goto fail;
     unet_config cfg;
     if ((s = model_open_config(cfg_path, &cfg))) goto fail;
     if ((s = unet_build(&m->net, &cfg))) {
@@ -187,8 +187,11 @@ loco_status loco_model_open(const char *path, loco_model **out) {
     /* the safetensors file, else diffusion_pytorch_model.bin (pytorch.c) */
     if ((s = loco_weights_locate(m->path, path, &w_path))) goto fail;
     if ((s = load_weights(&m->net, w_path))) goto fail;
-    if (loco_file_exists(sched_path)) s = schedule_from_json(&m->sched, sched_path);
-    else s = schedule_default(&m->sched);
+    /* no scheduler config: the default schedule; something else in its
+     * place is an error, not a reason to fall back */
+    s = loco_check_file(sched_path);
+    if (s == LOCO_OK) s = schedule_from_json(&m->sched, sched_path);
+    else if (s == LOCO_E_NOT_FOUND) s = schedule_default(&m->sched);
     if (s) goto fail;
     m->scratch = loco_malloc(m->net.scratch_floats * sizeof(float));
     if (!m->scratch) {

@@ -1227,24 +1227,16 @@ loco_status loco_pt_open(const char *path, loco_pt **out) {
     *out = NULL;
     loco_pt *f = pt_new(path);
     if (!f) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-    loco_status s = LOCO_OK;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0) {
-        s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        s = loco_fail(LOCO_E_IO, "%s: not a regular file", path);
-        goto fail;
-    }
-    if (st.st_size == 0) {
+    int fd;
+    uint64_t size;
+    loco_status s = loco_open_file(path, &fd, &size); /* regular files only, never blocking */
+    if (s) goto fail;
+    if (size == 0) {
         close(fd);
         s = loco_fail(LOCO_E_FORMAT, "%s: an empty file, too short for a PyTorch checkpoint (truncated?)", path);
         goto fail;
     }
-    f->map_len = (size_t)st.st_size;
+    f->map_len = (size_t)size;
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
@@ -1938,9 +1930,17 @@ static bool names_pytorch_file(const char *p) {
     return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
 }
 
+/* Is something (of any kind, even a dangling symbolic link) at path? */
+static bool something_at(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
 loco_status loco_weights_locate(const char *dir, const char *named, char **path) {
     *path = NULL;
-    if (named && loco_file_exists(named) && names_pytorch_file(named)) {
+    /* a named PyTorch file that is not a folder; a FIFO or device there is
+     * then refused by name when it is opened */
+    if (named && names_pytorch_file(named) && something_at(named) && !loco_is_dir(named)) {
         if (!(*path = strdup(named))) return loco_fail(LOCO_E_NOMEM, "out of memory");
         return LOCO_OK;
     }
@@ -1948,11 +1948,15 @@ loco_status loco_weights_locate(const char *dir, const char *named, char **path)
     for (int i = 0; i < 2; i++) {
         char *p = join2(dir, cand[i]);
         if (!p) return loco_fail(LOCO_E_NOMEM, "out of memory");
-        if (loco_file_exists(p)) {
+        /* the first name present is the weights: a folder, FIFO or device
+         * in its place is an error, not a reason to try the other name */
+        loco_status s = loco_check_file(p);
+        if (s == LOCO_OK) {
             *path = p;
             return LOCO_OK;
         }
         free(p);
+        if (s != LOCO_E_NOT_FOUND) return s;
     }
     return loco_fail(LOCO_E_NOT_FOUND, "%s: no %s (nor %s) in the model folder", dir, ST_NAME, BIN_NAME);
 }
@@ -2062,10 +2066,14 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
         s = loco_fail(LOCO_E_NOMEM, "out of memory");
         goto done;
     }
-    if (!loco_file_exists(cfg)) {
+    if ((s = loco_check_file(cfg)) == LOCO_E_NOT_FOUND)
         s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", dir);
-        goto done;
-    }
+    if (s) goto done;
+    /* the scheduler config is optional; something else in its place is an
+     * error, found before anything is written */
+    bool have_sched = (s = loco_check_file(sched)) == LOCO_OK;
+    if (s == LOCO_E_NOT_FOUND) s = LOCO_OK;
+    if (s) goto done;
     if ((s = loco_weights_locate(dir, model, &wpath)) || (s = loco_weights_open(wpath, &w))) goto done;
     n = loco_weights_count(w);
     refs = calloc(n ? n : 1, sizeof *refs);
@@ -2099,10 +2107,7 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
     const char *meta[] = {"format", "pt"};
     if ((s = loco_tensors_write(o_w, refs, n, meta, 1))) goto done;
     if ((s = copy_file(cfg, o_cfg))) goto done;
-    if (loco_file_exists(sched)) {
-        if ((s = mkdir_all(o_sd))) goto done;
-        s = copy_file(sched, o_sched);
-    }
+    if (have_sched && !(s = mkdir_all(o_sd))) s = copy_file(sched, o_sched);
 done:
     for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);

@@ -433,16 +433,86 @@ static void test_model_config_errors(void **state) {
     write_raw(cp, big, n);
     free(big);
     expect_error(loco_model_open(d, &m), LOCO_E_FORMAT, cp, "bytes");
-    /* config.json that is a folder, or a FIFO: not a config */
+    /* config.json that is a folder, or a FIFO: named as such (more kinds in
+     * test_model_wrong_kinds) */
     d = make_dir("cfgdir", NULL);
     snprintf(cp, sizeof cp, "%s/config.json", d);
     assert_int_equal(mkdir(cp, 0700), 0);
-    expect_error(loco_model_open(d, &m), LOCO_E_NOT_FOUND, d, "config.json");
+    expect_error(loco_model_open(d, &m), LOCO_E_IO, cp, "is a folder, not a file");
     d = make_dir("cfgfifo", NULL);
     snprintf(cp, sizeof cp, "%s/config.json", d);
     assert_int_equal(mkfifo(cp, 0600), 0);
     alarm(20); /* a hang is a failure */
-    expect_error(loco_model_open(d, &m), LOCO_E_NOT_FOUND, d, "config.json");
+    expect_error(loco_model_open(d, &m), LOCO_E_IO, cp, "is a FIFO");
+    alarm(0);
+    assert_null(m);
+}
+
+/* dir/name: a copy of the fixture's weights (safetensors) */
+static void copy_fixture_weights(const char *dir, const char *name) {
+    FILE *f = fopen(fixture_path("unet-small/" WEIGHTS), "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(n);
+    assert_int_equal(fread(b, 1, n, f), n);
+    fclose(f);
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    write_raw(p, b, n);
+    free(b);
+}
+
+/* Something other than a regular file where a model folder's file belongs
+ * (a folder, a FIFO, /dev/zero through a symbolic link, a link to nothing):
+ * refused at once, naming the path and what is there. It was reported as a
+ * missing config.json or missing weights, or silently skipped (the scheduler
+ * config); a FIFO must never hang (alarm) and /dev/zero is never read. */
+static void test_model_wrong_kinds(void **state) {
+    (void)state;
+    static const char *const files[] = {"config.json", WEIGHTS, "diffusion_pytorch_model.bin",
+                                        "scheduler/scheduler_config.json"};
+    static const char *const kinds[] = {"is a folder, not a file", "is a FIFO (named pipe), not a regular file",
+                                        "is a character device, not a regular file",
+                                        "is a symbolic link to nothing"};
+    loco_model *m = (loco_model *)(uintptr_t)1;
+    for (int fi = 0; fi < 4; fi++)
+        for (int k = 0; k < 4; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "kind%d%d", fi, k);
+            const char *d = make_dir(name, fi == 0 ? NULL : g_cfg_text);
+            if (fi != 1 && fi != 2) copy_fixture_weights(d, WEIGHTS);
+            char p[512];
+            if (fi == 3) {
+                snprintf(p, sizeof p, "%s/scheduler", d);
+                assert_int_equal(mkdir(p, 0700), 0);
+            }
+            snprintf(p, sizeof p, "%s/%s", d, files[fi]);
+            int r = k == 0 ? mkdir(p, 0700) : k == 1 ? mkfifo(p, 0600) : symlink(k == 2 ? "/dev/zero" : "nowhere", p);
+            if (r != 0) fail_msg("%s: %s", p, strerror(errno));
+            printf("  %s %s\n", files[fi], kinds[k]);
+            alarm(20); /* a hang (FIFO) or an endless read (/dev/zero) fails */
+            expect_error(loco_model_open(d, &m), LOCO_E_IO, p, kinds[k]);
+            assert_null(m);
+            if (fi == 1 || fi == 2) { /* the weights' path, and conversion, say the same */
+                char *wp = (char *)(uintptr_t)1;
+                expect_error(loco_model_weights_path(d, &wp), LOCO_E_IO, p, kinds[k]);
+                expect_error(loco_convert(d, tpath("converted"), LOCO_DTYPE_COUNT), LOCO_E_IO, p, kinds[k]);
+            }
+            if (fi == 0 || fi == 3)
+                expect_error(loco_convert(d, tpath("converted"), LOCO_DTYPE_COUNT), LOCO_E_IO, p, kinds[k]);
+            alarm(0);
+        }
+    /* a .bin named as the MODEL argument that is a FIFO, next to a good
+     * safetensors file: the named file is refused, not replaced */
+    const char *d = make_dir("namedfifo", g_cfg_text);
+    copy_fixture_weights(d, WEIGHTS);
+    char p[512];
+    snprintf(p, sizeof p, "%s/other.bin", d);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(20);
+    expect_error(loco_model_open(p, &m), LOCO_E_IO, p, "is a FIFO");
     alarm(0);
     assert_null(m);
 }
@@ -820,6 +890,7 @@ int main(void) {
         cmocka_unit_test(test_config_keys),
         cmocka_unit_test(test_config_absurd_sizes),
         T(test_model_config_errors),
+        T(test_model_wrong_kinds),
         T(test_model_incomplete_folder),
         T(test_weights_missing_extra),
         T(test_weights_shape_dtype),

@@ -1242,10 +1242,12 @@ static void test_zip_damage(void **state) {
     memcpy(tar + 257, "ustar", 5);
     write_raw(p, tar, sizeof tar);
     expect_pt_fails(p, LOCO_E_UNSUPPORTED, "legacy tar format", "torch>=1.6");
-    expect_pt_fails(g_dir, LOCO_E_IO, "not a regular file", NULL);
+    expect_pt_fails(g_dir, LOCO_E_IO, "is a folder, not a file", g_dir);
     assert_int_equal(mkfifo(tpath("fifo.pt"), 0600), 0);
+    assert_int_equal(symlink("/dev/zero", tpath("zero.pt")), 0);
     alarm(20);
-    expect_pt_fails(tpath("fifo.pt"), LOCO_E_IO, "not a regular file", NULL);
+    expect_pt_fails(tpath("fifo.pt"), LOCO_E_IO, "is a FIFO (named pipe), not a regular file", tpath("fifo.pt"));
+    expect_pt_fails(tpath("zero.pt"), LOCO_E_IO, "is a character device, not a regular file", tpath("zero.pt"));
     alarm(0);
     expect_pt_fails(tpath("absent.pt"), LOCO_E_IO, "cannot open", NULL);
     /* archives without data.pkl, with two, TorchScript, duplicate entries,
