@@ -1140,7 +1140,7 @@ static loco_status pt_load(loco_pt *f, unsigned flags) {
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: a PyTorch checkpoint in the legacy tar format, which is not "
                          "supported: re-save it with torch>=1.6 (torch.save(torch.load(f), f))", p);
     } else {
-        return loco_fail(LOCO_E_FORMAT, "%s: not a PyTorch checkpoint (no zip signature)", p);
+        return loco_fail(LOCO_E_FORMAT, "%s: not a PyTorch zip checkpoint (no zip signature)", p);
     }
     loco_status s = zip_parse(f, flags);
     if (s) return s;
@@ -1233,7 +1233,7 @@ loco_status loco_pt_open(const char *path, loco_pt **out) {
     if (s) goto fail;
     if (size == 0) {
         close(fd);
-        s = loco_fail(LOCO_E_FORMAT, "%s: an empty file, too short for a PyTorch checkpoint (truncated?)", path);
+        s = loco_fail(LOCO_E_FORMAT, "%s: an empty file, not a PyTorch zip checkpoint (truncated?)", path);
         goto fail;
     }
     f->map_len = (size_t)size;
@@ -1829,15 +1829,26 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-/* Is path (judged by its first bytes) a PyTorch checkpoint rather than
- * safetensors? Unreadable files go to the safetensors reader, which says why. */
+/* a MODEL argument naming a PyTorch file is that file; other files in a
+ * folder (config.json, vectors.safetensors...) stand for the folder */
+static bool names_pytorch_file(const char *p) {
+    return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
+}
+
+/* Is path a PyTorch checkpoint rather than safetensors? Judged by its first
+ * bytes, else by its name: an empty or unrecognised .bin, .pt or .pth goes to
+ * the PyTorch reader, which says it is not a PyTorch zip checkpoint (not the
+ * safetensors reader, whose complaint would puzzle). Files that cannot be
+ * read go to the reader their name suggests, which says why. */
 static bool looks_pytorch(const char *path) {
     if (ends_with(path, ".safetensors")) return false;
+    const bool by_name = names_pytorch_file(path);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return by_name; /* never opens a FIFO or device */
     uint8_t b[262];
     ssize_t got = 0;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
-        struct stat st;
         if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) got = read(fd, b, sizeof b);
         close(fd);
     }
@@ -1845,7 +1856,7 @@ static bool looks_pytorch(const char *path) {
     if (got >= 4 && (rd32(b) == SIG_LOCAL || rd32(b) == SIG_EOCD)) return true;
     if (got >= 2 && b[0] == 0x80 && b[1] <= 5) return true;          /* legacy pickle */
     if (got >= 262 && memcmp(b + 257, "ustar", 5) == 0) return true; /* legacy tar */
-    return false;
+    return by_name;
 }
 
 loco_status loco_weights_open(const char *path, loco_weights **out) {
@@ -1922,12 +1933,6 @@ static char *join2(const char *dir, const char *name) {
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s/%s", dir, name);
     return s;
-}
-
-/* a MODEL argument naming a PyTorch file is that file; other files in a
- * folder (config.json, vectors.safetensors...) stand for the folder */
-static bool names_pytorch_file(const char *p) {
-    return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
 }
 
 /* Is something (of any kind, even a dangling symbolic link) at path? */

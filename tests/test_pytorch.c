@@ -60,6 +60,12 @@ static const char *in_dir(const char *dir, const char *name) {
     return b;
 }
 
+/* The last error message mentions `needle`. */
+static void expect_msg_has(const char *needle) {
+    if (!strstr(loco_last_error(), needle))
+        fail_msg("error message '%s' does not mention '%s'", loco_last_error(), needle);
+}
+
 /* Opening must fail with `want`, leave *out NULL and mention the needles. */
 static void expect_pt_fails(const char *path, loco_status want, const char *n1, const char *n2) {
     loco_pt *f = (loco_pt *)(uintptr_t)1;
@@ -680,7 +686,29 @@ static void test_model_folder_bin(void **state) {
                                      0x6a, 0xa8, 0x50, 0x19, 0x2e, 0x80, 0x02, 0x4d, 0xe9, 0x03};
     write_raw(in_dir(d6, BIN), legacy, sizeof legacy);
     expect_error(loco_model_open(d6, &m), LOCO_E_UNSUPPORTED, in_dir(d6, BIN), "torch>=1.6");
+    expect_msg_has("legacy (pre-1.6) format, which is not supported");
     assert_null(m);
+    /* an empty .bin, and one of text: errors of the PyTorch reader naming
+     * the .bin (they came from the safetensors reader: "too short for a
+     * safetensors header", "header is not valid JSON") */
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *says;
+    } notzip[] = {{"", 0, "an empty file, not a PyTorch zip checkpoint"},
+                  {"<html>not found</html>\n", 23, "not a PyTorch zip checkpoint (no zip signature)"},
+                  {"ab", 2, "not a PyTorch zip checkpoint"},
+                  {"\x10\0\0\0\0\0\0\0garbage garbage", 23, "not a PyTorch zip checkpoint"}};
+    for (size_t i = 0; i < sizeof notzip / sizeof notzip[0]; i++) {
+        write_raw(in_dir(d6, BIN), notzip[i].bytes, notzip[i].len);
+        expect_error(loco_model_open(d6, &m), LOCO_E_FORMAT, in_dir(d6, BIN), notzip[i].says);
+        assert_null(m);
+        loco_weights *wf = (loco_weights *)(uintptr_t)1;
+        expect_error(loco_weights_open(in_dir(d6, BIN), &wf), LOCO_E_FORMAT, in_dir(d6, BIN), notzip[i].says);
+        assert_null(wf);
+        expect_error(loco_convert(d6, tpath("conv-notzip"), LOCO_DTYPE_COUNT), LOCO_E_FORMAT, in_dir(d6, BIN),
+                     notzip[i].says);
+    }
     free(ref);
     free(w.t);
     loco_tensors_close(w.f);
@@ -1230,9 +1258,9 @@ static void test_zip_damage(void **state) {
     free(g);
     /* not zips: empty, text, legacy pickle, legacy tar, a folder, a FIFO */
     write_raw(p, "", 0);
-    expect_pt_fails(p, LOCO_E_FORMAT, "too short", p);
+    expect_pt_fails(p, LOCO_E_FORMAT, "an empty file, not a PyTorch zip checkpoint", p);
     write_raw(p, "hello, this is not a checkpoint at all", 38);
-    expect_pt_fails(p, LOCO_E_FORMAT, "no zip signature", p);
+    expect_pt_fails(p, LOCO_E_FORMAT, "not a PyTorch zip checkpoint (no zip signature)", p);
     static const uint8_t legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50,
                                      0x19, 0x2e, 0x80, 0x02, 0x4d, 0xe9, 0x03, 0x2e, 0x80, 0x02, 0x7d, 0x2e};
     write_raw(p, legacy, sizeof legacy);
