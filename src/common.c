@@ -40,7 +40,7 @@ const char *loco_strerror(loco_status s) {
     return status_names[s];
 }
 
-static _Thread_local char last_error[1024];
+static _Thread_local char last_error[1024]; /* see loco_fail for longer messages */
 
 const char *loco_last_error(void) { return last_error; }
 
@@ -54,7 +54,7 @@ void loco_set_log(loco_log_fn fn, void *user) {
 
 static void vlog(loco_log_level lvl, const char *fmt, va_list ap) {
     if (!log_fn) return;
-    char buf[1024];
+    char buf[1024]; /* log lines (warnings) only: a longer one is cut short */
     vsnprintf(buf, sizeof buf, fmt, ap);
     log_fn(lvl, buf, log_user);
 }
@@ -66,13 +66,34 @@ void loco_log(loco_log_level lvl, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* A message longer than last_error (long paths) keeps its beginning and its
+ * end, which says what went wrong, and loses its middle. */
+#define ERR_TAIL 400
 loco_status loco_fail(loco_status s, const char *fmt, ...) {
-    va_list ap;
+    va_list ap, ap2;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_copy(ap2, ap);
+    int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    char *full = n >= (int)sizeof last_error ? malloc((size_t)n + 1) : NULL;
+    if (full) {
+        vsnprintf(full, (size_t)n + 1, fmt, ap2);
+        static const char gap[] = " [...] ";
+        const size_t head = sizeof last_error - 1 - ERR_TAIL - (sizeof gap - 1);
+        memcpy(last_error, full, head);
+        memcpy(last_error + head, gap, sizeof gap - 1);
+        memcpy(last_error + head + sizeof gap - 1, full + n - ERR_TAIL, ERR_TAIL + 1);
+        free(full);
+    }
+    va_end(ap2);
     if (log_fn) log_fn(LOCO_LOG_ERROR, last_error, log_user);
     return s;
+}
+
+loco_status loco_fail_in(loco_status s, const char *where) {
+    char msg[sizeof last_error];
+    memcpy(msg, last_error, sizeof msg);
+    return loco_fail(s, "%s: %s", where, msg);
 }
 
 /* ======================================================================== */

@@ -15,6 +15,9 @@
  * and returns s, so callers can write `return loco_fail(LOCO_E_IO, "...")`. */
 loco_status loco_fail(loco_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void loco_log(loco_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records "where: <the last error message>" and returns s (a file's name in
+ * front of a message that lacks it). */
+loco_status loco_fail_in(loco_status s, const char *where);
 
 /* malloc that returns NULL for 0 bytes or for sizes past LOCO_MAX_ALLOC. */
 #define LOCO_MAX_ALLOC ((size_t)64 << 30)

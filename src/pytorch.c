@@ -249,7 +249,7 @@ static loco_status zip_parse(loco_pt *f, unsigned flags) {
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory", p);
     }
     const uint8_t *q = b + cd_off, *qe = b + cd_off + cd_size;
-    char nm[96];
+    char nm[96]; /* an entry's name for messages only, shortened by clean() */
     for (uint64_t i = 0; i < n_total; i++) {
         if (qe - q < 46 || rd32(q) != SIG_CENTRAL) {
             s = loco_fail(LOCO_E_FORMAT, "%s: zip central directory entry %llu is malformed", p, (unsigned long long)i);
@@ -320,7 +320,7 @@ static loco_status zip_parse(loco_pt *f, unsigned flags) {
     qsort(by_hdr, f->n_ents, sizeof *by_hdr, cmp_zent_hdr);
     for (size_t i = 1; i < f->n_ents; i++)
         if (by_hdr[i]->hdr < by_hdr[i - 1]->off + by_hdr[i - 1]->size) {
-            char nm2[96];
+            char nm2[96]; /* for the message only (clean) */
             s = loco_fail(LOCO_E_FORMAT, "%s: zip entries '%s' and '%s' overlap", p,
                           clean(nm, sizeof nm, by_hdr[i - 1]->name, by_hdr[i - 1]->nlen),
                           clean(nm2, sizeof nm2, by_hdr[i]->name, by_hdr[i]->nlen));
@@ -415,7 +415,7 @@ typedef struct vm {
     loco_pt *f;
     const char *prefix; /* ARCHIVE/ */
     size_t prefix_len;
-    char entry[128]; /* data.pkl's name, for messages */
+    char entry[128]; /* data.pkl's name, for messages only (shortened by clean) */
     const uint8_t *pk;
     size_t len, pos; /* pos: offset of the opcode being run */
     val **stack;
@@ -430,7 +430,7 @@ typedef struct vm {
 
 static loco_status vm_err(vm *m, loco_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static loco_status vm_err(vm *m, loco_status s, const char *fmt, ...) {
-    char msg[512];
+    char msg[512]; /* the message only; names in it are shortened by clean() */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -560,7 +560,7 @@ static loco_status resolve_global(vm *m, const char *mod, size_t ml, const char 
             if (strlen(storage_types[i].name) == nl && !memcmp(name, storage_types[i].name, nl)) g = G_STORAGE + (int)i;
     }
     if (g < 0) {
-        char a[96], b[96];
+        char a[96], b[96]; /* for the message only (clean) */
         return vm_err(m, LOCO_E_UNSUPPORTED,
                       "global '%s.%s' is not allowed (a state_dict needs only collections.OrderedDict, "
                       "torch._utils._rebuild_tensor_v2 and torch.*Storage; nothing is ever executed)",
@@ -589,7 +589,7 @@ static loco_status persistent_load(vm *m, val *pid, val **out) {
     loco_dtype dt = storage_types[a[1]->u.i - G_STORAGE].dtype;
     const char *key = a[2]->u.str.s;
     size_t kl = a[2]->u.str.len;
-    char kc[96];
+    char kc[96]; /* the key for messages only (clean); the lookup uses the whole key */
     if (kl == 0 || kl > PT_MAX_KEY) return vm_err(m, LOCO_E_FORMAT, "storage key of %zu bytes", kl);
     char *full = malloc(m->prefix_len + 5 + kl + 1);
     if (!full) return oom(m);
@@ -686,7 +686,7 @@ static loco_status rebuild_tensor(vm *m, val *args, val **out) {
         }
     }
     uint64_t sn = a[0]->u.st.numel;
-    char kc[96];
+    char kc[96]; /* for messages only (clean) */
     const zent *e = a[0]->u.st.ent;
     if (ovf || numel > ((uint64_t)1 << 48))
         return vm_err(m, LOCO_E_NOMEM, "a view of storage '%s' has an absurd size", clean(kc, sizeof kc, e->name, e->nlen));
@@ -707,7 +707,7 @@ static loco_status do_reduce(vm *m, val *fn, val *args, val **out) {
         return vm_err(m, LOCO_E_UNSUPPORTED, "REDUCE of a %s: only collections.OrderedDict, "
                       "torch._utils._rebuild_tensor_v2 and _rebuild_parameter may be called", vtype_name[fn->t]);
     if (args->t != V_TUPLE) return vm_err(m, LOCO_E_FORMAT, "REDUCE with %s arguments", vtype_name[args->t]);
-    char gb[64];
+    char gb[64]; /* "torch.BFloat16Storage" at most */
     switch (fn->u.i) {
     case G_ODICT:
         if (args->u.seq.n) return vm_err(m, LOCO_E_UNSUPPORTED, "collections.OrderedDict called with arguments");
@@ -1091,7 +1091,7 @@ static loco_status take_tensors(vm *m, val *root) {
     f->t = calloc(cnt ? cnt : 1, sizeof *f->t);
     f->by_name = calloc(cnt ? cnt : 1, sizeof *f->by_name);
     if (!f->t || !f->by_name) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", f->path);
-    char kc[96];
+    char kc[96]; /* for messages only (clean); the names are strdup'd whole */
     for (size_t i = 0; i < cnt; i++) {
         const val *key = root->u.seq.it[2 * i], *tv = root->u.seq.it[2 * i + 1];
         if (key->t != V_STR || key->u.str.len == 0)
@@ -1716,7 +1716,7 @@ loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip
     ob_u8(&w.o, ')');
     ob_u8(&w.o, 'R');
     pk_put(&w);
-    char key[32];
+    char key[32]; /* a size_t in decimal */
     for (size_t i = 0; i < n; i++) {
         const loco_tensor_ref *t = &tensors[i];
         if (i % 1000 == 0 && n - i > 1) ob_u8(&w.o, '('); /* batches of 1000, as pickle */
@@ -1774,7 +1774,7 @@ loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip
         goto done;
     }
     /* a serialization id derived from the content, so output is reproducible */
-    char sid[48];
+    char sid[48]; /* 40 digits */
     snprintf(sid, sizeof sid, "%020lu%020zu", crc32_z(0L, w.o.b, (z_size_t)w.o.n), w.o.n);
     size_t k = 0;
     items[k++] = (loco_zip_item){"archive/data.pkl", w.o.b, w.o.n};
@@ -1805,11 +1805,7 @@ loco_status loco_pt_write(const char *path, const loco_tensor_ref *tensors, size
     uint8_t *buf;
     size_t len;
     loco_status s = loco_pt_build(tensors, n, 0, &buf, &len);
-    if (s) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", loco_last_error());
-        return loco_fail(s, "%s: %s", path, msg);
-    }
+    if (s) return loco_fail_in(s, path);
     s = loco_write_file_atomic(path, buf, len);
     free(buf);
     return s;
@@ -2097,9 +2093,7 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
         if (dtype != LOCO_DTYPE_COUNT && is_float_dtype(r->dtype) && r->dtype != dtype) {
             void *c = NULL;
             if ((s = convert_floats(r->name, r->dtype, bufs[i], nb / loco_dtype_size(r->dtype), dtype, &c))) {
-                char msg[512];
-                snprintf(msg, sizeof msg, "%s", loco_last_error());
-                s = loco_fail(s, "%s: %s", wpath, msg);
+                s = loco_fail_in(s, wpath);
                 goto done;
             }
             free(bufs[i]);

@@ -106,11 +106,7 @@ loco_status schedule_from_json(schedule *s, const char *path) {
         kind = v->valuestring;
     }
     st = schedule_make(s, kind, T, b0, b1);
-    if (st) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", loco_last_error());
-        loco_fail(st, "%s: %s", path, msg);
-    }
+    if (st) loco_fail_in(st, path);
     cJSON_Delete(j);
     return st;
 }

@@ -458,9 +458,12 @@ static void copy_fixture_weights(const char *dir, const char *name) {
     char *b = malloc(n);
     assert_int_equal(fread(b, 1, n, f), n);
     fclose(f);
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
+    size_t pl = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(pl);
+    assert_non_null(p);
+    snprintf(p, pl, "%s/%s", dir, name);
     write_raw(p, b, n);
+    free(p);
     free(b);
 }
 
@@ -515,6 +518,38 @@ static void test_model_wrong_kinds(void **state) {
     expect_error(loco_model_open(p, &m), LOCO_E_IO, p, "is a FIFO");
     alarm(0);
     assert_null(m);
+}
+
+/* A model folder whose path has 2000 characters: it opens, and its
+ * description names it whole (each line was formatted in 512 bytes). */
+static void test_model_long_path(void **state) {
+    (void)state;
+    char *d = malloc(4096);
+    assert_non_null(d);
+    size_t k = (size_t)snprintf(d, 4096, "%s", g_dir);
+    for (int i = 0; k < 2000; i++) {
+        k += (size_t)snprintf(d + k, 4096 - k, "/%03d-", i);
+        while (k % 200) d[k++] = 'x';
+        d[k] = 0;
+        if (mkdir(d, 0700) != 0) fail_msg("mkdir: %s", strerror(errno));
+    }
+    char *p = malloc(4200);
+    assert_non_null(p);
+    snprintf(p, 4200, "%s/config.json", d);
+    write_raw(p, g_cfg_text, strlen(g_cfg_text));
+    copy_fixture_weights(d, WEIGHTS);
+    loco_model *m;
+    CHECK_OK(loco_model_open(d, &m));
+    char *text;
+    CHECK_OK(loco_model_describe(m, &text));
+    snprintf(p, 4200, "model: %s\n", d);
+    if (strncmp(text, p, strlen(p)) != 0) fail_msg("the description does not start with '%s'", p);
+    assert_non_null(strstr(text, "\nclass: UNet2DModel"));
+    assert_non_null(strstr(text, "\nschedule: 1000 train timesteps"));
+    loco_free(text);
+    loco_model_free(m);
+    free(p);
+    free(d);
 }
 
 static void test_model_incomplete_folder(void **state) {
@@ -891,6 +926,7 @@ int main(void) {
         cmocka_unit_test(test_config_absurd_sizes),
         T(test_model_config_errors),
         T(test_model_wrong_kinds),
+        T(test_model_long_path),
         T(test_model_incomplete_folder),
         T(test_weights_missing_extra),
         T(test_weights_shape_dtype),
