@@ -73,8 +73,9 @@ loco_status schedule_from_json(schedule *s, const char *path) {
     const char *kind = "linear";
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 2 ||
-            v->valuedouble > 100000) {
+        /* integral and in range before the cast to int (1e300, inf, NaN) */
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+            !(v->valuedouble >= 2 && v->valuedouble <= 100000)) {
             cJSON_Delete(j);
             return loco_fail(LOCO_E_FORMAT, "%s: key 'num_train_timesteps' must be an integer in [2, 100000]", path);
         }

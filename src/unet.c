@@ -34,9 +34,12 @@ static loco_status cfg_int(const cfg_ctx *c, const char *key, int def, int lo, i
         *out = def;
         return LOCO_OK;
     }
+    /* integral and in range before the cast (a double outside int, such as
+     * 1e300 or the inf of 1e999, converts with undefined behaviour); the
+     * negated test also refuses NaN */
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an integer", c->path, key);
-    if (v->valuedouble < lo || v->valuedouble > hi)
+    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%d, %d]", c->path,
                          key, v->valuedouble, lo, hi);
     *out = (int)v->valuedouble;
@@ -279,7 +282,7 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
             s = loco_fail(LOCO_E_FORMAT, "%s: key 'block_out_channels'[%d] must be an integer", path, i);
             goto done;
         }
-        if (v->valuedouble < 1 || v->valuedouble > CFG_MAX_CH) {
+        if (!(v->valuedouble >= 1 && v->valuedouble <= CFG_MAX_CH)) { /* before the cast below */
             s = loco_fail(LOCO_E_UNSUPPORTED, "%s: key 'block_out_channels'[%d] = %.17g is outside [1, %d]", path, i,
                           v->valuedouble, CFG_MAX_CH);
             goto done;

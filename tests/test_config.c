@@ -59,13 +59,17 @@ static void expect_msg(const char *a, const char *b, const char *c) {
 }
 
 /* The fixture config with `key` set to the JSON text `value` (NULL: key
- * removed). Caller frees with free(). */
+ * removed), inserted as written (so that 1e999 stays 1e999: cJSON would print
+ * the infinity it parses to as null). Caller frees with free(). */
+#define CFG_HOLE "\"@@value@@\""
 static char *cfg_with(const char *key, const char *json) {
     cJSON *root = cJSON_Parse(g_cfg_text);
     assert_non_null(root);
     if (json) {
-        cJSON *v = cJSON_Parse(json);
-        if (!v) fail_msg("bad test value for %s: %s", key, json);
+        cJSON *probe = cJSON_Parse(json);
+        if (!probe) fail_msg("bad test value for %s: %s", key, json);
+        cJSON_Delete(probe);
+        cJSON *v = cJSON_CreateString("@@value@@");
         if (cJSON_GetObjectItemCaseSensitive(root, key)) cJSON_ReplaceItemInObjectCaseSensitive(root, key, v);
         else cJSON_AddItemToObject(root, key, v);
     } else {
@@ -73,7 +77,14 @@ static char *cfg_with(const char *key, const char *json) {
     }
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
-    char *out = strdup(s);
+    const char *hole = json ? strstr(s, CFG_HOLE) : NULL;
+    size_t n = strlen(s) + (json ? strlen(json) : 0) + 1;
+    char *out = malloc(n);
+    assert_non_null(out);
+    if (hole)
+        snprintf(out, n, "%.*s%s%s", (int)(hole - s), s, json, hole + strlen(CFG_HOLE));
+    else
+        snprintf(out, n, "%s", s);
     cJSON_free(s);
     return out;
 }
@@ -345,6 +356,31 @@ static const kcase key_cases[] = {
     {"norm_eps", "-1e-6", LOCO_E_UNSUPPORTED, "'norm_eps'", NULL},
     {"freq_shift", "1e300", LOCO_E_UNSUPPORTED, "'freq_shift'", NULL},
     {"mid_block_scale_factor", "0", LOCO_E_UNSUPPORTED, "'mid_block_scale_factor'", NULL},
+    /* numbers far outside int, fractions and infinities (JSON has no NaN;
+     * cJSON reads 1e999 as inf): refused before any conversion to int */
+    {"sample_size", "1e300", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "-1e300", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "2.5", LOCO_E_FORMAT, "'sample_size'", "integer"},
+    {"sample_size", "1e999", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "-1e999", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "[1e999, 32]", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "[32, -1e300]", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "[32.5, 32]", LOCO_E_FORMAT, "'sample_size'", "integer"},
+    {"block_out_channels", "[32, 1e999, 64]", LOCO_E_UNSUPPORTED, "'block_out_channels'[1]", "inf"},
+    {"block_out_channels", "[-1e999, 64, 64]", LOCO_E_UNSUPPORTED, "'block_out_channels'[0]", "inf"},
+    {"block_out_channels", "[32, 64, -1e300]", LOCO_E_UNSUPPORTED, "'block_out_channels'[2]", NULL},
+    {"block_out_channels", "[32, 2.5, 64]", LOCO_E_FORMAT, "'block_out_channels'[1]", "integer"},
+    {"norm_num_groups", "1e300", LOCO_E_UNSUPPORTED, "'norm_num_groups'", NULL},
+    {"norm_num_groups", "-1e300", LOCO_E_UNSUPPORTED, "'norm_num_groups'", NULL},
+    {"norm_num_groups", "2.5", LOCO_E_FORMAT, "'norm_num_groups'", "integer"},
+    {"norm_num_groups", "1e999", LOCO_E_UNSUPPORTED, "'norm_num_groups'", "inf"},
+    {"norm_num_groups", "-1e999", LOCO_E_UNSUPPORTED, "'norm_num_groups'", "inf"},
+    {"layers_per_block", "1e999", LOCO_E_UNSUPPORTED, "'layers_per_block'", "inf"},
+    {"attention_head_dim", "-1e300", LOCO_E_UNSUPPORTED, "'attention_head_dim'", NULL},
+    {"time_embedding_dim", "1e999", LOCO_E_UNSUPPORTED, "'time_embedding_dim'", "inf"},
+    {"norm_eps", "1e999", LOCO_E_UNSUPPORTED, "'norm_eps'", "inf"},
+    {"freq_shift", "-1e999", LOCO_E_UNSUPPORTED, "'freq_shift'", "inf"},
+    {"mid_block_scale_factor", "1e999", LOCO_E_UNSUPPORTED, "'mid_block_scale_factor'", "inf"},
 };
 
 static void test_config_keys(void **state) {
@@ -518,6 +554,54 @@ static void test_model_wrong_kinds(void **state) {
     expect_error(loco_model_open(p, &m), LOCO_E_IO, p, "is a FIFO");
     alarm(0);
     assert_null(m);
+}
+
+/* Numbers of scheduler/scheduler_config.json beyond int, fractional or
+ * infinite (1e999): refused naming the file and the key, before any
+ * conversion to int; a sane one loads. */
+static void test_model_scheduler_numbers(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *key;
+    } cases[] = {
+        {"{\"num_train_timesteps\": 1e300}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": -1e300}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 2.5}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 1e999}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": -1e999}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 4294967297}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": \"1000\"}", "'num_train_timesteps'"},
+        {"{\"beta_start\": 1e999}", "'beta_start'"},
+        {"{\"beta_end\": -1e999}", "'beta_end'"},
+        {"{\"beta_end\": 1e300}", "'beta_end'"},
+    };
+    loco_model *m = (loco_model *)(uintptr_t)1;
+    char sp[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sched%zu", i);
+        const char *d = make_dir(name, g_cfg_text);
+        copy_fixture_weights(d, WEIGHTS);
+        snprintf(sp, sizeof sp, "%s/scheduler", d);
+        assert_int_equal(mkdir(sp, 0700), 0);
+        snprintf(sp, sizeof sp, "%s/scheduler/scheduler_config.json", d);
+        write_raw(sp, cases[i].json, strlen(cases[i].json));
+        printf("  %s\n", cases[i].json);
+        expect_error(loco_model_open(d, &m), LOCO_E_FORMAT, sp, cases[i].key);
+        assert_null(m);
+    }
+    const char *d = make_dir("sched_ok", g_cfg_text);
+    copy_fixture_weights(d, WEIGHTS);
+    snprintf(sp, sizeof sp, "%s/scheduler", d);
+    assert_int_equal(mkdir(sp, 0700), 0);
+    snprintf(sp, sizeof sp, "%s/scheduler/scheduler_config.json", d);
+    const char *ok = "{\"num_train_timesteps\": 500.0, \"beta_start\": 1e-4, \"beta_end\": 0.02}";
+    write_raw(sp, ok, strlen(ok));
+    CHECK_OK(loco_model_open(d, &m));
+    int T = 0;
+    loco_model_alphas_cumprod(m, &T);
+    assert_int_equal(T, 500);
+    loco_model_free(m);
 }
 
 /* A model folder whose path has 2000 characters: it opens, and its
@@ -927,6 +1011,7 @@ int main(void) {
         T(test_model_config_errors),
         T(test_model_wrong_kinds),
         T(test_model_long_path),
+        T(test_model_scheduler_numbers),
         T(test_model_incomplete_folder),
         T(test_weights_missing_extra),
         T(test_weights_shape_dtype),
