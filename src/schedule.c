@@ -119,8 +119,9 @@ void schedule_free(schedule *s) {
 }
 
 float schedule_abar(const schedule *s, float t) {
+    /* clamped before the cast: a float past int (1e30, inf) converts with
+     * undefined behaviour (x86 gives INT_MIN, an index far before the array) */
     if (!(t >= 0)) t = 0;
-    int i = (int)floorf(t);
-    if (i > s->T - 1) i = s->T - 1;
-    return s->alphas_cumprod[i];
+    if (t > (float)(s->T - 1)) t = (float)(s->T - 1);
+    return s->alphas_cumprod[(int)floorf(t)];
 }

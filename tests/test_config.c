@@ -599,8 +599,14 @@ static void test_model_scheduler_numbers(void **state) {
     write_raw(sp, ok, strlen(ok));
     CHECK_OK(loco_model_open(d, &m));
     int T = 0;
-    loco_model_alphas_cumprod(m, &T);
+    const float *ac = loco_model_alphas_cumprod(m, &T);
     assert_int_equal(T, 500);
+    /* abar at times past int is abar[T-1] (the float was cast to int first) */
+    const float big[] = {1e30f, INFINITY, 3e9f, 499.5f, 499.0f};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) assert_true(loco_model_abar(m, big[i]) == ac[T - 1]);
+    assert_true(loco_model_abar(m, -1e30f) == ac[0]);
+    assert_true(loco_model_abar(m, NAN) == ac[0]);
+    assert_true(loco_model_abar(m, 1.5f) == ac[1]);
     loco_model_free(m);
 }
 
