@@ -39,7 +39,7 @@ const char *loco_strerror(loco_status s) {
     return status_names[s];
 }
 
-static _Thread_local char last_error[1024];
+static _Thread_local char last_error[1024]; /* see loco_fail for longer messages */
 
 const char *loco_last_error(void) { return last_error; }
 
@@ -53,7 +53,7 @@ void loco_set_log(loco_log_fn fn, void *user) {
 
 static void vlog(loco_log_level lvl, const char *fmt, va_list ap) {
     if (!log_fn) return;
-    char buf[1024];
+    char buf[1024]; /* log lines (warnings) only: a longer one is cut short */
     vsnprintf(buf, sizeof buf, fmt, ap);
     log_fn(lvl, buf, log_user);
 }
@@ -65,13 +65,34 @@ void loco_log(loco_log_level lvl, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* A message longer than last_error (long paths) keeps its beginning and its
+ * end, which says what went wrong, and loses its middle. */
+#define ERR_TAIL 400
 loco_status loco_fail(loco_status s, const char *fmt, ...) {
-    va_list ap;
+    va_list ap, ap2;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_copy(ap2, ap);
+    int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    char *full = n >= (int)sizeof last_error ? malloc((size_t)n + 1) : NULL;
+    if (full) {
+        vsnprintf(full, (size_t)n + 1, fmt, ap2);
+        static const char gap[] = " [...] ";
+        const size_t head = sizeof last_error - 1 - ERR_TAIL - (sizeof gap - 1);
+        memcpy(last_error, full, head);
+        memcpy(last_error + head, gap, sizeof gap - 1);
+        memcpy(last_error + head + sizeof gap - 1, full + n - ERR_TAIL, ERR_TAIL + 1);
+        free(full);
+    }
+    va_end(ap2);
     if (log_fn) log_fn(LOCO_LOG_ERROR, last_error, log_user);
     return s;
+}
+
+loco_status loco_fail_in(loco_status s, const char *where) {
+    char msg[sizeof last_error];
+    memcpy(msg, last_error, sizeof msg);
+    return loco_fail(s, "%s: %s", where, msg);
 }
 
 /* ======================================================================== */
@@ -233,27 +254,74 @@ double loco_rng_normal(loco_rng *r) {
 /* Files                                                                    */
 /* ======================================================================== */
 
-loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
-    *data = NULL;
-    /* O_NONBLOCK: a FIFO must not hang the open (it is refused below) */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
-    if (!f) {
-        loco_status s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
+/* What a file that is not a regular one is, for "PATH: <kind>". */
+static const char *kind_of(mode_t m) {
+    if (S_ISDIR(m)) return "is a folder, not a file";
+    if (S_ISFIFO(m)) return "is a FIFO (named pipe), not a regular file";
+    if (S_ISCHR(m)) return "is a character device, not a regular file";
+    if (S_ISBLK(m)) return "is a block device, not a regular file";
+    if (S_ISSOCK(m)) return "is a socket, not a regular file";
+    return "is not a regular file";
+}
+
+loco_status loco_check_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        struct stat ls;
+        if (e == ENOENT && lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode))
+            return loco_fail(LOCO_E_IO, "%s: is a symbolic link to nothing (its target does not exist)", path);
+        if (e == ENOENT) return LOCO_E_NOT_FOUND; /* nothing recorded: absence may be fine */
+        return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) return loco_fail(LOCO_E_IO, "%s: %s", path, kind_of(st.st_mode));
+    return LOCO_OK;
+}
+
+loco_status loco_open_file(const char *path, int *fd, uint64_t *size) {
+    *fd = -1;
+    *size = 0;
+    /* stat first: a device is never opened (opening some has effects) */
+    loco_status s = loco_check_file(path);
+    if (s == LOCO_E_NOT_FOUND) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(ENOENT));
+    if (s) return s;
+    /* O_NONBLOCK: should a FIFO replace the file after the stat, the open
+     * must not wait for a writer; no effect on regular files */
+    int d = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (d < 0) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(d, &st) != 0) {
+        s = loco_fail(LOCO_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+        close(d);
         return s;
     }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return loco_fail(LOCO_E_IO, "%s: not a regular file", path);
+    if (!S_ISREG(st.st_mode)) {
+        close(d);
+        return loco_fail(LOCO_E_IO, "%s: %s", path, kind_of(st.st_mode));
     }
-    if ((uint64_t)st.st_size > max_len) {
-        fclose(f);
-        return loco_fail(LOCO_E_FORMAT, "%s: file is %lld bytes, more than the %zu allowed", path,
-                         (long long)st.st_size, max_len);
+    *fd = d;
+    *size = (uint64_t)st.st_size;
+    return LOCO_OK;
+}
+
+loco_status loco_read_file(const char *path, char **data, size_t *len, size_t max_len) {
+    *data = NULL;
+    int fd;
+    uint64_t size;
+    loco_status s = loco_open_file(path, &fd, &size);
+    if (s) return s;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return s;
     }
-    size_t n = (size_t)st.st_size;
+    if (size > max_len) {
+        fclose(f);
+        return loco_fail(LOCO_E_FORMAT, "%s: file is %llu bytes, more than the %zu allowed", path,
+                         (unsigned long long)size, max_len);
+    }
+    size_t n = (size_t)size;
     char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);

@@ -98,10 +98,10 @@ loco_status loco_faces_part_labels(const char *part, uint32_t *label_bits) {
             *label_bits = part_groups[g].bits;
             return LOCO_OK;
         }
-    char list[512];
+    char list[512]; /* for the message only: the fixed part names (~170 characters) */
     size_t k = 0;
     list[0] = 0;
-    for (int i = 0; i < loco_faces_n_parts(); i++)
+    for (int i = 0; i < loco_faces_n_parts() && k < sizeof list; i++)
         k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", loco_faces_part_name(i));
     return loco_fail(LOCO_E_INVALID_ARGUMENT, "unknown part '%.64s'; valid parts: %s", part, list);
 }
@@ -487,14 +487,11 @@ static const char *idx_type_name(int t) {
 loco_status loco_idx_read(const char *path, int64_t max_items, loco_idx *out) {
     if (!path || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_idx_read: NULL argument");
     memset(out, 0, sizeof *out);
-    /* O_NONBLOCK: a FIFO must not hang the open; only regular files are read */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return loco_fail(LOCO_E_IO, "%s: not a regular file", path);
-    }
+    /* only a regular file is opened, never blocking (FIFOs, devices) */
+    int fd;
+    uint64_t fsize;
+    loco_status ost = loco_open_file(path, &fd, &fsize);
+    if (ost) return ost;
     gzFile g = gzdopen(fd, "rb");
     if (!g) {
         close(fd);
@@ -618,12 +615,23 @@ static const char *const fmnist_classes[10] = {"T-shirt/top", "Trouser", "Pullov
 
 const char *loco_fashion_mnist_class(int label) { return label >= 0 && label < 10 ? fmnist_classes[label] : NULL; }
 
-/* dir/<stem> with .gz if that exists, else without */
-static loco_status find_idx(const char *dir, const char *stem, char *buf, size_t len) {
-    snprintf(buf, len, "%s/%s.gz", dir, stem);
-    if (loco_file_exists(buf)) return LOCO_OK;
-    snprintf(buf, len, "%s/%s", dir, stem);
-    if (loco_file_exists(buf)) return LOCO_OK;
+/* dir/<stem>.gz if something is there, else dir/<stem>; *path is malloc'd
+ * (any length). A folder or FIFO in a file's place is named as such. */
+static loco_status find_idx(const char *dir, const char *stem, char **path) {
+    *path = NULL;
+    for (int gz = 1; gz >= 0; gz--) {
+        size_t n = strlen(dir) + strlen(stem) + 5;
+        char *p = malloc(n);
+        if (!p) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", dir);
+        snprintf(p, n, "%s/%s%s", dir, stem, gz ? ".gz" : "");
+        loco_status s = loco_check_file(p);
+        if (s == LOCO_OK) {
+            *path = p;
+            return LOCO_OK;
+        }
+        free(p);
+        if (s != LOCO_E_NOT_FOUND) return s;
+    }
     return loco_fail(LOCO_E_NOT_FOUND,
                      "%s: neither %s.gz nor %s found (Fashion-MNIST: install Debian's dataset-fashion-mnist)", dir,
                      stem, stem);
@@ -641,17 +649,17 @@ loco_status loco_fashion_mnist_read(const char *dir, const char *split, int max_
     else if (strcmp(split, "test") == 0 || strcmp(split, "t10k") == 0) pre = "t10k";
     else return loco_fail(LOCO_E_INVALID_ARGUMENT, "Fashion-MNIST split '%.64s': use train or test", split);
     if (!dir) dir = LOCO_FASHION_MNIST_DIR;
-    if (strlen(dir) > 3800) return loco_fail(LOCO_E_INVALID_ARGUMENT, "Fashion-MNIST folder name too long");
-    char ip[4096], lp[4096], stem[64];
+    char *ip = NULL, *lp = NULL, stem[64]; /* stem: "t10k-labels-idx1-ubyte" at most */
     snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", pre);
-    loco_status st = find_idx(dir, stem, ip, sizeof ip);
-    if (st) return st;
+    loco_status st = find_idx(dir, stem, &ip);
     snprintf(stem, sizeof stem, "%s-labels-idx1-ubyte", pre);
-    if ((st = find_idx(dir, stem, lp, sizeof lp))) return st;
-    loco_idx im, lb;
-    if ((st = loco_idx_read(ip, max_count, &im))) return st;
-    if ((st = loco_idx_read(lp, max_count, &lb))) {
+    if (!st) st = find_idx(dir, stem, &lp);
+    loco_idx im = {0}, lb = {0};
+    if (!st && !(st = loco_idx_read(ip, max_count, &im))) st = loco_idx_read(lp, max_count, &lb);
+    if (st) {
         free(im.data);
+        free(ip);
+        free(lp);
         return st;
     }
     uint8_t *out = NULL;
@@ -688,5 +696,7 @@ loco_status loco_fashion_mnist_read(const char *dir, const char *split, int max_
 done:
     free(im.data);
     free(lb.data);
+    free(ip);
+    free(lp);
     return st;
 }

@@ -15,6 +15,9 @@
  * and returns s, so callers can write `return loco_fail(LOCO_E_IO, "...")`. */
 loco_status loco_fail(loco_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void loco_log(loco_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records "where: <the last error message>" and returns s (a file's name in
+ * front of a message that lacks it). */
+loco_status loco_fail_in(loco_status s, const char *where);
 
 /* malloc that returns NULL for 0 bytes or for sizes past LOCO_MAX_ALLOC. */
 #define LOCO_MAX_ALLOC ((size_t)64 << 30)
@@ -47,6 +50,16 @@ loco_status loco_write_file_atomic(const char *path, const void *data, size_t le
 char *loco_temp_name(const char *path);
 bool loco_file_exists(const char *path);
 bool loco_is_dir(const char *path);
+/* Is path (following symbolic links) a regular file? LOCO_OK if so;
+ * LOCO_E_NOT_FOUND when nothing is there (no message is recorded or logged:
+ * the caller says what is missing, or carries on); else LOCO_E_IO naming
+ * what it is ("PATH: is a folder, not a file", "is a FIFO (named pipe), not
+ * a regular file", "is a symbolic link to nothing"...). */
+loco_status loco_check_file(const char *path);
+/* Opens a regular file for reading, never blocking (a FIFO, a device or a
+ * folder is refused, as loco_check_file says, before it is opened) and
+ * re-checked with fstat after the open. *fd: the descriptor, *size: bytes. */
+loco_status loco_open_file(const char *path, int *fd, uint64_t *size);
 
 /* ---- threads (threads.c) ------------------------------------------------- */
 /* Sets the OpenMP thread count for the next network evaluation of `flops`

@@ -96,7 +96,7 @@ static loco_status load_weights(unet *u, const char *wpath) {
         int same = nd == p->ndim;
         for (int d = 0; same && d < nd; d++) same = shape[d] == p->shape[d];
         if (!same) {
-            char got[128] = "", want[128] = "";
+            char got[128] = "", want[128] = ""; /* for the message only: 8 dims fit, or are cut */
             for (int d = 0; d < nd; d++)
                 snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", (long long)shape[d]);
             for (int d = 0; d < p->ndim; d++)
@@ -172,23 +172,24 @@ loco_status loco_model_open(const char *path, loco_model **out) {
     }
     m->path = dir;
     dir = NULL;
-    if (!loco_file_exists(cfg_path)) {
+    /* a folder, FIFO or device in its place is named as such */
+    if ((s = loco_check_file(cfg_path)) == LOCO_E_NOT_FOUND)
         s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", m->path);
-        goto fail;
-    }
+    if (s) goto fail;
     unet_config cfg;
     if ((s = model_open_config(cfg_path, &cfg))) goto fail;
     if ((s = unet_build(&m->net, &cfg))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", loco_last_error());
-        s = loco_fail(s, "%s: %s", cfg_path, msg);
+        s = loco_fail_in(s, cfg_path);
         goto fail;
     }
     /* the safetensors file, else diffusion_pytorch_model.bin (pytorch.c) */
     if ((s = loco_weights_locate(m->path, path, &w_path))) goto fail;
     if ((s = load_weights(&m->net, w_path))) goto fail;
-    if (loco_file_exists(sched_path)) s = schedule_from_json(&m->sched, sched_path);
-    else s = schedule_default(&m->sched);
+    /* no scheduler config: the default schedule; something else in its
+     * place is an error, not a reason to fall back */
+    s = loco_check_file(sched_path);
+    if (s == LOCO_OK) s = schedule_from_json(&m->sched, sched_path);
+    else if (s == LOCO_E_NOT_FOUND) s = schedule_default(&m->sched);
     if (s) goto fail;
     m->scratch = loco_malloc(m->net.scratch_floats * sizeof(float));
     if (!m->scratch) {
@@ -372,15 +373,14 @@ typedef struct sbuf {
 } sbuf;
 
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends the whole formatted text, however long (a model's path may be). */
 static void sb_printf(sbuf *b, const char *fmt, ...) {
     if (b->oom) return;
     va_list ap;
     va_start(ap, fmt);
-    char tmp[512];
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     if (n < 0) return;
-    if ((size_t)n >= sizeof tmp) n = sizeof tmp - 1;
     if (b->len + (size_t)n + 1 > b->cap) {
         size_t nc = b->cap ? 2 * b->cap : 1024;
         while (nc < b->len + (size_t)n + 1) nc *= 2;
@@ -392,7 +392,9 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
         b->s = ns;
         b->cap = nc;
     }
-    memcpy(b->s + b->len, tmp, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
     b->len += (size_t)n;
 }
 
@@ -458,7 +460,7 @@ loco_status loco_model_describe(const loco_model *m, char **text) {
             w *= 2;
         }
     }
-    char wb[32], ab[32];
+    char wb[32], ab[32]; /* "1023.9 GiB" */
     human_bytes((double)u->total_params * 4, wb, sizeof wb);
     human_bytes((double)(u->arena_per_image + u->scratch_floats) * 4, ab, sizeof ab);
     sb_printf(&b, "forward: %.2f GFLOP per image (2 x multiply-adds); %.2f GFLOP executed (Winograd 3x3 convolutions)\n",

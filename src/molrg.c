@@ -31,6 +31,29 @@ void molrg_free(molrg *mo) {
     free(mo);
 }
 
+/* One decimal integer in [1, max] at *s (digits only), advancing *s. The
+ * value is range-checked as it grows: sscanf's %d on a number past int is
+ * undefined behaviour. */
+static bool read_dim(const char **s, long max, int *out) {
+    const char *p = *s;
+    long v = 0;
+    if (*p < '0' || *p > '9') return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = 10 * v + (*p - '0');
+        if (v > max) return false;
+    }
+    if (v < 1) return false;
+    *out = (int)v;
+    *s = p;
+    return true;
+}
+
+/* "CxHxW" exactly, C in [1, 64], H and W in [1, 4096] */
+static bool parse_shape(const char *s, molrg *mo) {
+    return s && read_dim(&s, 64, &mo->C) && *s++ == 'x' && read_dim(&s, 4096, &mo->H) && *s++ == 'x' &&
+           read_dim(&s, 4096, &mo->W) && *s == 0;
+}
+
 loco_status molrg_load(const char *path, molrg **out) {
     *out = NULL;
     loco_tensors *f;
@@ -45,10 +68,9 @@ loco_status molrg_load(const char *path, molrg **out) {
         goto done;
     }
     const char *shape = loco_tensors_metadata(f, "shape"), *sg = loco_tensors_metadata(f, "sigma0");
-    char tail;
-    if (!shape || sscanf(shape, "%dx%dx%d%c", &mo->C, &mo->H, &mo->W, &tail) != 3 || mo->C < 1 || mo->H < 1 ||
-        mo->W < 1 || mo->C > 64 || mo->H > 4096 || mo->W > 4096) {
-        s = loco_fail(LOCO_E_FORMAT, "%s: metadata 'shape' must be CxHxW (got '%s')", path, shape ? shape : "(none)");
+    if (!parse_shape(shape, mo)) {
+        s = loco_fail(LOCO_E_FORMAT, "%s: metadata 'shape' must be CxHxW with C in [1, 64], H and W in [1, 4096] "
+                      "(got '%.64s')", path, shape ? shape : "(none)");
         goto done;
     }
     mo->sigma0 = 0;

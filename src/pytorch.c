@@ -249,7 +249,7 @@ static loco_status zip_parse(loco_pt *f, unsigned flags) {
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory", p);
     }
     const uint8_t *q = b + cd_off, *qe = b + cd_off + cd_size;
-    char nm[96];
+    char nm[96]; /* an entry's name for messages only, shortened by clean() */
     for (uint64_t i = 0; i < n_total; i++) {
         if (qe - q < 46 || rd32(q) != SIG_CENTRAL) {
             s = loco_fail(LOCO_E_FORMAT, "%s: zip central directory entry %llu is malformed", p, (unsigned long long)i);
@@ -320,7 +320,7 @@ static loco_status zip_parse(loco_pt *f, unsigned flags) {
     qsort(by_hdr, f->n_ents, sizeof *by_hdr, cmp_zent_hdr);
     for (size_t i = 1; i < f->n_ents; i++)
         if (by_hdr[i]->hdr < by_hdr[i - 1]->off + by_hdr[i - 1]->size) {
-            char nm2[96];
+            char nm2[96]; /* for the message only (clean) */
             s = loco_fail(LOCO_E_FORMAT, "%s: zip entries '%s' and '%s' overlap", p,
                           clean(nm, sizeof nm, by_hdr[i - 1]->name, by_hdr[i - 1]->nlen),
                           clean(nm2, sizeof nm2, by_hdr[i]->name, by_hdr[i]->nlen));
@@ -415,7 +415,7 @@ typedef struct vm {
     loco_pt *f;
     const char *prefix; /* ARCHIVE/ */
     size_t prefix_len;
-    char entry[128]; /* data.pkl's name, for messages */
+    char entry[128]; /* data.pkl's name, for messages only (shortened by clean) */
     const uint8_t *pk;
     size_t len, pos; /* pos: offset of the opcode being run */
     val **stack;
@@ -430,7 +430,7 @@ typedef struct vm {
 
 static loco_status vm_err(vm *m, loco_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static loco_status vm_err(vm *m, loco_status s, const char *fmt, ...) {
-    char msg[512];
+    char msg[512]; /* the message only; names in it are shortened by clean() */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -560,7 +560,7 @@ static loco_status resolve_global(vm *m, const char *mod, size_t ml, const char 
             if (strlen(storage_types[i].name) == nl && !memcmp(name, storage_types[i].name, nl)) g = G_STORAGE + (int)i;
     }
     if (g < 0) {
-        char a[96], b[96];
+        char a[96], b[96]; /* for the message only (clean) */
         return vm_err(m, LOCO_E_UNSUPPORTED,
                       "global '%s.%s' is not allowed (a state_dict needs only collections.OrderedDict, "
                       "torch._utils._rebuild_tensor_v2 and torch.*Storage; nothing is ever executed)",
@@ -589,7 +589,7 @@ static loco_status persistent_load(vm *m, val *pid, val **out) {
     loco_dtype dt = storage_types[a[1]->u.i - G_STORAGE].dtype;
     const char *key = a[2]->u.str.s;
     size_t kl = a[2]->u.str.len;
-    char kc[96];
+    char kc[96]; /* the key for messages only (clean); the lookup uses the whole key */
     if (kl == 0 || kl > PT_MAX_KEY) return vm_err(m, LOCO_E_FORMAT, "storage key of %zu bytes", kl);
     char *full = malloc(m->prefix_len + 5 + kl + 1);
     if (!full) return oom(m);
@@ -686,7 +686,7 @@ static loco_status rebuild_tensor(vm *m, val *args, val **out) {
         }
     }
     uint64_t sn = a[0]->u.st.numel;
-    char kc[96];
+    char kc[96]; /* for messages only (clean) */
     const zent *e = a[0]->u.st.ent;
     if (ovf || numel > ((uint64_t)1 << 48))
         return vm_err(m, LOCO_E_NOMEM, "a view of storage '%s' has an absurd size", clean(kc, sizeof kc, e->name, e->nlen));
@@ -707,7 +707,7 @@ static loco_status do_reduce(vm *m, val *fn, val *args, val **out) {
         return vm_err(m, LOCO_E_UNSUPPORTED, "REDUCE of a %s: only collections.OrderedDict, "
                       "torch._utils._rebuild_tensor_v2 and _rebuild_parameter may be called", vtype_name[fn->t]);
     if (args->t != V_TUPLE) return vm_err(m, LOCO_E_FORMAT, "REDUCE with %s arguments", vtype_name[args->t]);
-    char gb[64];
+    char gb[64]; /* "torch.BFloat16Storage" at most */
     switch (fn->u.i) {
     case G_ODICT:
         if (args->u.seq.n) return vm_err(m, LOCO_E_UNSUPPORTED, "collections.OrderedDict called with arguments");
@@ -1091,7 +1091,7 @@ static loco_status take_tensors(vm *m, val *root) {
     f->t = calloc(cnt ? cnt : 1, sizeof *f->t);
     f->by_name = calloc(cnt ? cnt : 1, sizeof *f->by_name);
     if (!f->t || !f->by_name) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", f->path);
-    char kc[96];
+    char kc[96]; /* for messages only (clean); the names are strdup'd whole */
     for (size_t i = 0; i < cnt; i++) {
         const val *key = root->u.seq.it[2 * i], *tv = root->u.seq.it[2 * i + 1];
         if (key->t != V_STR || key->u.str.len == 0)
@@ -1140,7 +1140,7 @@ static loco_status pt_load(loco_pt *f, unsigned flags) {
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: a PyTorch checkpoint in the legacy tar format, which is not "
                          "supported: re-save it with torch>=1.6 (torch.save(torch.load(f), f))", p);
     } else {
-        return loco_fail(LOCO_E_FORMAT, "%s: not a PyTorch checkpoint (no zip signature)", p);
+        return loco_fail(LOCO_E_FORMAT, "%s: not a PyTorch zip checkpoint (no zip signature)", p);
     }
     loco_status s = zip_parse(f, flags);
     if (s) return s;
@@ -1170,13 +1170,21 @@ static loco_status pt_load(loco_pt *f, unsigned flags) {
     m.prefix = pk->name;
     m.prefix_len = pk->nlen - 8;
     clean(m.entry, sizeof m.entry, pk->name, pk->nlen);
-    /* ARCHIVE/byteorder, when present, must say little */
-    char bo[256];
-    snprintf(bo, sizeof bo, "%.*sbyteorder", (int)m.prefix_len, m.prefix);
-    const zent *be = zip_find(f, bo, strlen(bo));
-    if (be && !(be->size == 6 && !memcmp(b + be->off, "little", 6)))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: %s does not say 'little': big-endian checkpoints are not supported", p,
-                         bo);
+    /* ARCHIVE/byteorder, when present, must say little; its name is as long
+     * as the archive's prefix (a zip name may have 65535 bytes) */
+    char *bo = malloc(m.prefix_len + sizeof "byteorder");
+    if (!bo) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", p);
+    memcpy(bo, m.prefix, m.prefix_len);
+    memcpy(bo + m.prefix_len, "byteorder", sizeof "byteorder");
+    const zent *be = zip_find(f, bo, m.prefix_len + sizeof "byteorder" - 1);
+    if (be && !(be->size == 6 && !memcmp(b + be->off, "little", 6))) {
+        char bc[96]; /* the entry's name for the message: shortened (clean) */
+        s = loco_fail(LOCO_E_UNSUPPORTED, "%s: the byteorder entry '%s' does not say 'little': big-endian checkpoints are "
+                      "not supported", p, clean(bc, sizeof bc, bo, m.prefix_len + sizeof "byteorder" - 1));
+        free(bo);
+        return s;
+    }
+    free(bo);
     if (pk->size > PT_MAX_PICKLE)
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: %s is %llu bytes, more than the %zu allowed", p, m.entry,
                          (unsigned long long)pk->size, PT_MAX_PICKLE);
@@ -1219,24 +1227,16 @@ loco_status loco_pt_open(const char *path, loco_pt **out) {
     *out = NULL;
     loco_pt *f = pt_new(path);
     if (!f) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-    loco_status s = LOCO_OK;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0) {
-        s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int fd;
+    uint64_t size;
+    loco_status s = loco_open_file(path, &fd, &size); /* regular files only, never blocking */
+    if (s) goto fail;
+    if (size == 0) {
         close(fd);
-        s = loco_fail(LOCO_E_IO, "%s: not a regular file", path);
+        s = loco_fail(LOCO_E_FORMAT, "%s: an empty file, not a PyTorch zip checkpoint (truncated?)", path);
         goto fail;
     }
-    if (st.st_size == 0) {
-        close(fd);
-        s = loco_fail(LOCO_E_FORMAT, "%s: an empty file, too short for a PyTorch checkpoint (truncated?)", path);
-        goto fail;
-    }
-    f->map_len = (size_t)st.st_size;
+    f->map_len = (size_t)size;
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
@@ -1716,7 +1716,7 @@ loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip
     ob_u8(&w.o, ')');
     ob_u8(&w.o, 'R');
     pk_put(&w);
-    char key[32];
+    char key[32]; /* a size_t in decimal */
     for (size_t i = 0; i < n; i++) {
         const loco_tensor_ref *t = &tensors[i];
         if (i % 1000 == 0 && n - i > 1) ob_u8(&w.o, '('); /* batches of 1000, as pickle */
@@ -1774,7 +1774,7 @@ loco_status loco_pt_build(const loco_tensor_ref *tensors, size_t n, unsigned zip
         goto done;
     }
     /* a serialization id derived from the content, so output is reproducible */
-    char sid[48];
+    char sid[48]; /* 40 digits */
     snprintf(sid, sizeof sid, "%020lu%020zu", crc32_z(0L, w.o.b, (z_size_t)w.o.n), w.o.n);
     size_t k = 0;
     items[k++] = (loco_zip_item){"archive/data.pkl", w.o.b, w.o.n};
@@ -1805,11 +1805,7 @@ loco_status loco_pt_write(const char *path, const loco_tensor_ref *tensors, size
     uint8_t *buf;
     size_t len;
     loco_status s = loco_pt_build(tensors, n, 0, &buf, &len);
-    if (s) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", loco_last_error());
-        return loco_fail(s, "%s: %s", path, msg);
-    }
+    if (s) return loco_fail_in(s, path);
     s = loco_write_file_atomic(path, buf, len);
     free(buf);
     return s;
@@ -1829,15 +1825,26 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-/* Is path (judged by its first bytes) a PyTorch checkpoint rather than
- * safetensors? Unreadable files go to the safetensors reader, which says why. */
+/* a MODEL argument naming a PyTorch file is that file; other files in a
+ * folder (config.json, vectors.safetensors...) stand for the folder */
+static bool names_pytorch_file(const char *p) {
+    return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
+}
+
+/* Is path a PyTorch checkpoint rather than safetensors? Judged by its first
+ * bytes, else by its name: an empty or unrecognised .bin, .pt or .pth goes to
+ * the PyTorch reader, which says it is not a PyTorch zip checkpoint (not the
+ * safetensors reader, whose complaint would puzzle). Files that cannot be
+ * read go to the reader their name suggests, which says why. */
 static bool looks_pytorch(const char *path) {
     if (ends_with(path, ".safetensors")) return false;
+    const bool by_name = names_pytorch_file(path);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return by_name; /* never opens a FIFO or device */
     uint8_t b[262];
     ssize_t got = 0;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
-        struct stat st;
         if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) got = read(fd, b, sizeof b);
         close(fd);
     }
@@ -1845,7 +1852,7 @@ static bool looks_pytorch(const char *path) {
     if (got >= 4 && (rd32(b) == SIG_LOCAL || rd32(b) == SIG_EOCD)) return true;
     if (got >= 2 && b[0] == 0x80 && b[1] <= 5) return true;          /* legacy pickle */
     if (got >= 262 && memcmp(b + 257, "ustar", 5) == 0) return true; /* legacy tar */
-    return false;
+    return by_name;
 }
 
 loco_status loco_weights_open(const char *path, loco_weights **out) {
@@ -1924,15 +1931,17 @@ static char *join2(const char *dir, const char *name) {
     return s;
 }
 
-/* a MODEL argument naming a PyTorch file is that file; other files in a
- * folder (config.json, vectors.safetensors...) stand for the folder */
-static bool names_pytorch_file(const char *p) {
-    return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
+/* Is something (of any kind, even a dangling symbolic link) at path? */
+static bool something_at(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
 }
 
 loco_status loco_weights_locate(const char *dir, const char *named, char **path) {
     *path = NULL;
-    if (named && loco_file_exists(named) && names_pytorch_file(named)) {
+    /* a named PyTorch file that is not a folder; a FIFO or device there is
+     * then refused by name when it is opened */
+    if (named && names_pytorch_file(named) && something_at(named) && !loco_is_dir(named)) {
         if (!(*path = strdup(named))) return loco_fail(LOCO_E_NOMEM, "out of memory");
         return LOCO_OK;
     }
@@ -1940,11 +1949,15 @@ loco_status loco_weights_locate(const char *dir, const char *named, char **path)
     for (int i = 0; i < 2; i++) {
         char *p = join2(dir, cand[i]);
         if (!p) return loco_fail(LOCO_E_NOMEM, "out of memory");
-        if (loco_file_exists(p)) {
+        /* the first name present is the weights: a folder, FIFO or device
+         * in its place is an error, not a reason to try the other name */
+        loco_status s = loco_check_file(p);
+        if (s == LOCO_OK) {
             *path = p;
             return LOCO_OK;
         }
         free(p);
+        if (s != LOCO_E_NOT_FOUND) return s;
     }
     return loco_fail(LOCO_E_NOT_FOUND, "%s: no %s (nor %s) in the model folder", dir, ST_NAME, BIN_NAME);
 }
@@ -2054,10 +2067,14 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
         s = loco_fail(LOCO_E_NOMEM, "out of memory");
         goto done;
     }
-    if (!loco_file_exists(cfg)) {
+    if ((s = loco_check_file(cfg)) == LOCO_E_NOT_FOUND)
         s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", dir);
-        goto done;
-    }
+    if (s) goto done;
+    /* the scheduler config is optional; something else in its place is an
+     * error, found before anything is written */
+    bool have_sched = (s = loco_check_file(sched)) == LOCO_OK;
+    if (s == LOCO_E_NOT_FOUND) s = LOCO_OK;
+    if (s) goto done;
     if ((s = loco_weights_locate(dir, model, &wpath)) || (s = loco_weights_open(wpath, &w))) goto done;
     n = loco_weights_count(w);
     refs = calloc(n ? n : 1, sizeof *refs);
@@ -2076,9 +2093,7 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
         if (dtype != LOCO_DTYPE_COUNT && is_float_dtype(r->dtype) && r->dtype != dtype) {
             void *c = NULL;
             if ((s = convert_floats(r->name, r->dtype, bufs[i], nb / loco_dtype_size(r->dtype), dtype, &c))) {
-                char msg[512];
-                snprintf(msg, sizeof msg, "%s", loco_last_error());
-                s = loco_fail(s, "%s: %s", wpath, msg);
+                s = loco_fail_in(s, wpath);
                 goto done;
             }
             free(bufs[i]);
@@ -2091,10 +2106,7 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
     const char *meta[] = {"format", "pt"};
     if ((s = loco_tensors_write(o_w, refs, n, meta, 1))) goto done;
     if ((s = copy_file(cfg, o_cfg))) goto done;
-    if (loco_file_exists(sched)) {
-        if ((s = mkdir_all(o_sd))) goto done;
-        s = copy_file(sched, o_sched);
-    }
+    if (have_sched && !(s = mkdir_all(o_sd))) s = copy_file(sched, o_sched);
 done:
     for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);

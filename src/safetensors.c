@@ -275,26 +275,17 @@ loco_status loco_tensors_open(const char *path, loco_tensors **out) {
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
     }
     loco_status s = LOCO_OK;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
-     * refused as not a regular file); no effect on regular files */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        s = loco_fail(LOCO_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    /* only a regular file is opened, never blocking (FIFOs, devices) */
+    int fd;
+    uint64_t size;
+    if ((s = loco_open_file(path, &fd, &size))) goto fail;
+    if (size < 8) {
         close(fd);
-        s = loco_fail(LOCO_E_IO, "%s: not a regular file", path);
+        s = loco_fail(LOCO_E_FORMAT, "%s: file is %llu bytes, too short for a safetensors header", path,
+                      (unsigned long long)size);
         goto fail;
     }
-    if (st.st_size < 8) {
-        close(fd);
-        s = loco_fail(LOCO_E_FORMAT, "%s: file is %lld bytes, too short for a safetensors header", path,
-                      (long long)st.st_size);
-        goto fail;
-    }
-    f->map_len = (size_t)st.st_size;
+    f->map_len = (size_t)size;
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {

@@ -73,8 +73,9 @@ loco_status schedule_from_json(schedule *s, const char *path) {
     const char *kind = "linear";
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(j, "num_train_timesteps")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 2 ||
-            v->valuedouble > 100000) {
+        /* integral and in range before the cast to int (1e300, inf, NaN) */
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+            !(v->valuedouble >= 2 && v->valuedouble <= 100000)) {
             cJSON_Delete(j);
             return loco_fail(LOCO_E_FORMAT, "%s: key 'num_train_timesteps' must be an integer in [2, 100000]", path);
         }
@@ -106,11 +107,7 @@ loco_status schedule_from_json(schedule *s, const char *path) {
         kind = v->valuestring;
     }
     st = schedule_make(s, kind, T, b0, b1);
-    if (st) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", loco_last_error());
-        loco_fail(st, "%s: %s", path, msg);
-    }
+    if (st) loco_fail_in(st, path);
     cJSON_Delete(j);
     return st;
 }
@@ -122,7 +119,8 @@ void schedule_free(schedule *s) {
 }
 
 float schedule_abar(const schedule *s, float t) {
-    /* compared before the cast: a float past INT_MAX does not fit an int */
+    /* compared before the cast: a float past int (1e30, inf) converts with
+     * undefined behaviour (x86 gives INT_MIN, an index far before the array) */
     if (!(t >= 0)) return s->alphas_cumprod[0];
     if (!(t < (float)(s->T - 1))) return s->alphas_cumprod[s->T - 1];
     return s->alphas_cumprod[(int)t];

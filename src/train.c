@@ -205,11 +205,15 @@ typedef struct trainer {
     loco_rng rng;
 } trainer;
 
+/* state tensor names: "ema." and a parameter name (unet.h: param.name) */
+#define STATE_NAME_CAP 160
+_Static_assert(sizeof(((param *)0)->name) + sizeof "ema." <= STATE_NAME_CAP, "state tensor names fit");
+
 static void fill_refs(const unet *u, const float *base, loco_tensor_ref *refs, const char *prefix, char *names) {
     for (int i = 0; i < u->n_params; i++) {
         const param *q = &u->params[i];
-        char *nm = names + (size_t)i * 160;
-        snprintf(nm, 160, "%s%s", prefix, q->name);
+        char *nm = names + (size_t)i * STATE_NAME_CAP;
+        snprintf(nm, STATE_NAME_CAP, "%s%s", prefix, q->name);
         refs[i].name = nm;
         refs[i].dtype = LOCO_DTYPE_F32;
         refs[i].ndim = q->ndim;
@@ -222,7 +226,7 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     const unet *u = &tr->u;
     size_t np = (size_t)u->n_params;
     loco_tensor_ref *refs = calloc(4 * np + 2, sizeof *refs);
-    char *names = malloc(4 * np * 160);
+    char *names = malloc(4 * np * STATE_NAME_CAP);
     char *cfg_out = join2(p->out_dir, "config.json"), *w_out = join2(p->out_dir, WEIGHTS_NAME_TRAIN),
          *sdir = join2(p->out_dir, "scheduler"), *st_out = join2(p->out_dir, STATE_NAME);
     char *sch_out = sdir ? join2(sdir, "scheduler_config.json") : NULL;
@@ -233,7 +237,7 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     }
     if ((s = mkdir_all(p->out_dir)) || (s = mkdir_one(sdir))) goto done;
     if ((s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len))) goto done;
-    char sched_text[512];
+    char sched_text[512]; /* fixed text and two numbers of <= 24 characters */
     int sched_len = sched_json(sched_text, sizeof sched_text, p->beta_start, p->beta_end);
     if ((s = loco_write_file_atomic(sch_out, sched_text, (size_t)sched_len))) goto done;
     char stepbuf[32];
@@ -242,9 +246,9 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     fill_refs(u, tr->ema, refs, "", names);
     if ((s = loco_tensors_write(w_out, refs, np, meta, 2))) goto done;
     fill_refs(u, tr->w, refs, "w.", names);
-    fill_refs(u, tr->m, refs + np, "m.", names + np * 160);
-    fill_refs(u, tr->v, refs + 2 * np, "v.", names + 2 * np * 160);
-    fill_refs(u, tr->ema, refs + 3 * np, "ema.", names + 3 * np * 160);
+    fill_refs(u, tr->m, refs + np, "m.", names + np * STATE_NAME_CAP);
+    fill_refs(u, tr->v, refs + 2 * np, "v.", names + 2 * np * STATE_NAME_CAP);
+    fill_refs(u, tr->ema, refs + 3 * np, "ema.", names + 3 * np * STATE_NAME_CAP);
     loco_tensor_ref *r = &refs[4 * np];
     r->name = "step";
     r->dtype = LOCO_DTYPE_I64;
@@ -326,7 +330,7 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
     const unet *u = &tr->u;
     float *bufs[4] = {tr->w, tr->m, tr->v, tr->ema};
     const char *pre[4] = {"w.", "m.", "v.", "ema."};
-    char nm[160];
+    char nm[STATE_NAME_CAP];
     for (int k = 0; k < 4 && !s; k++)
         for (int i = 0; i < u->n_params && !s; i++) {
             snprintf(nm, sizeof nm, "%s%s", pre[k], u->params[i].name);

@@ -34,9 +34,12 @@ static loco_status cfg_int(const cfg_ctx *c, const char *key, int def, int lo, i
         *out = def;
         return LOCO_OK;
     }
+    /* integral and in range before the cast (a double outside int, such as
+     * 1e300 or the inf of 1e999, converts with undefined behaviour); the
+     * negated test also refuses NaN */
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an integer", c->path, key);
-    if (v->valuedouble < lo || v->valuedouble > hi)
+    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
         return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%d, %d]", c->path,
                          key, v->valuedouble, lo, hi);
     *out = (int)v->valuedouble;
@@ -279,7 +282,7 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
             s = loco_fail(LOCO_E_FORMAT, "%s: key 'block_out_channels'[%d] must be an integer", path, i);
             goto done;
         }
-        if (v->valuedouble < 1 || v->valuedouble > CFG_MAX_CH) {
+        if (!(v->valuedouble >= 1 && v->valuedouble <= CFG_MAX_CH)) { /* before the cast below */
             s = loco_fail(LOCO_E_UNSUPPORTED, "%s: key 'block_out_channels'[%d] = %.17g is outside [1, %d]", path, i,
                           v->valuedouble, CFG_MAX_CH);
             goto done;
@@ -335,7 +338,7 @@ loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, co
     }
     /* attention score memory, at each attention's resolution */
     for (int i = 0; i < n && !s; i++) {
-        char where[48];
+        char where[48]; /* "down_blocks.15" at most */
         if (cfg->down_attn[i]) {
             snprintf(where, sizeof where, "down_blocks.%d", i);
             s = cfg_check_attention(cfg, where, cfg->boc[i], cfg->height >> i, cfg->width >> i, path);
@@ -385,8 +388,15 @@ static int add_param(builder *b, const char *name, const char *alt, int ndim, co
     }
     param *p = &u->params[u->n_params];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
-    if (alt) snprintf(p->alt, sizeof p->alt, "%s", alt);
+    /* names come from the config's bounded indices (blocks < 16, layers <=
+     * 64: at most ~50 characters); one that did not fit would be looked up
+     * truncated, so it is refused */
+    if ((size_t)snprintf(p->name, sizeof p->name, "%s", name) >= sizeof p->name ||
+        (alt && (size_t)snprintf(p->alt, sizeof p->alt, "%s", alt) >= sizeof p->alt)) {
+        b->err = loco_fail(LOCO_E_UNSUPPORTED, "parameter name '%s' is longer than %zu characters", name,
+                           sizeof p->name - 1);
+        return -1;
+    }
     p->ndim = ndim;
     p->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -438,7 +448,7 @@ static const value *V(builder *b, int id) { return &b->u->values[id]; }
 
 /* weight/bias of a conv or linear; returns weight id, bias id in *pb */
 static int wb(builder *b, const char *prefix, int ndim, const int64_t *wshape, float fan_in, int *pb) {
-    char n1[128], n2[128];
+    char n1[160], n2[160]; /* a longer name is refused by add_param (n1 > param.name) */
     snprintf(n1, sizeof n1, "%s.weight", prefix);
     snprintf(n2, sizeof n2, "%s.bias", prefix);
     int w = add_param(b, n1, NULL, ndim, wshape, fan_in, 0);
@@ -472,7 +482,7 @@ static int conv(builder *b, const char *prefix, int in, int cout, int k, int str
 static int group_norm(builder *b, const char *prefix, int in, int groups, float eps, int silu) {
     if (b->err) return -1;
     const value xv = *V(b, in), *x = &xv; /* copy: add_value may realloc */
-    char n1[128], n2[128];
+    char n1[160], n2[160]; /* a longer name is refused by add_param (n1 > param.name) */
     snprintf(n1, sizeof n1, "%s.weight", prefix);
     snprintf(n2, sizeof n2, "%s.bias", prefix);
     int64_t s[1] = {x->c};
@@ -545,7 +555,7 @@ static int attention(builder *b, const char *prefix, int in, int head_dim, int g
     static const char *const cur[4] = {"to_q", "to_k", "to_v", "to_out.0"};
     static const char *const old[4] = {"query", "key", "value", "proj_attn"};
     int ids[10];
-    char n1[160], n2[160];
+    char n1[160], n2[160]; /* a longer name is refused by add_param (n1 > param.name) */
     int64_t s1[1] = {C}, s2[2] = {C, C};
     snprintf(n1, sizeof n1, "%s.group_norm.weight", prefix);
     ids[0] = add_param(b, n1, NULL, 1, s1, 0, 1);
@@ -574,7 +584,7 @@ static int attention(builder *b, const char *prefix, int in, int head_dim, int g
 /* ResnetBlock2D (default time-scale-shift): returns output value id */
 static int resnet(builder *b, const char *prefix, int in, int cout, int temb_act, float out_scale) {
     const unet_config *c = &b->u->cfg;
-    char p[128];
+    char p[128]; /* prefixes of bounded indices (see add_param) */
     snprintf(p, sizeof p, "%s.norm1", prefix);
     int h = group_norm(b, p, in, c->groups, c->eps, 1);
     snprintf(p, sizeof p, "%s.time_emb_proj", prefix);
@@ -610,7 +620,7 @@ loco_status unet_build(unet *u, const unet_config *cfg) {
     u->cfg = *cfg;
     builder bb = {u, LOCO_OK}, *b = &bb;
     const int n = cfg->n_blocks;
-    char p[128];
+    char p[128]; /* "up_blocks.15.attentions.64" at most (see add_param) */
 
     /* time embedding: positional projection then TimestepEmbedding */
     int te = add_value(b, cfg->boc[0], 1, 1, 0);

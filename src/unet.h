@@ -71,7 +71,7 @@ typedef struct node {
 } node;
 
 typedef struct param {
-    char name[128];       /* checkpoint key                                */
+    char name[128];       /* checkpoint key (bounded: unet.c, add_param)   */
     char alt[128];        /* older key naming (attention), or ""           */
     int ndim;
     int64_t shape[4];

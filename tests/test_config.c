@@ -59,13 +59,17 @@ static void expect_msg(const char *a, const char *b, const char *c) {
 }
 
 /* The fixture config with `key` set to the JSON text `value` (NULL: key
- * removed). Caller frees with free(). */
+ * removed), inserted as written (so that 1e999 stays 1e999: cJSON would print
+ * the infinity it parses to as null). Caller frees with free(). */
+#define CFG_HOLE "\"@@value@@\""
 static char *cfg_with(const char *key, const char *json) {
     cJSON *root = cJSON_Parse(g_cfg_text);
     assert_non_null(root);
     if (json) {
-        cJSON *v = cJSON_Parse(json);
-        if (!v) fail_msg("bad test value for %s: %s", key, json);
+        cJSON *probe = cJSON_Parse(json);
+        if (!probe) fail_msg("bad test value for %s: %s", key, json);
+        cJSON_Delete(probe);
+        cJSON *v = cJSON_CreateString("@@value@@");
         if (cJSON_GetObjectItemCaseSensitive(root, key)) cJSON_ReplaceItemInObjectCaseSensitive(root, key, v);
         else cJSON_AddItemToObject(root, key, v);
     } else {
@@ -73,7 +77,14 @@ static char *cfg_with(const char *key, const char *json) {
     }
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
-    char *out = strdup(s);
+    const char *hole = json ? strstr(s, CFG_HOLE) : NULL;
+    size_t n = strlen(s) + (json ? strlen(json) : 0) + 1;
+    char *out = malloc(n);
+    assert_non_null(out);
+    if (hole)
+        snprintf(out, n, "%.*s%s%s", (int)(hole - s), s, json, hole + strlen(CFG_HOLE));
+    else
+        snprintf(out, n, "%s", s);
     cJSON_free(s);
     return out;
 }
@@ -345,6 +356,31 @@ static const kcase key_cases[] = {
     {"norm_eps", "-1e-6", LOCO_E_UNSUPPORTED, "'norm_eps'", NULL},
     {"freq_shift", "1e300", LOCO_E_UNSUPPORTED, "'freq_shift'", NULL},
     {"mid_block_scale_factor", "0", LOCO_E_UNSUPPORTED, "'mid_block_scale_factor'", NULL},
+    /* numbers far outside int, fractions and infinities (JSON has no NaN;
+     * cJSON reads 1e999 as inf): refused before any conversion to int */
+    {"sample_size", "1e300", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "-1e300", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "2.5", LOCO_E_FORMAT, "'sample_size'", "integer"},
+    {"sample_size", "1e999", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "-1e999", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "[1e999, 32]", LOCO_E_UNSUPPORTED, "'sample_size'", "inf"},
+    {"sample_size", "[32, -1e300]", LOCO_E_UNSUPPORTED, "'sample_size'", NULL},
+    {"sample_size", "[32.5, 32]", LOCO_E_FORMAT, "'sample_size'", "integer"},
+    {"block_out_channels", "[32, 1e999, 64]", LOCO_E_UNSUPPORTED, "'block_out_channels'[1]", "inf"},
+    {"block_out_channels", "[-1e999, 64, 64]", LOCO_E_UNSUPPORTED, "'block_out_channels'[0]", "inf"},
+    {"block_out_channels", "[32, 64, -1e300]", LOCO_E_UNSUPPORTED, "'block_out_channels'[2]", NULL},
+    {"block_out_channels", "[32, 2.5, 64]", LOCO_E_FORMAT, "'block_out_channels'[1]", "integer"},
+    {"norm_num_groups", "1e300", LOCO_E_UNSUPPORTED, "'norm_num_groups'", NULL},
+    {"norm_num_groups", "-1e300", LOCO_E_UNSUPPORTED, "'norm_num_groups'", NULL},
+    {"norm_num_groups", "2.5", LOCO_E_FORMAT, "'norm_num_groups'", "integer"},
+    {"norm_num_groups", "1e999", LOCO_E_UNSUPPORTED, "'norm_num_groups'", "inf"},
+    {"norm_num_groups", "-1e999", LOCO_E_UNSUPPORTED, "'norm_num_groups'", "inf"},
+    {"layers_per_block", "1e999", LOCO_E_UNSUPPORTED, "'layers_per_block'", "inf"},
+    {"attention_head_dim", "-1e300", LOCO_E_UNSUPPORTED, "'attention_head_dim'", NULL},
+    {"time_embedding_dim", "1e999", LOCO_E_UNSUPPORTED, "'time_embedding_dim'", "inf"},
+    {"norm_eps", "1e999", LOCO_E_UNSUPPORTED, "'norm_eps'", "inf"},
+    {"freq_shift", "-1e999", LOCO_E_UNSUPPORTED, "'freq_shift'", "inf"},
+    {"mid_block_scale_factor", "1e999", LOCO_E_UNSUPPORTED, "'mid_block_scale_factor'", "inf"},
 };
 
 static void test_config_keys(void **state) {
@@ -433,18 +469,177 @@ static void test_model_config_errors(void **state) {
     write_raw(cp, big, n);
     free(big);
     expect_error(loco_model_open(d, &m), LOCO_E_FORMAT, cp, "bytes");
-    /* config.json that is a folder, or a FIFO: not a config */
+    /* config.json that is a folder, or a FIFO: named as such (more kinds in
+     * test_model_wrong_kinds) */
     d = make_dir("cfgdir", NULL);
     snprintf(cp, sizeof cp, "%s/config.json", d);
     assert_int_equal(mkdir(cp, 0700), 0);
-    expect_error(loco_model_open(d, &m), LOCO_E_NOT_FOUND, d, "config.json");
+    expect_error(loco_model_open(d, &m), LOCO_E_IO, cp, "is a folder, not a file");
     d = make_dir("cfgfifo", NULL);
     snprintf(cp, sizeof cp, "%s/config.json", d);
     assert_int_equal(mkfifo(cp, 0600), 0);
     alarm(20); /* a hang is a failure */
-    expect_error(loco_model_open(d, &m), LOCO_E_NOT_FOUND, d, "config.json");
+    expect_error(loco_model_open(d, &m), LOCO_E_IO, cp, "is a FIFO");
     alarm(0);
     assert_null(m);
+}
+
+/* dir/name: a copy of the fixture's weights (safetensors) */
+static void copy_fixture_weights(const char *dir, const char *name) {
+    FILE *f = fopen(fixture_path("unet-small/" WEIGHTS), "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(n);
+    assert_int_equal(fread(b, 1, n, f), n);
+    fclose(f);
+    size_t pl = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(pl);
+    assert_non_null(p);
+    snprintf(p, pl, "%s/%s", dir, name);
+    write_raw(p, b, n);
+    free(p);
+    free(b);
+}
+
+/* Something other than a regular file where a model folder's file belongs
+ * (a folder, a FIFO, /dev/zero through a symbolic link, a link to nothing):
+ * refused at once, naming the path and what is there. It was reported as a
+ * missing config.json or missing weights, or silently skipped (the scheduler
+ * config); a FIFO must never hang (alarm) and /dev/zero is never read. */
+static void test_model_wrong_kinds(void **state) {
+    (void)state;
+    static const char *const files[] = {"config.json", WEIGHTS, "diffusion_pytorch_model.bin",
+                                        "scheduler/scheduler_config.json"};
+    static const char *const kinds[] = {"is a folder, not a file", "is a FIFO (named pipe), not a regular file",
+                                        "is a character device, not a regular file",
+                                        "is a symbolic link to nothing"};
+    loco_model *m = (loco_model *)(uintptr_t)1;
+    for (int fi = 0; fi < 4; fi++)
+        for (int k = 0; k < 4; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "kind%d%d", fi, k);
+            const char *d = make_dir(name, fi == 0 ? NULL : g_cfg_text);
+            if (fi != 1 && fi != 2) copy_fixture_weights(d, WEIGHTS);
+            char p[512];
+            if (fi == 3) {
+                snprintf(p, sizeof p, "%s/scheduler", d);
+                assert_int_equal(mkdir(p, 0700), 0);
+            }
+            snprintf(p, sizeof p, "%s/%s", d, files[fi]);
+            int r = k == 0 ? mkdir(p, 0700) : k == 1 ? mkfifo(p, 0600) : symlink(k == 2 ? "/dev/zero" : "nowhere", p);
+            if (r != 0) fail_msg("%s: %s", p, strerror(errno));
+            printf("  %s %s\n", files[fi], kinds[k]);
+            alarm(20); /* a hang (FIFO) or an endless read (/dev/zero) fails */
+            expect_error(loco_model_open(d, &m), LOCO_E_IO, p, kinds[k]);
+            assert_null(m);
+            if (fi == 1 || fi == 2) { /* the weights' path, and conversion, say the same */
+                char *wp = (char *)(uintptr_t)1;
+                expect_error(loco_model_weights_path(d, &wp), LOCO_E_IO, p, kinds[k]);
+                expect_error(loco_convert(d, tpath("converted"), LOCO_DTYPE_COUNT), LOCO_E_IO, p, kinds[k]);
+            }
+            if (fi == 0 || fi == 3)
+                expect_error(loco_convert(d, tpath("converted"), LOCO_DTYPE_COUNT), LOCO_E_IO, p, kinds[k]);
+            alarm(0);
+        }
+    /* a .bin named as the MODEL argument that is a FIFO, next to a good
+     * safetensors file: the named file is refused, not replaced */
+    const char *d = make_dir("namedfifo", g_cfg_text);
+    copy_fixture_weights(d, WEIGHTS);
+    char p[512];
+    snprintf(p, sizeof p, "%s/other.bin", d);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(20);
+    expect_error(loco_model_open(p, &m), LOCO_E_IO, p, "is a FIFO");
+    alarm(0);
+    assert_null(m);
+}
+
+/* Numbers of scheduler/scheduler_config.json beyond int, fractional or
+ * infinite (1e999): refused naming the file and the key, before any
+ * conversion to int; a sane one loads. */
+static void test_model_scheduler_numbers(void **state) {
+    (void)state;
+    static const struct {
+        const char *json, *key;
+    } cases[] = {
+        {"{\"num_train_timesteps\": 1e300}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": -1e300}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 2.5}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 1e999}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": -1e999}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": 4294967297}", "'num_train_timesteps'"},
+        {"{\"num_train_timesteps\": \"1000\"}", "'num_train_timesteps'"},
+        {"{\"beta_start\": 1e999}", "'beta_start'"},
+        {"{\"beta_end\": -1e999}", "'beta_end'"},
+        {"{\"beta_end\": 1e300}", "'beta_end'"},
+    };
+    loco_model *m = (loco_model *)(uintptr_t)1;
+    char sp[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sched%zu", i);
+        const char *d = make_dir(name, g_cfg_text);
+        copy_fixture_weights(d, WEIGHTS);
+        snprintf(sp, sizeof sp, "%s/scheduler", d);
+        assert_int_equal(mkdir(sp, 0700), 0);
+        snprintf(sp, sizeof sp, "%s/scheduler/scheduler_config.json", d);
+        write_raw(sp, cases[i].json, strlen(cases[i].json));
+        printf("  %s\n", cases[i].json);
+        expect_error(loco_model_open(d, &m), LOCO_E_FORMAT, sp, cases[i].key);
+        assert_null(m);
+    }
+    const char *d = make_dir("sched_ok", g_cfg_text);
+    copy_fixture_weights(d, WEIGHTS);
+    snprintf(sp, sizeof sp, "%s/scheduler", d);
+    assert_int_equal(mkdir(sp, 0700), 0);
+    snprintf(sp, sizeof sp, "%s/scheduler/scheduler_config.json", d);
+    const char *ok = "{\"num_train_timesteps\": 500.0, \"beta_start\": 1e-4, \"beta_end\": 0.02}";
+    write_raw(sp, ok, strlen(ok));
+    CHECK_OK(loco_model_open(d, &m));
+    int T = 0;
+    const float *ac = loco_model_alphas_cumprod(m, &T);
+    assert_int_equal(T, 500);
+    /* abar at times past int is abar[T-1] (the float was cast to int first) */
+    const float big[] = {1e30f, INFINITY, 3e9f, 499.5f, 499.0f};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) assert_true(loco_model_abar(m, big[i]) == ac[T - 1]);
+    assert_true(loco_model_abar(m, -1e30f) == ac[0]);
+    assert_true(loco_model_abar(m, NAN) == ac[0]);
+    assert_true(loco_model_abar(m, 1.5f) == ac[1]);
+    loco_model_free(m);
+}
+
+/* A model folder whose path has 2000 characters: it opens, and its
+ * description names it whole (each line was formatted in 512 bytes). */
+static void test_model_long_path(void **state) {
+    (void)state;
+    char *d = malloc(4096);
+    assert_non_null(d);
+    size_t k = (size_t)snprintf(d, 4096, "%s", g_dir);
+    for (int i = 0; k < 2000; i++) {
+        k += (size_t)snprintf(d + k, 4096 - k, "/%03d-", i);
+        while (k % 200) d[k++] = 'x';
+        d[k] = 0;
+        if (mkdir(d, 0700) != 0) fail_msg("mkdir: %s", strerror(errno));
+    }
+    char *p = malloc(4200);
+    assert_non_null(p);
+    snprintf(p, 4200, "%s/config.json", d);
+    write_raw(p, g_cfg_text, strlen(g_cfg_text));
+    copy_fixture_weights(d, WEIGHTS);
+    loco_model *m;
+    CHECK_OK(loco_model_open(d, &m));
+    char *text;
+    CHECK_OK(loco_model_describe(m, &text));
+    snprintf(p, 4200, "model: %s\n", d);
+    if (strncmp(text, p, strlen(p)) != 0) fail_msg("the description does not start with '%s'", p);
+    assert_non_null(strstr(text, "\nclass: UNet2DModel"));
+    assert_non_null(strstr(text, "\nschedule: 1000 train timesteps"));
+    loco_free(text);
+    loco_model_free(m);
+    free(p);
+    free(d);
 }
 
 static void test_model_incomplete_folder(void **state) {
@@ -820,6 +1015,9 @@ int main(void) {
         cmocka_unit_test(test_config_keys),
         cmocka_unit_test(test_config_absurd_sizes),
         T(test_model_config_errors),
+        T(test_model_wrong_kinds),
+        T(test_model_long_path),
+        T(test_model_scheduler_numbers),
         T(test_model_incomplete_folder),
         T(test_weights_missing_extra),
         T(test_weights_shape_dtype),

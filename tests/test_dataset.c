@@ -2,6 +2,7 @@
  * consistent with the pixels, each local factor changing only its own part),
  * part masks, the idx reader on hand-made and hostile files (plain and gzip)
  * and, when Debian's dataset-fashion-mnist is installed, Fashion-MNIST. */
+#include <errno.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -565,7 +566,7 @@ static void test_idx_hostile(void **s) {
     assert_true(flip_detected * 10 >= flips * 9);
     /* not a file */
     expect_error(loco_idx_read(tp("missing.idx"), 0, &x), LOCO_E_IO, "missing.idx", NULL);
-    expect_error(loco_idx_read(g_dir, 0, &x), LOCO_E_IO, "not a regular file", NULL);
+    expect_error(loco_idx_read(g_dir, 0, &x), LOCO_E_IO, g_dir, "is a folder, not a file");
 }
 
 /* ---- Fashion-MNIST --------------------------------------------------------- */
@@ -635,6 +636,63 @@ static void test_fashion_mnist_fake(void **s) {
     assert_null(loco_fashion_mnist_class(10));
 }
 
+/* A dataset folder whose name has 3900 characters (the paths were built in
+ * 4096-byte buffers, and folders past 3800 characters refused), and one
+ * whose files' paths pass PATH_MAX: the system's error, naming the path. A
+ * folder where the images file belongs is named as such. */
+static void test_fashion_mnist_long_folder(void **s) {
+    (void)s;
+    char *dir = malloc(8192);
+    assert_non_null(dir);
+    size_t k = (size_t)snprintf(dir, 8192, "%s", g_dir);
+    while (k < 3900) {
+        size_t add = 3900 - k > 200 ? 200 : 3900 - k;
+        if (add < 2) add = 2;
+        dir[k++] = '/';
+        memset(dir + k, 'd', add - 1);
+        k += add - 1;
+        dir[k] = 0;
+        if (mkdir(dir, 0755) != 0) fail_msg("mkdir (%zu characters): %s", k, strerror(errno));
+    }
+    printf("  folder of %zu characters\n", strlen(dir));
+    static uint8_t f[16 + 784];
+    const uint32_t d3[3] = {1, 28, 28}, d1[1] = {1};
+    size_t h = idx_header(f, 3, d3);
+    memset(f + h, 7, 784);
+    char *p = malloc(8300);
+    assert_non_null(p);
+    snprintf(p, 8300, "%s/train-images-idx3-ubyte", dir);
+    write_bytes(p, f, h + 784);
+    uint8_t l[16];
+    size_t hl = idx_header(l, 1, d1);
+    l[hl] = 3;
+    snprintf(p, 8300, "%s/train-labels-idx1-ubyte", dir);
+    write_bytes(p, l, hl + 1);
+    uint8_t *img = NULL, *lab = NULL;
+    int n;
+    CHECK_OK(loco_fashion_mnist_read(dir, "train", 0, &img, &lab, &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(lab[0], 3);
+    assert_int_equal(img[2 * 32 + 2], 7);
+    loco_free(img);
+    loco_free(lab);
+    /* a folder in place of the images file */
+    snprintf(p, 8300, "%s/t10k-images-idx3-ubyte.gz", dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    expect_error(loco_fashion_mnist_read(dir, "test", 0, &img, &lab, &n), LOCO_E_IO, "t10k-images-idx3-ubyte.gz",
+                 "is a folder, not a file");
+    /* past PATH_MAX (4096): the folder name is longer than open() takes */
+    size_t L = strlen(dir);
+    dir[L] = '/';
+    memset(dir + L + 1, 'e', 300);
+    dir[L + 301] = 0;
+    expect_error(loco_fashion_mnist_read(dir, "train", 0, &img, &lab, &n), LOCO_E_IO, "train-images-idx3-ubyte",
+                 "too long");
+    assert_null(img);
+    free(p);
+    free(dir);
+}
+
 static void test_fashion_mnist_debian(void **s) {
     (void)s;
     struct stat sb;
@@ -682,6 +740,7 @@ int main(void) {
         cmocka_unit_test(test_faces_labels),       cmocka_unit_test(test_faces_local_factors),
         cmocka_unit_test(test_part_mask),          cmocka_unit_test(test_idx_valid),
         cmocka_unit_test(test_idx_hostile),        cmocka_unit_test(test_fashion_mnist_fake),
+        cmocka_unit_test(test_fashion_mnist_long_folder),
         cmocka_unit_test(test_fashion_mnist_debian),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

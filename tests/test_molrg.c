@@ -287,6 +287,41 @@ static void test_cli_analyze(void **s) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* The metadata 'shape' ("CxHxW") is read strictly: a number past int (which
+ * sscanf's %d made undefined behaviour: glibc wrapped 4294967297 to 1, and the
+ * file loaded as 1x1x1), a sign, a fraction or trailing text is refused,
+ * naming the file and the key. */
+static void test_shape_metadata(void **s) {
+    (void)s;
+    char p[700];
+    snprintf(p, sizeof p, "%s/shape.safetensors", g_path);
+    static const float u[1] = {1.0f}, pi[1] = {1.0f};
+    const loco_tensor_ref refs[2] = {{"U", LOCO_DTYPE_F32, 3, {1, 1, 1}, u}, {"pi", LOCO_DTYPE_F32, 1, {1}, pi}};
+    static const char *const bad[] = {"4294967297x1x1", "1x4294967297x1", "1x1x4294967297", "99999999999999999999999x1x1",
+                                      "1x1x-1", "-1x1x1", "+1x1x1", " 1x1x1", "1x1x1 ", "1.5x1x1", "1x1", "1x1x1x1",
+                                      "0x1x1", "65x1x1", "1x4097x1", "x1x1", "1xx1", ""};
+    loco_model *m;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *meta[] = {"loco_model", "molrg", "shape", bad[i]};
+        CHECK_OK(loco_tensors_write(p, refs, 2, meta, 2));
+        m = (loco_model *)(uintptr_t)1;
+        loco_status st = loco_model_open(p, &m);
+        printf("  shape '%s': %s\n", bad[i], st ? loco_last_error() : "loaded");
+        expect_error(st, LOCO_E_FORMAT, p, "'shape'");
+        assert_null(m);
+    }
+    const char *meta[] = {"loco_model", "molrg", "shape", "1x1x1"};
+    CHECK_OK(loco_tensors_write(p, refs, 2, meta, 2));
+    CHECK_OK(loco_model_open(p, &m));
+    loco_model_info info;
+    CHECK_OK(loco_model_get_info(m, &info));
+    assert_int_equal(info.in_channels, 1);
+    assert_int_equal(info.height, 1);
+    assert_int_equal(info.width, 1);
+    loco_model_free(m);
+    remove(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_products),
@@ -294,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_subspace_recovery),
         cmocka_unit_test(test_randomized_spectrum),
         cmocka_unit_test(test_cli_analyze),
+        cmocka_unit_test(test_shape_metadata),
     };
     return cmocka_run_group_tests_name("molrg", tests, setup, teardown);
 }

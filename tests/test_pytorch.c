@@ -60,6 +60,12 @@ static const char *in_dir(const char *dir, const char *name) {
     return b;
 }
 
+/* The last error message mentions `needle`. */
+static void expect_msg_has(const char *needle) {
+    if (!strstr(loco_last_error(), needle))
+        fail_msg("error message '%s' does not mention '%s'", loco_last_error(), needle);
+}
+
 /* Opening must fail with `want`, leave *out NULL and mention the needles. */
 static void expect_pt_fails(const char *path, loco_status want, const char *n1, const char *n2) {
     loco_pt *f = (loco_pt *)(uintptr_t)1;
@@ -680,7 +686,29 @@ static void test_model_folder_bin(void **state) {
                                      0x6a, 0xa8, 0x50, 0x19, 0x2e, 0x80, 0x02, 0x4d, 0xe9, 0x03};
     write_raw(in_dir(d6, BIN), legacy, sizeof legacy);
     expect_error(loco_model_open(d6, &m), LOCO_E_UNSUPPORTED, in_dir(d6, BIN), "torch>=1.6");
+    expect_msg_has("legacy (pre-1.6) format, which is not supported");
     assert_null(m);
+    /* an empty .bin, and one of text: errors of the PyTorch reader naming
+     * the .bin (they came from the safetensors reader: "too short for a
+     * safetensors header", "header is not valid JSON") */
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *says;
+    } notzip[] = {{"", 0, "an empty file, not a PyTorch zip checkpoint"},
+                  {"<html>not found</html>\n", 23, "not a PyTorch zip checkpoint (no zip signature)"},
+                  {"ab", 2, "not a PyTorch zip checkpoint"},
+                  {"\x10\0\0\0\0\0\0\0garbage garbage", 23, "not a PyTorch zip checkpoint"}};
+    for (size_t i = 0; i < sizeof notzip / sizeof notzip[0]; i++) {
+        write_raw(in_dir(d6, BIN), notzip[i].bytes, notzip[i].len);
+        expect_error(loco_model_open(d6, &m), LOCO_E_FORMAT, in_dir(d6, BIN), notzip[i].says);
+        assert_null(m);
+        loco_weights *wf = (loco_weights *)(uintptr_t)1;
+        expect_error(loco_weights_open(in_dir(d6, BIN), &wf), LOCO_E_FORMAT, in_dir(d6, BIN), notzip[i].says);
+        assert_null(wf);
+        expect_error(loco_convert(d6, tpath("conv-notzip"), LOCO_DTYPE_COUNT), LOCO_E_FORMAT, in_dir(d6, BIN),
+                     notzip[i].says);
+    }
     free(ref);
     free(w.t);
     loco_tensors_close(w.f);
@@ -1230,9 +1258,9 @@ static void test_zip_damage(void **state) {
     free(g);
     /* not zips: empty, text, legacy pickle, legacy tar, a folder, a FIFO */
     write_raw(p, "", 0);
-    expect_pt_fails(p, LOCO_E_FORMAT, "too short", p);
+    expect_pt_fails(p, LOCO_E_FORMAT, "an empty file, not a PyTorch zip checkpoint", p);
     write_raw(p, "hello, this is not a checkpoint at all", 38);
-    expect_pt_fails(p, LOCO_E_FORMAT, "no zip signature", p);
+    expect_pt_fails(p, LOCO_E_FORMAT, "not a PyTorch zip checkpoint (no zip signature)", p);
     static const uint8_t legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50,
                                      0x19, 0x2e, 0x80, 0x02, 0x4d, 0xe9, 0x03, 0x2e, 0x80, 0x02, 0x7d, 0x2e};
     write_raw(p, legacy, sizeof legacy);
@@ -1242,10 +1270,12 @@ static void test_zip_damage(void **state) {
     memcpy(tar + 257, "ustar", 5);
     write_raw(p, tar, sizeof tar);
     expect_pt_fails(p, LOCO_E_UNSUPPORTED, "legacy tar format", "torch>=1.6");
-    expect_pt_fails(g_dir, LOCO_E_IO, "not a regular file", NULL);
+    expect_pt_fails(g_dir, LOCO_E_IO, "is a folder, not a file", g_dir);
     assert_int_equal(mkfifo(tpath("fifo.pt"), 0600), 0);
+    assert_int_equal(symlink("/dev/zero", tpath("zero.pt")), 0);
     alarm(20);
-    expect_pt_fails(tpath("fifo.pt"), LOCO_E_IO, "not a regular file", NULL);
+    expect_pt_fails(tpath("fifo.pt"), LOCO_E_IO, "is a FIFO (named pipe), not a regular file", tpath("fifo.pt"));
+    expect_pt_fails(tpath("zero.pt"), LOCO_E_IO, "is a character device, not a regular file", tpath("zero.pt"));
     alarm(0);
     expect_pt_fails(tpath("absent.pt"), LOCO_E_IO, "cannot open", NULL);
     /* archives without data.pkl, with two, TorchScript, duplicate entries,
@@ -1292,6 +1322,58 @@ static void test_zip_damage(void **state) {
     free(zz);
     free(c);
     free(z);
+}
+
+/* The archive's byteorder entry is found whatever the length of the archive
+ * folder's name (it was looked up through a 256-byte buffer, so a longer
+ * prefix hid a "big" and the checkpoint read as little-endian). */
+static void test_long_prefix_byteorder(void **state) {
+    (void)state;
+    static const size_t lens[] = {2, 246, 247, 255, 300, 4000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t pl = lens[i];
+        char *pkl = malloc(pl + 16), *bo = malloc(pl + 16), *dat = malloc(pl + 16);
+        assert_non_null(pkl);
+        assert_non_null(bo);
+        assert_non_null(dat);
+        memset(pkl, 'p', pl - 1);
+        pkl[pl - 1] = '/';
+        memcpy(bo, pkl, pl);
+        memcpy(dat, pkl, pl);
+        strcpy(pkl + pl, "data.pkl");
+        strcpy(bo + pl, "byteorder");
+        strcpy(dat + pl, "data/0");
+        bb o = {0};
+        bb_begin(&o);
+        bb_str(&o, "w");
+        const int64_t sz[1] = {12}, st[1] = {1};
+        bb_tensor(&o, "FloatStorage", "0", 12, 0, 1, sz, st);
+        bb_u8(&o, 's');
+        bb_u8(&o, '.');
+        printf("  archive prefix of %zu characters\n", pl);
+        for (int big = 0; big < 2; big++) {
+            loco_zip_item it[3] = {{pkl, o.b, o.n}, {bo, big ? "big" : "little", big ? 3 : 6}, {dat, g_f12, sizeof g_f12}};
+            uint8_t *z;
+            size_t zl;
+            CHECK_OK(loco_zip_build(it, 3, 0, &z, &zl));
+            const char *p = tpath("longprefix.pt");
+            write_raw(p, z, zl);
+            free(z);
+            if (big) {
+                expect_pt_fails(p, LOCO_E_UNSUPPORTED, "big-endian", "byteorder");
+                continue;
+            }
+            loco_pt *f;
+            CHECK_OK(loco_pt_open(p, &f));
+            assert_int_equal(loco_pt_count(f), 1);
+            expect_f32(f, "w", 1, (const int64_t[]){12}, g_f12, 12);
+            loco_pt_close(f);
+        }
+        free(o.b);
+        free(pkl);
+        free(bo);
+        free(dat);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1358,6 +1440,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_hostile_sizes, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_recursion_bombs, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_zip_damage, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_long_prefix_byteorder, setup_dir, teardown_dir),
         cmocka_unit_test(test_fuzz_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

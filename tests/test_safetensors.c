@@ -95,12 +95,16 @@ static void test_empty_and_short(void **state) {
 static void test_not_a_file(void **state) {
     (void)state;
     expect_open_fails(tpath("absent.safetensors"), LOCO_E_IO, "cannot open");
-    expect_open_fails(g_dir, LOCO_E_IO, "not a regular file");
+    expect_open_fails(g_dir, LOCO_E_IO, "is a folder, not a file");
     /* a FIFO must not block the open (nobody will ever write to it) */
     const char *fifo = tpath("fifo.safetensors");
     if (mkfifo(fifo, 0600) != 0) fail_msg("mkfifo: %s", strerror(errno));
     alarm(20); /* a hang is a failure */
-    expect_open_fails(fifo, LOCO_E_IO, "not a regular file");
+    expect_open_fails(fifo, LOCO_E_IO, "is a FIFO (named pipe), not a regular file");
+    /* nor may a device be read (endlessly, for /dev/zero) */
+    const char *zero = tpath("zero.safetensors");
+    if (symlink("/dev/zero", zero) != 0) fail_msg("symlink: %s", strerror(errno));
+    expect_open_fails(zero, LOCO_E_IO, "is a character device, not a regular file");
     alarm(0);
 }
 
