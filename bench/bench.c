@@ -562,6 +562,13 @@ static int parse_args(int argc, char **argv) {
             return 0;
         }
     }
+    /* the model and config paths are built in fixed buffers sized for these */
+    const char *dirs[3] = {opt.cache, opt.fixtures, opt.configs}, *names[3] = {"--cache", "--fixtures", "--configs"};
+    for (int i = 0; i < 3; i++)
+        if (strlen(dirs[i]) > 900) {
+            fprintf(stderr, "bench: %s is longer than 900 bytes; give a shorter path\n", names[i]);
+            return 0;
+        }
     return 1;
 }
 

@@ -68,9 +68,15 @@ static int write_row(const char *dir, const char *name, const float *const *imgs
     if (!im.data) return 1;
     for (int i = 0; i < n; i++)
         if (imgs[i]) to_rgb(imgs[i], C, H, W, im.data, W * cols * ZOOM, (i % cols) * W * ZOOM, (i / cols) * H * ZOOM);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t pl = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(pl);
+    if (!path) {
+        free(im.data);
+        return 1;
+    }
+    snprintf(path, pl, "%s/%s", dir, name);
     loco_status st = loco_png_write(path, &im);
+    free(path);
     free(im.data);
     if (st) fprintf(stderr, "eval_edit: %s\n", loco_last_error());
     return st != 0;

@@ -94,8 +94,15 @@ static int faces(args *a) {
     const int S = LOCO_FACES_SIZE, NF = loco_faces_n_factors();
     sheet gs = {0}, ls = {0};
     FILE *csv = NULL;
-    char path[4200], tmp[4200];
+    /* paths in --out: the folder, a slash and at most 24 more bytes */
+    const size_t pl = out ? strlen(out) + 32 : 1;
+    char *path = malloc(pl), *tmp = malloc(pl);
     int rc = 0;
+    if (!path || !tmp) {
+        free(path);
+        free(tmp);
+        return fail(LOCO_E_NOMEM);
+    }
     if ((grid && !sheet_init(&gs, (int)count, S, 3, (int)zoom)) ||
         (lgrid && !sheet_init(&ls, (int)count, S, 3, (int)zoom))) {
         fprintf(stderr, "loco: error: out of memory\n");
@@ -103,11 +110,7 @@ static int faces(args *a) {
         goto done;
     }
     if (out) {
-        if (strlen(out) > 4000) {
-            rc = usage_error("dataset faces: %s", "--out path too long");
-            goto done;
-        }
-        snprintf(tmp, sizeof tmp, "%s/factors.csv.tmp", out);
+        snprintf(tmp, pl, "%s/factors.csv.tmp", out);
         if (!(csv = fopen(tmp, "w"))) {
             fprintf(stderr, "loco: error: cannot write %s: %s\n", tmp, strerror(errno));
             rc = 1;
@@ -129,12 +132,12 @@ static int faces(args *a) {
         }
         if (out) {
             loco_image im = {S, S, 3, rgb}, lm = {S, S, 1, lab};
-            snprintf(path, sizeof path, "%s/%05d.png", out, idx);
+            snprintf(path, pl, "%s/%05d.png", out, idx);
             if ((st = loco_png_write(path, &im))) {
                 rc = fail(st);
                 goto done;
             }
-            snprintf(path, sizeof path, "%s/%05d_labels.png", out, idx);
+            snprintf(path, pl, "%s/%05d_labels.png", out, idx);
             if ((st = loco_png_write(path, &lm))) {
                 rc = fail(st);
                 goto done;
@@ -158,13 +161,13 @@ static int faces(args *a) {
             goto done;
         }
         csv = NULL;
-        snprintf(path, sizeof path, "%s/factors.csv", out);
+        snprintf(path, pl, "%s/factors.csv", out);
         if (rename(tmp, path) != 0) {
             fprintf(stderr, "loco: error: cannot rename %s: %s\n", tmp, strerror(errno));
             rc = 1;
             goto done;
         }
-        snprintf(path, sizeof path, "%s/parts.txt", out);
+        snprintf(path, pl, "%s/parts.txt", out);
         FILE *pf = fopen(path, "w");
         if (!pf) {
             fprintf(stderr, "loco: error: cannot write %s: %s\n", path, strerror(errno));
@@ -202,6 +205,8 @@ done:
     }
     free(gs.im.data);
     free(ls.im.data);
+    free(path);
+    free(tmp);
     return rc;
 }
 
@@ -229,7 +234,6 @@ static int fashion(args *a) {
         if (rc0) return rc0;
     }
     if (grid && count > 4096) return usage_error("dataset fashion-mnist: %s", "a --grid holds at most 4096 images");
-    if (out && strlen(out) > 4000) return usage_error("dataset fashion-mnist: %s", "--out path too long");
     uint8_t *img = NULL, *lab = NULL;
     int n = 0, rc = 0;
     loco_status st = loco_fashion_mnist_read(dir, split, (int)count, &img, &lab, &n);
@@ -239,34 +243,40 @@ static int fashion(args *a) {
         goto done;
     }
     if (out) {
-        char path[4200], tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s/labels.csv.tmp", out);
-        FILE *csv = fopen(tmp, "w");
-        if (!csv) {
-            fprintf(stderr, "loco: error: cannot write %s: %s\n", tmp, strerror(errno));
-            rc = 1;
-            goto done;
+        const size_t pl = strlen(out) + 32; /* the folder, a slash and a short name */
+        char *path = malloc(pl), *tmp = malloc(pl);
+        FILE *csv = NULL;
+        if (path && tmp) {
+            snprintf(tmp, pl, "%s/labels.csv.tmp", out);
+            if (!(csv = fopen(tmp, "w"))) fprintf(stderr, "loco: error: cannot write %s: %s\n", tmp, strerror(errno));
+        } else {
+            fprintf(stderr, "loco: error: out of memory\n");
         }
-        fprintf(csv, "index,label,class\n");
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; csv && i < n && !rc; i++) {
+            if (i == 0) fprintf(csv, "index,label,class\n");
             loco_image im = {32, 32, 1, img + (size_t)i * 1024};
-            snprintf(path, sizeof path, "%s/%05d.png", out, i);
-            if ((st = loco_png_write(path, &im))) {
-                fclose(csv);
-                remove(tmp);
-                rc = fail(st);
-                goto done;
+            snprintf(path, pl, "%s/%05d.png", out, i);
+            if ((st = loco_png_write(path, &im))) rc = fail(st);
+            else fprintf(csv, "%d,%d,%s\n", i, lab[i], loco_fashion_mnist_class(lab[i]));
+        }
+        if (csv && !rc) {
+            int bad = ferror(csv);
+            snprintf(path, pl, "%s/labels.csv", out);
+            if (fclose(csv) != 0 || bad || rename(tmp, path) != 0) {
+                fprintf(stderr, "loco: error: cannot write %s\n", path);
+                rc = 1;
             }
-            fprintf(csv, "%d,%d,%s\n", i, lab[i], loco_fashion_mnist_class(lab[i]));
+            csv = NULL;
         }
-        int bad = ferror(csv);
-        snprintf(path, sizeof path, "%s/labels.csv", out);
-        if (fclose(csv) != 0 || bad || rename(tmp, path) != 0) {
-            fprintf(stderr, "loco: error: cannot write %s\n", path);
-            remove(tmp);
-            rc = 1;
-            goto done;
+        if (!csv && !rc && (!path || !tmp)) rc = 1;
+        if (csv) { /* failed half way */
+            fclose(csv);
+            rc = rc ? rc : 1;
         }
+        if (rc && tmp) remove(tmp);
+        free(path);
+        free(tmp);
+        if (rc) goto done;
         if (!g_quiet) fprintf(stderr, "loco: wrote %d Fashion-MNIST %s images (32x32) to %s\n", n, split, out);
     }
     if (grid) {
