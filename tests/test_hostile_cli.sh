@@ -132,6 +132,15 @@ run_ok "the same folder again, other strengths" "$LOCO" edit "$M" --image "$IMG"
 check "only the new run's files remain" '[ -f "$E/edit_d0_s+2.png" ] && [ ! -e "$E/edit_d0_s+4.png" ] && [ ! -e "$E/tensors.safetensors" ]'
 run_err "--image inside --out" 'inside --out' "$LOCO" edit "$M" --image "$E/recon.png" --rect 10,14,10,14 --out "$E" $SHORT
 check "the input is still there" '[ -f "$E/recon.png" ]'
+# a write that fails half way (a full disk; here a file-size limit, with
+# SIGXFSZ ignored so that write() fails with EFBIG): the run fails and the
+# folder keeps the previous run's outputs, all of them
+(trap '' XFSZ; ulimit -f 16; exec "$LOCO" edit "$M" --image "$IMG" --rect 10,14,10,14 --out "$E" --strengths 7 $SHORT) \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "a write failing half way fails the run (exit $rc)" '[ "$rc" -eq 1 ] && grep -q "^loco: error" "$T/stderr"'
+check "the folder holds the previous run, whole" '[ -f "$E/edit_d0_s+2.png" ] && [ ! -e "$E/edit_d0_s+7.png" ] && [ -f "$E/directions.safetensors" ] && [ -f "$E/report.json" ]'
+check "and no temporary is left" '[ -z "$(ls -A "$T" | grep loco-tmp)" ]'
 # stale temporaries of a killed writer (a pid that cannot exist) are removed
 mkdir "$T/.run.loco-tmp.4194999.abcdef"
 : >"$T/.o.safetensors.loco-tmp.4194999.abcdef"
