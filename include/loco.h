@@ -320,9 +320,10 @@ typedef struct loco_image {
 } loco_image;
 
 /* Reads a PNG of any bit depth and colour type, samples as stored: no gamma,
- * sRGB or ICC conversion (gAMA, sRGB, iCCP, sBIT chunks are ignored). 16-bit
- * samples are reduced to 8 bits by value, v -> round(v * 255 / 65535)
- * (0x8080 -> 128); 1, 2, 4-bit gray is scaled to 8 bits (1-bit 1 -> 255);
+ * sRGB or ICC conversion (ancillary chunks other than tRNS, such as gAMA,
+ * sRGB, iCCP, sBIT and text, are skipped unread). 16-bit samples are
+ * reduced to 8 bits by value, v -> round(v * 255 / 65535) (0x8080 -> 128);
+ * 1, 2, 4-bit gray is scaled to 8 bits (1-bit 1 -> 255);
  * palettes are expanded to RGB, or RGBA when there is a tRNS chunk; a tRNS
  * chunk on gray or RGB adds an alpha channel (0 where the colour matches).
  * A palette index outside the palette is an error (LOCO_E_FORMAT), as is

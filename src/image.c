@@ -63,6 +63,11 @@ static int decode(png_structp png, png_infop info, png_job *j) {
         return 0;
     }
     png_set_read_fn(png, j, on_png_read);
+    /* Only IHDR, PLTE, tRNS, IDAT and IEND are read; every other chunk is
+     * skipped unread (its CRC still checked). libpng would otherwise
+     * allocate and zero a text chunk's claimed length, up to 2 GiB, before
+     * finding that the file is 100 bytes long. */
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
     png_read_info(png, info);
     png_uint_32 w, h;
     int depth, ct, interlace;

@@ -1,5 +1,6 @@
 /* test_image.c - PNG round trips, hostile PNGs, and region-of-interest masks. */
 #include <png.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -473,6 +474,64 @@ static void test_png_libpng_errors(void **s) {
     free(wide);
 }
 
+/* b[0..n) with a chunk (type, data[0..len), claimed length `claim`, right
+ * CRC over the data given) inserted after IHDR; *out_n gets the size */
+static uint8_t *with_chunk(const uint8_t *b, size_t n, const char *type, const void *data, size_t len, uint32_t claim,
+                           size_t *out_n) {
+    size_t at = 8 + 12 + 13; /* after the signature and IHDR */
+    uint8_t *c = malloc(n + 12 + len);
+    memcpy(c, b, at);
+    uint8_t *k = c + at;
+    for (int i = 0; i < 4; i++) k[i] = (uint8_t)(claim >> (24 - 8 * i));
+    memcpy(k + 4, type, 4);
+    if (len) memcpy(k + 8, data, len);
+    uint32_t crc = (uint32_t)crc32(0L, k + 4, (uInt)(len + 4));
+    for (int i = 0; i < 4; i++) k[8 + len + (size_t)i] = (uint8_t)(crc >> (24 - 8 * i));
+    memcpy(k + 12 + len, b + at, n - at);
+    *out_n = n + 12 + len;
+    return c;
+}
+
+static long max_rss_kib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* ancillary chunks are skipped unread: a tEXt chunk claiming 1 GiB in a
+ * 100-byte file is refused without libpng allocating and zeroing 1 GiB
+ * first (found by fuzz_png as a timeout); a real tEXt chunk is harmless */
+static void test_png_huge_chunk(void **s) {
+    (void)s;
+    uint16_t v[4 * 3];
+    uint8_t want[4 * 3];
+    for (int i = 0; i < 12; i++) want[i] = (uint8_t)(v[i] = (uint16_t)(i * 20));
+    write_png_spec(tp("base.png"), &(png_spec){4, 3, 8, PNG_COLOR_TYPE_GRAY, 0, v, NULL, 0, NULL, 0, NULL, 0});
+    size_t n, cn;
+    uint8_t *b = slurp(tp("base.png"), &n);
+    static const char text[] = "Comment\0a harmless comment";
+    uint8_t *c = with_chunk(b, n, "tEXt", text, sizeof text - 1, sizeof text - 1, &cn);
+    write_raw_file(tp("text.png"), c, cn);
+    free(c);
+    expect_pixels(tp("text.png"), 4, 3, 1, want);
+    uint8_t m[12];
+    CHECK_OK(loco_mask_png(tp("text.png"), 3, 4, m));
+    const char *types[3] = {"tEXt", "zTXt", "iCCP"};
+    for (int t = 0; t < 3; t++) {
+        c = with_chunk(b, n, types[t], "x", 1, 1u << 30, &cn);
+        write_raw_file(tp("huge.png"), c, cn);
+        free(c);
+        long before = max_rss_kib();
+        loco_image im;
+        expect_error(loco_png_read(tp("huge.png"), &im), LOCO_E_FORMAT, "huge.png", NULL);
+        expect_error(loco_mask_png(tp("huge.png"), 3, 4, m), LOCO_E_FORMAT, "huge.png", NULL);
+        long grew = max_rss_kib() - before;
+        printf("  %s claiming 1 GiB: refused (%s), peak memory grew by %ld KiB\n", types[t], loco_last_error(), grew);
+        if (grew > 256 * 1024) fail_msg("%s claiming 1 GiB: peak memory grew by %ld KiB", types[t], grew);
+    }
+    free(b);
+}
+
 /* counts mask pixels and checks that exactly those of `in` are set */
 static void expect_mask(const char *path, int h, int w, const uint8_t *in) {
     uint8_t m[64];
@@ -556,6 +615,7 @@ int main(void) {
         cmocka_unit_test(test_png_palette),
         cmocka_unit_test(test_png_libpng_errors),
         cmocka_unit_test(test_mask_png_rule),
+        cmocka_unit_test(test_png_huge_chunk),
     };
     return cmocka_run_group_tests_name("image", tests, setup, teardown);
 }
