@@ -1,4 +1,4 @@
-/* fuzz_png.c - libFuzzer target: PNG reading (libpng simplified API) and PNG masks at the image's size and at another.
+/* fuzz_png.c - libFuzzer target: PNG reading (libpng's low-level API) and PNG masks at the image's size and at another.
  * Built and run by fuzz/run.sh; the body is fz_png() in harness.h. */
 #include "harness.h"
 

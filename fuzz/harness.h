@@ -79,7 +79,10 @@ static inline void fz_config(const uint8_t *d, size_t n) {
     close(fd);
 }
 
-/* PNG images and PNG masks at the image's own size and at another */
+/* PNG images (8-bit by value) and PNG masks (at the file's own bit depth,
+ * alpha gating) at the image's own size, or 7 x 5 when the image is refused
+ * (so a 5 x 7 seed such as palette_bad_index_5x7.png reaches the mask's
+ * pixel checks too), and at a wrong size */
 static inline void fz_png_one(const uint8_t *d, size_t n) {
     char path[64];
     int fd = fz_memfd(d, n, path);

@@ -5,6 +5,8 @@
  *   make_corpus OUT_ROOT     (OUT_ROOT/<target>/ must exist) */
 #include "internal.h"
 
+#include <png.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,102 @@ static void put_pickle_of(const char *name, const uint8_t *z, size_t n) {
     fprintf(stderr, "make_corpus: no data.pkl in %s\n", name);
     exit(1);
 }
+
+/* A PNG in a layout loco_png_write cannot make, written with libpng's
+ * low-level writer: w x h, bit depth, colour type, Adam7 or not, samples
+ * v[] (palette: indices, which may lie past the palette), optional PLTE,
+ * palette tRNS alphas, gray/RGB tRNS colour. Out-of-palette indices are
+ * allowed (png_set_check_for_invalid_index off). */
+typedef struct {
+    const char *name;
+    int w, h, depth, ct, interlace;
+    const png_color *pal;
+    int npal;
+    const uint8_t *talpha;
+    int ntrans;
+    const png_color_16 *tcolor;
+    unsigned (*sample)(int i); /* sample i of w*h*channels */
+} png_seed;
+
+static int seed_body(png_structp png, png_infop info, FILE *f, const png_seed *sd, uint8_t *row, size_t rowbytes,
+                     int ch) {
+    if (setjmp(png_jmpbuf(png))) return 0;
+    png_set_benign_errors(png, 1);
+    png_set_check_for_invalid_index(png, 0);
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)sd->w, (png_uint_32)sd->h, sd->depth, sd->ct,
+                 sd->interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (sd->pal) png_set_PLTE(png, info, sd->pal, sd->npal);
+    if (sd->talpha || sd->tcolor) png_set_tRNS(png, info, sd->talpha, sd->ntrans, sd->tcolor);
+    png_write_info(png, info);
+    int passes = sd->interlace ? png_set_interlace_handling(png) : 1;
+    for (int pass = 0; pass < passes; pass++)
+        for (int y = 0; y < sd->h; y++) {
+            memset(row, 0, rowbytes);
+            for (int i = 0; i < sd->w * ch; i++) {
+                unsigned v = sd->sample(y * sd->w * ch + i);
+                if (sd->depth == 16) {
+                    row[2 * i] = (uint8_t)(v >> 8);
+                    row[2 * i + 1] = (uint8_t)v;
+                } else if (sd->depth == 8) {
+                    row[i] = (uint8_t)v;
+                } else {
+                    int per = 8 / sd->depth, k = i % per;
+                    row[i / per] |= (uint8_t)((v & ((1u << sd->depth) - 1)) << (8 - sd->depth * (k + 1)));
+                }
+            }
+            png_write_row(png, row);
+        }
+    png_write_end(png, NULL);
+    return 1;
+}
+
+static void put_png_seed(const png_seed *sd) {
+    int ch = sd->ct == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : sd->ct == PNG_COLOR_TYPE_RGB ? 3
+             : sd->ct == PNG_COLOR_TYPE_RGB_ALPHA ? 4 : 1;
+    size_t rowbytes = ((size_t)sd->w * ch * sd->depth + 7) / 8;
+    uint8_t *row = calloc(rowbytes, 1);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/png/%s", g_root, sd->name);
+    FILE *f = fopen(p, "wb");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    int ok = row && f && info && seed_body(png, info, f, sd, row, rowbytes, ch);
+    png_destroy_write_struct(&png, &info);
+    if (f) fclose(f);
+    free(row);
+    if (!ok) {
+        fprintf(stderr, "make_corpus: cannot write %s\n", p);
+        exit(1);
+    }
+    /* say what the library makes of it, as an image and as a mask */
+    loco_image img;
+    loco_status s = loco_png_read(p, &img);
+    if (s == LOCO_OK) {
+        uint8_t *m = malloc((size_t)img.width * img.height);
+        loco_status ms = loco_mask_png(p, img.height, img.width, m);
+        size_t in = 0;
+        for (size_t i = 0; ms == LOCO_OK && i < (size_t)img.width * img.height; i++) in += m[i];
+        printf("%s: %dx%dx%d, mask %s%zu inside\n", sd->name, img.width, img.height, img.channels,
+               ms ? "refused, " : "", in);
+        free(m);
+        loco_free(img.data);
+    } else {
+        printf("%s: refused: %s\n", sd->name, loco_last_error());
+    }
+}
+
+static unsigned s_ramp16(int i) { return (unsigned)(i * 4099 + 0x8080) & 0xffff; }
+static unsigned s_ramp8(int i) { return (unsigned)(i * 53) & 0xff; }
+static unsigned s_index(int i) { return (unsigned)(i * 5 + i / 7) % 6; }
+static unsigned s_bits(int i) { return (unsigned)(i * 7 + 3) % 16; }
+/* RGBA mask: colour on even pixels, alpha on every third */
+static unsigned s_mask_rgba(int i) { return i % 4 == 3 ? ((i / 4) % 3 == 0 ? 0 : 255) : ((i / 4) % 2 ? 0 : 255); }
+/* 16-bit gray+alpha mask: small values, inside only where both are nonzero */
+static unsigned s_mask_ga16(int i) { return (unsigned)((i * 3) % 5 == 0 ? 0 : (i % 3)); }
+/* 5 x 7 palette indices with one past a 6-entry palette */
+static unsigned s_bad_index(int i) { return i == 17 ? 9u : (unsigned)i % 6; }
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -170,5 +268,28 @@ int main(int argc, char **argv) {
         free(b);
     }
     remove(pp);
+
+    /* ---- png: 16-bit, palettes, tRNS, low bit depths, interlacing, masks
+     * gated by alpha (fz_png reads each as an image and as a mask) ---- */
+    static const png_color pal[6] = {{0, 0, 0}, {255, 255, 255}, {200, 10, 20}, {1, 2, 3}, {9, 99, 199}, {0, 0, 1}};
+    static const uint8_t talpha[3] = {255, 0, 77};
+    static const png_color_16 tgray16 = {.gray = 0x8080}, trgb = {.red = 53, .green = 106, .blue = 159};
+    const png_seed seeds[] = {
+        {"gray16_6x5.png", 6, 5, 16, PNG_COLOR_TYPE_GRAY, 0, NULL, 0, NULL, 0, NULL, s_ramp16},
+        {"gray16_trns_6x5.png", 6, 5, 16, PNG_COLOR_TYPE_GRAY, 0, NULL, 0, NULL, 0, &tgray16, s_ramp16},
+        {"ga16_mask_6x5.png", 6, 5, 16, PNG_COLOR_TYPE_GRAY_ALPHA, 0, NULL, 0, NULL, 0, NULL, s_mask_ga16},
+        {"rgb16_adam7_9x7.png", 9, 7, 16, PNG_COLOR_TYPE_RGB, 1, NULL, 0, NULL, 0, NULL, s_ramp16},
+        {"rgba16_6x5.png", 6, 5, 16, PNG_COLOR_TYPE_RGB_ALPHA, 0, NULL, 0, NULL, 0, NULL, s_ramp16},
+        {"rgb_trns_6x5.png", 6, 5, 8, PNG_COLOR_TYPE_RGB, 0, NULL, 0, NULL, 0, &trgb, s_ramp8},
+        {"rgba_mask_6x5.png", 6, 5, 8, PNG_COLOR_TYPE_RGB_ALPHA, 0, NULL, 0, NULL, 0, NULL, s_mask_rgba},
+        {"palette8_6x5.png", 6, 5, 8, PNG_COLOR_TYPE_PALETTE, 0, pal, 6, NULL, 0, NULL, s_index},
+        {"palette4_trns_7x5.png", 7, 5, 4, PNG_COLOR_TYPE_PALETTE, 0, pal, 6, talpha, 3, NULL, s_index},
+        {"palette2_adam7_9x7.png", 9, 7, 2, PNG_COLOR_TYPE_PALETTE, 1, pal, 4, talpha, 2, NULL, s_index},
+        {"palette_bad_index_5x7.png", 5, 7, 8, PNG_COLOR_TYPE_PALETTE, 0, pal, 6, NULL, 0, NULL, s_bad_index},
+        {"gray1_13x3.png", 13, 3, 1, PNG_COLOR_TYPE_GRAY, 0, NULL, 0, NULL, 0, NULL, s_bits},
+        {"gray2_7x3.png", 7, 3, 2, PNG_COLOR_TYPE_GRAY, 0, NULL, 0, NULL, 0, NULL, s_bits},
+        {"gray4_adam7_9x7.png", 9, 7, 4, PNG_COLOR_TYPE_GRAY, 1, NULL, 0, NULL, 0, NULL, s_bits},
+    };
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) put_png_seed(&seeds[i]);
     return 0;
 }

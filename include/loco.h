@@ -348,9 +348,17 @@ typedef struct loco_image {
     uint8_t *data;               /* owned by whoever filled the struct        */
 } loco_image;
 
-/* Reads a PNG (any bit depth and colour type; 16-bit is reduced to 8, palettes
- * expanded). img->data is new memory the caller frees with loco_free(). At most
- * 16384 x 16384 pixels. */
+/* Reads a PNG of any bit depth and colour type, samples as stored: no gamma,
+ * sRGB or ICC conversion (ancillary chunks other than tRNS, such as gAMA,
+ * sRGB, iCCP, sBIT and text, are skipped unread). 16-bit samples are
+ * reduced to 8 bits by value, v -> round(v * 255 / 65535) (0x8080 -> 128);
+ * 1, 2, 4-bit gray is scaled to 8 bits (1-bit 1 -> 255);
+ * palettes are expanded to RGB, or RGBA when there is a tRNS chunk; a tRNS
+ * chunk on gray or RGB adds an alpha channel (0 where the colour matches).
+ * A palette index outside the palette is an error (LOCO_E_FORMAT), as is
+ * anything libpng refuses and a file cut before its IEND chunk; every error
+ * names the file. img->data is new memory the caller frees with loco_free().
+ * At most 16384 x 16384 pixels, files of at most 1 GiB. */
 loco_status loco_png_read(const char *path, loco_image *img);
 
 /* Writes img as an 8-bit PNG (1-4 channels), atomically (temporary file,
@@ -360,8 +368,14 @@ loco_status loco_png_write(const char *path, const loco_image *img);
 /* Region-of-interest masks over an h x w image: mask[h*w], 1 inside, 0 outside.
  * rect: rows y0..y1-1, columns x0..x1-1 (half-open, as Python slices; must be
  * inside the image and non-empty). ellipse: centre (cy, cx), radii (ry, rx)
- * in pixels, pixel centres at integer coordinates. png: a PNG of the same
- * size, any channel count, a pixel is inside when any channel is nonzero.
+ * in pixels, pixel centres at integer coordinates. png: a PNG of exactly
+ * w x h pixels (else LOCO_E_SHAPE), read as loco_png_read reads it but at the
+ * file's own bit depth (16-bit samples are not reduced to 8 bits). A pixel is
+ * inside when any COLOUR channel (gray, or R, G, B; for a palette image the
+ * entry's R, G, B) is nonzero, and, when the PNG has an alpha channel or a
+ * tRNS chunk, its alpha is nonzero too: alpha gates, it does not count as
+ * colour. So a 16-bit mask of value 1 is inside, black with alpha 255 is
+ * outside, white with alpha 0 is outside.
  * The caller owns mask. An empty mask is an error (LOCO_E_INVALID_ARGUMENT). */
 loco_status loco_mask_rect(int h, int w, int y0, int y1, int x0, int x1, uint8_t *mask);
 loco_status loco_mask_ellipse(int h, int w, double cy, double cx, double ry, double rx, uint8_t *mask);
