@@ -420,7 +420,17 @@ loco_status loco_labels_read_png(const char *path, loco_image *img) {
     if (!path || !img) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_labels_read_png: NULL argument");
     loco_status st = loco_png_read(path, img);
     if (st) return st;
-    if (img->channels != 1) {
+    /* loco_png_read reduces 16-bit samples to 8 bits, which would turn small
+     * labels into background: a label map must be 8-bit (IHDR's bit depth is
+     * byte 24 of a PNG that loco_png_read accepted) */
+    unsigned char head[25];
+    FILE *f = fopen(path, "rb");
+    int depth = f && fread(head, 1, sizeof head, f) == sizeof head ? head[24] : 8;
+    if (f) fclose(f);
+    if (depth == 16) {
+        st = loco_fail(LOCO_E_FORMAT, "%s: not a part label map: 16-bit samples (a label map is one 8-bit gray channel)",
+                       path);
+    } else if (img->channels != 1) {
         st = loco_fail(LOCO_E_FORMAT, "%s: not a part label map: %d channels (a label map is one 8-bit gray channel)",
                        path, img->channels);
     } else {

@@ -10,6 +10,8 @@
 
 #include "testutil.h"
 
+#include <png.h>
+
 #define S LOCO_FACES_SIZE
 #define NPIX (S * S)
 #define NF LOCO_FACES_N_FACTORS
@@ -362,6 +364,32 @@ static void test_part_mask(void **s) {
     CHECK_OK(loco_png_write(tp("bad.png"), &li));
     expect_error(loco_labels_read_png(tp("bad.png"), &back), LOCO_E_FORMAT, "value 255 at (x 4, y 0)", NULL);
     expect_error(loco_labels_read_png(tp("none.png"), &back), LOCO_E_IO, "none.png", NULL);
+    {
+        /* a 16-bit gray label map: reading it as 8 bits would turn labels 1..
+         * into background, so it is refused */
+        FILE *f = fopen(tp("lab16.png"), "wb");
+        assert_non_null(f);
+        png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+        png_infop info = png_create_info_struct(png);
+        assert_non_null(info);
+        png_init_io(png, f);
+        png_set_IHDR(png, info, W, H, 16, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                     PNG_FILTER_TYPE_DEFAULT);
+        png_write_info(png, info);
+        uint8_t row[W * 2];
+        for (int y = 0; y < H; y++) {
+            for (int x = 0; x < W; x++) {
+                row[2 * x] = 0; /* big-endian: value 1..3, small labels */
+                row[2 * x + 1] = (uint8_t)(1 + (x + y) % 3);
+            }
+            png_write_row(png, row);
+        }
+        png_write_end(png, NULL);
+        png_destroy_write_struct(&png, &info);
+        fclose(f);
+        expect_error(loco_labels_read_png(tp("lab16.png"), &back), LOCO_E_FORMAT, "16-bit", "lab16.png");
+        assert_null(back.data);
+    }
 
     /* on a face: the dilated mouth mask contains the mouth and its ring */
     uint8_t frgb[NPIX * 3], flab[NPIX], m0[NPIX], m1[NPIX];
