@@ -68,7 +68,7 @@ void loco_set_log(loco_log_fn fn, void *user);
 
 /* Threads used by the kernels and BLAS. n > 0 fixes the count; n = 0 (the
  * default) lets the library choose before each network evaluation: one
- * thread for small models (under 100 GFLOP per evaluation) or when OpenMP's
+ * thread for small models (under 1.5 GFLOP per image) or when OpenMP's
  * threads would spin while waiting, else the cores other processes leave
  * free (OMP_NUM_THREADS, when set, fixes the count too). Results are
  * bit-identical whatever the count. loco_get_threads returns the fixed count,

@@ -62,10 +62,11 @@ loco_status loco_check_file(const char *path);
 loco_status loco_open_file(const char *path, int *fd, uint64_t *size);
 
 /* ---- threads (threads.c) ------------------------------------------------- */
-/* Sets the OpenMP thread count for the next network evaluation of `flops`
- * floating-point operations, unless the program or the environment fixed
- * it: one thread for small work or spinning waits, else the free cores. */
-void threads_for_work(double flops);
+/* Sets the OpenMP thread count for the next network evaluation of a model
+ * of `flops_per_image` floating-point operations per image, unless the
+ * program or the environment fixed it: one thread for small models or
+ * spinning waits, else the free cores. */
+void threads_for_work(double flops_per_image);
 
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */

@@ -396,7 +396,7 @@ loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     if (s || (s = reserve(L, k))) return s;
     if (L->mo) return molrg_jvp(L, of, mask, k, V, JV);
     const unet *u = &L->m->net;
-    threads_for_work(u->flops * k);
+    threads_for_work(u->flops);
     const size_t nin = L->n_in, nout = L->n_out;
     for (size_t i = 0; i < nin * (size_t)k; i++)
         if (!isfinite(V[i])) return loco_fail(LOCO_E_NUMERIC, "J V: tangent element %zu is not finite", i);
@@ -493,7 +493,7 @@ loco_status loco_lin_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     if (s || (s = reserve(L, k))) return s;
     if (L->mo) return molrg_vjp(L, of, mask, k, U, UJ);
     const unet *u = &L->m->net;
-    threads_for_work(u->flops * k);
+    threads_for_work(u->flops);
     const size_t nin = L->n_in, nout = L->n_out;
     const size_t l = mask ? loco_lin_mask_count(L, mask) : nout;
     for (size_t i = 0; i < l * (size_t)k; i++)

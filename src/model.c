@@ -283,7 +283,7 @@ loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float
         return LOCO_OK;
     }
     if ((s = model_reserve_arena(m, batch))) return s;
-    threads_for_work(m->net.flops * batch);
+    threads_for_work(m->net.flops);
     unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, NULL, NULL);
     return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
                               "the model output (eps)");
@@ -294,7 +294,7 @@ loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float 
     loco_status s = check_inputs(m, batch, x, t, eps);
     if (s) return s;
     if ((s = model_reserve_arena(m, batch))) return s;
-    threads_for_work(m->net.flops * batch);
+    threads_for_work(m->net.flops);
     unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, tap, user);
     return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
                               "the model output (eps)");

@@ -3,9 +3,12 @@
  * A fixed count when the program asks for one (loco_set_threads(n > 0)) or
  * the environment names one (OMP_NUM_THREADS). Otherwise the library decides
  * before each network evaluation (threads_for_work):
- *   - one thread for work under THREADS_MIN_FLOPS: on the machines we measured
- *     (2-core VMs), a second thread made small models slower (faces32, a
- *     32x32 model: a whole edit 9.1 s on one thread, 13.3 s on two);
+ *   - one thread for models under THREADS_MIN_FLOPS per image: there each
+ *     operation is too small to pay for waking a second thread (about 17 us
+ *     a parallel region with passive waits on the 2-core VMs we measured):
+ *     unet-small (0.57 GFLOP) ran a forward pass in 8.6 ms on one thread and
+ *     11.7 ms on two, faces32 (2.15 GFLOP) and cifar10 (12.4) gain 1.1-1.4x
+ *     from the second thread;
  *   - one thread when OpenMP's threads spin while they wait (neither
  *     OMP_WAIT_POLICY nor GOMP_SPINCOUNT set when the program started):
  *     spinning threads made a celebahq forward 1.9x slower even on an idle
@@ -30,9 +33,9 @@
 #include <omp.h>
 #endif
 
-/* network evaluations of fewer FLOPs (2 x multiply-adds, direct
- * convolutions) run on one thread */
-#define THREADS_MIN_FLOPS 100e9
+/* models of fewer FLOPs per image (2 x multiply-adds, direct convolutions)
+ * run on one thread */
+#define THREADS_MIN_FLOPS 1.5e9
 #define THREADS_RESAMPLE 0.5
 
 static int fixed_n = 0;   /* loco_set_threads(n > 0) */
@@ -164,11 +167,11 @@ static void use_threads(int n) {
     current = n;
 }
 
-void threads_for_work(double flops) {
+void threads_for_work(double flops_per_image) {
     init_env();
     if (fixed_n > 0 || env_fixed) return;
     int n = 1;
-    if (flops >= THREADS_MIN_FLOPS) {
+    if (flops_per_image >= THREADS_MIN_FLOPS) {
         if (spinning) {
             static int told = 0;
             if (!told) {

@@ -447,7 +447,7 @@ loco_status loco_train(const loco_train_params *p) {
             const float *nb = noise + (size_t)b * per;
             for (size_t i = 0; i < per; i++) xb[i] = sa * xb[i] + sb * nb[i];
         }
-        threads_for_work(3.0 * tr.u.flops * p->batch); /* forward, and backward at about twice that */
+        threads_for_work(tr.u.flops);
         if ((s = unet_train_forward(ut, x, t, epsh))) goto done;
         double loss = 0;
         const float g = 2.0f / (float)n;
