@@ -36,26 +36,20 @@ printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((l % 256)) $((l 
 printf '%s' "$h" >>"$W/x.safetensors"
 head -c $((n * 4)) /dev/zero >>"$W/x.safetensors"
 
-edit() { "$LOCO" edit "$M" --image "$M/example.png" --mask "$W/mouth.png" --out "$W/e" --rank 5 --null-rank 5 \
-    --strengths -6,6 --min-iter 4 --max-iter 4 --quiet; }
-eps() { "$LOCO" eps "$CELEBA" --x "$W/x.safetensors" --t 500 --out "$W/o.safetensors" --quiet; }
+EDIT="$LOCO edit $M --image $M/example.png --mask $W/mouth.png --out $W/e --rank 5 --null-rank 5 --strengths -6,6 --min-iter 4 --max-iter 4 --quiet"
+EPS="$LOCO eps $CELEBA --x $W/x.safetensors --t 500 --out $W/o.safetensors --quiet"
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-# time_it SETTING WORKLOAD: the median seconds of R runs
+# time_it SETTING COMMAND: the median seconds of R runs (paths here have no spaces)
 time_it() {
     for _ in $(seq "$R"); do
         t0=$(now)
-        env $1 sh -c ". '$W/fns'; $2" >/dev/null 2>&1 || echo "failed: $1 $2" >&2
+        env $1 $2 >/dev/null 2>"$W/err" || { echo "failed: $1 $2" >&2; cat "$W/err" >&2; }
         t1=$(now)
         echo "$t0 $t1" | awk '{printf "%.2f\n", $2 - $1}'
     done | median
 }
-{
-    echo "LOCO=$LOCO; M=$M; W=$W; CELEBA=$CELEBA"
-    type edit | sed 1d
-    type eps | sed 1d
-} >"$W/fns"
 
 echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | sed -n 1p), family $(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | sed -n 1p), $(nproc) cpus; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}; $R runs each, median"
 echo
@@ -71,10 +65,11 @@ for load in 0 1 2; do
         i=$((i + 1))
     done
     for w in edit eps; do
-        d=$(time_it "LOCO_BENCH=1" "$w")
-        o=$(time_it "OMP_NUM_THREADS=1" "$w")
-        p=$(time_it "OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive" "$w")
-        s=$(time_it "OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000" "$w")
+        cmd=$([ "$w" = edit ] && echo "$EDIT" || echo "$EPS")
+        d=$(time_it "LOCO_LOAD_TABLE=1" "$cmd")
+        o=$(time_it "OMP_NUM_THREADS=1" "$cmd")
+        p=$(time_it "OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive" "$cmd")
+        s=$(time_it "OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000" "$cmd")
         name=$([ "$w" = edit ] && echo "faces32 edit (demo's, 4 iterations)" || echo "celebahq-256 eps, one-shot")
         echo "$d $o $p $s" | awk -v n="$name" -v l="$load" '{b = $2; if ($3 < b) b = $3; if ($4 < b) b = $4;
             printf "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |\n", n, l, $1, $2, $3, $4, $1 / b}'

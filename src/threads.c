@@ -17,7 +17,8 @@
  *     with passive waits, and the loco CLI does that;
  *   - otherwise the cores that other processes leave free, measured from
  *     /proc/stat over the time since the last decision (at most every
- *     THREADS_RESAMPLE seconds; the first decision samples 30 ms).
+ *     THREADS_RESAMPLE seconds; the first decision counts runnable tasks
+ *     over 30 ms).
  * Every kernel gives bit-identical results for any thread count (gemm.c), so
  * the choice changes speed, never the numbers. */
 #include "internal.h"
@@ -123,6 +124,18 @@ static double cpu_busy_seconds(int *ncpu) {
     return busy < 0 ? -1 : busy / (double)(hz > 0 ? hz : 100);
 }
 
+/* tasks runnable right now, system-wide (/proc/loadavg's fourth field, the
+ * part before the slash); -1 when unreadable */
+static int runnable_tasks(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1;
+    double a, b, c;
+    int r = -1, t;
+    if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &r, &t) != 5) r = -1;
+    fclose(f);
+    return r;
+}
+
 static double own_cpu_seconds(void) {
     struct timespec ts;
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
@@ -136,18 +149,30 @@ static double free_cores(int allowed) {
     int ncpu;
     double busy = cpu_busy_seconds(&ncpu), own = own_cpu_seconds();
     if (busy < 0) return allowed; /* no /proc: assume an idle machine */
-    if (!load.have) {             /* first decision: watch for 30 ms */
-        struct timespec d = {0, 30 * 1000 * 1000};
-        nanosleep(&d, NULL);
-        load.wall = now;
-        load.busy = busy;
-        load.own = own;
+    double other = 0;
+    if (!load.have) {
+        /* first decision: /proc/stat counts in 10 ms ticks, too coarse for a
+         * short look, so count the runnable tasks instead, 10 times over
+         * 30 ms; the calling thread is one of them */
+        double sum = 0;
+        int got = 0;
+        for (int i = 0; i < 10; i++) {
+            int r = runnable_tasks();
+            if (r > 0) {
+                sum += r - 1;
+                got++;
+            }
+            struct timespec d = {0, 3 * 1000 * 1000};
+            nanosleep(&d, NULL);
+        }
+        other = got ? sum / got : 0;
         now = loco_now();
         busy = cpu_busy_seconds(&ncpu);
         own = own_cpu_seconds();
+    } else {
+        double dt = now - load.wall;
+        if (dt > 0) other = ((busy - load.busy) - (own - load.own)) / dt;
     }
-    double dt = now - load.wall, other = 0;
-    if (dt > 0) other = ((busy - load.busy) - (own - load.own)) / dt;
     if (other < 0) other = 0;
     double fr = (double)ncpu - other;
     if (fr > allowed) fr = allowed;
