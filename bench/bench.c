@@ -633,7 +633,7 @@ static void start_hogs(int n) {
 }
 
 int main(int argc, char **argv) {
-    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
+    loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     if (!parse_args(argc, argv) || !check_only()) return 2;
     if (opt.load > 0) start_hogs(opt.load);
     int batches[16];

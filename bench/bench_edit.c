@@ -131,7 +131,7 @@ static int run(const char *model, int rank, int null_rank, int max_iter, int inv
 }
 
 int main(int argc, char **argv) {
-    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
+    loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     const char *models[8];
     int nm = 0, max_iter = 50, full = 1;
     for (int i = 1; i < argc; i++) {

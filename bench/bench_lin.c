@@ -94,7 +94,7 @@ static int bench(const char *model, int reps) {
 }
 
 int main(int argc, char **argv) {
-    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
+    loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     const char *models[8];
     int nm = 0, reps = 3;
     for (int i = 1; i < argc; i++) {

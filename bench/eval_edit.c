@@ -97,7 +97,7 @@ static void json_stats(FILE *f, const char *key, const stats *s, int last) {
 }
 
 int main(int argc, char **argv) {
-    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
+    loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_edit MODEL [--count 20] [--parts eyes,mouth,hair] [--data-seed 99] "
                         "[--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "

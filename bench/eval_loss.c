@@ -30,7 +30,7 @@ static double unif(uint64_t *s) { return ((sm(s) >> 11) + 0.5) * (1.0 / 90071992
 static double gauss(uint64_t *s) { return sqrt(-2 * log(unif(s))) * cos(6.283185307179586 * unif(s)); }
 
 int main(int argc, char **argv) {
-    loco_threads_reexec(argv); /* passive OpenMP waits unless chosen otherwise */
+    loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_loss MODEL --data faces|fashion-mnist [--count 512] [--bands 10] [--seed 0] "
                         "[--data-seed 99] [--batch 32] [--json OUT]\n");

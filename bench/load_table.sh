@@ -10,6 +10,8 @@
 #   2 passive    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
 #   2 spinning   OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000 (libgomp's own
 #                default wait, the behaviour before loco re-executed itself)
+# (default now: loco re-executes itself with GOMP_SPINCOUNT=30000 and picks
+# the thread count from the model's size and the machine's load)
 # Prints a markdown table: seconds, and default / best of the other settings.
 set -eu
 cd "$(dirname "$0")/.."

@@ -68,11 +68,13 @@ void loco_set_log(loco_log_fn fn, void *user);
 
 /* Threads used by the kernels and BLAS. n > 0 fixes the count; n = 0 (the
  * default) lets the library choose before each network evaluation: one
- * thread for small models (under 1.5 GFLOP per image) or when OpenMP's
- * threads would spin while waiting, else the cores other processes leave
- * free (OMP_NUM_THREADS, when set, fixes the count too). Results are
- * bit-identical whatever the count. loco_get_threads returns the fixed count,
- * or in the automatic mode the cores this process may use. */
+ * thread for small models (under 1.5 GFLOP per image), every core on an
+ * idle machine, and on a busy one the cores other processes leave free
+ * (models of 50 GFLOP per image and more keep every core when OpenMP's waits
+ * are short, see loco_threads_reexec). OMP_NUM_THREADS, when set, fixes the
+ * count too. Results are bit-identical whatever the count. loco_get_threads
+ * returns the fixed count, or in the automatic mode the cores this process
+ * may use. */
 void loco_set_threads(int n);
 int loco_get_threads(void);
 
@@ -89,14 +91,15 @@ loco_status loco_write_text_file(const char *path, const char *text);
 int loco_clean_stale_temps(const char *path);
 int loco_remove_tree(const char *path);
 
-/* OpenMP (libgomp) reads OMP_WAIT_POLICY when the program loads, and its
- * default makes idle threads spin, which slows a busy machine (and 2-core
- * VMs even when idle) several times over. Call this first thing in main with
- * main's argv: when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it
- * sets OMP_WAIT_POLICY=passive and re-executes the program (/proc/self/exe)
- * with the same arguments, so it does not return. Returns 0 when nothing
- * needed doing, -1 when the re-execution failed (the program can go on; the
- * library then keeps to one thread). */
+/* OpenMP (libgomp) reads its wait policy when the program loads; by default
+ * an idle thread spins 300,000 times before it sleeps, which costs a busy
+ * machine dearly. Call this first thing in main with main's argv: when
+ * neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it sets
+ * GOMP_SPINCOUNT=30000 (a short spin: as fast as the long one on an idle
+ * machine) and re-executes the program (/proc/self/exe) with the same
+ * arguments, so it does not return. Returns 0 when nothing needed doing, -1
+ * when the re-execution failed (the program can go on; the library then
+ * never uses more threads than there are free cores). */
 int loco_threads_reexec(char **argv);
 
 /* Frees memory the library handed to the caller. NULL is fine. */

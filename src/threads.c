@@ -2,25 +2,31 @@
  *
  * A fixed count when the program asks for one (loco_set_threads(n > 0)) or
  * the environment names one (OMP_NUM_THREADS). Otherwise the library decides
- * before each network evaluation (threads_for_work):
+ * before each network evaluation (threads_for_work), from measurements on
+ * 2-core VMs (docs/performance.md, "Threads"):
  *   - one thread for models under THREADS_MIN_FLOPS per image: there each
- *     operation is too small to pay for waking a second thread (about 17 us
- *     a parallel region with passive waits on the 2-core VMs we measured):
+ *     operation is too small to pay for waking a second thread (17 us a
+ *     parallel region with passive waits, about 1 us with a short spin):
  *     unet-small (0.57 GFLOP) ran a forward pass in 8.6 ms on one thread and
- *     11.7 ms on two, faces32 (2.15 GFLOP) and cifar10 (12.4) gain 1.1-1.4x
+ *     11.7 ms on two; faces32 (2.15 GFLOP) and cifar10 (12.4) gain 1.1-1.4x
  *     from the second thread;
- *   - one thread when OpenMP's threads spin while they wait (neither
- *     OMP_WAIT_POLICY nor GOMP_SPINCOUNT set when the program started):
- *     spinning threads made a celebahq forward 1.9x slower even on an idle
- *     machine. libgomp reads these variables once, when it is loaded, so the
- *     library cannot change them; loco_threads_reexec() restarts a program
- *     with passive waits, and the loco CLI does that;
- *   - otherwise the cores that other processes leave free, measured from
- *     /proc/stat over the time since the last decision (at most every
- *     THREADS_RESAMPLE seconds; the first decision counts runnable tasks
- *     over 30 ms).
- * Every kernel gives bit-identical results for any thread count (gemm.c), so
- * the choice changes speed, never the numbers. */
+ *   - every core on an idle machine (other processes use less than half a
+ *     core);
+ *   - on a busy machine, the cores the others leave free (at least one), as
+ *     measured from /proc/stat over the time since the last decision (at
+ *     most every THREADS_RESAMPLE seconds; the first decision counts runnable
+ *     tasks over 30 ms). Models of THREADS_BIG_FLOPS per image and more keep
+ *     every core when waits are short: their long operations lose little to
+ *     a descheduled thread and the scheduler's fair share gives more CPU to
+ *     more threads (celebahq beside two busy processes: 10.7 s on two
+ *     threads, 12.3 s on one).
+ * Waits: libgomp spins 300,000 times before sleeping unless told otherwise,
+ * which costs a busy machine dearly when threads outnumber free cores;
+ * loco_threads_reexec restarts a program with GOMP_SPINCOUNT=30000 (as fast
+ * as the long spin when idle: faces32 edit 8.2 s against 9.9 s fully
+ * passive). Without that the library never runs more threads than free
+ * cores. Every kernel gives bit-identical results for any thread count
+ * (gemm.c), so the choice changes speed, never the numbers. */
 #include "internal.h"
 
 #include <sched.h>
@@ -35,14 +41,16 @@
 #endif
 
 /* models of fewer FLOPs per image (2 x multiply-adds, direct convolutions)
- * run on one thread */
+ * run on one thread; from THREADS_BIG_FLOPS on they keep every core on a
+ * busy machine when waits are short */
 #define THREADS_MIN_FLOPS 1.5e9
+#define THREADS_BIG_FLOPS 50e9
 #define THREADS_RESAMPLE 0.5
 
 static int fixed_n = 0;   /* loco_set_threads(n > 0) */
 static int inited = 0;    /* the environment has been read */
 static int env_fixed = 0; /* OMP_NUM_THREADS given */
-static int spinning = 0;  /* libgomp spins while waiting */
+static int long_spin = 0; /* libgomp spins long while waiting (its default) */
 static int current = 0;   /* the count last given to OpenMP, 0: none yet */
 
 static struct {
@@ -96,7 +104,7 @@ static void init_env(void) {
     inited = 1;
     const char *nt = getenv("OMP_NUM_THREADS");
     env_fixed = nt && nt[0];
-    spinning = !env_has("OMP_WAIT_POLICY=") && !env_has("GOMP_SPINCOUNT=");
+    long_spin = !env_has("OMP_WAIT_POLICY=") && !env_has("GOMP_SPINCOUNT=");
 }
 
 /* busy seconds of all CPUs (user, nice, system, irq, softirq, steal) and
@@ -197,19 +205,12 @@ void threads_for_work(double flops_per_image) {
     if (fixed_n > 0 || env_fixed) return;
     int n = 1;
     if (flops_per_image >= THREADS_MIN_FLOPS) {
-        if (spinning) {
-            static int told = 0;
-            if (!told) {
-                told = 1;
-                loco_log(LOCO_LOG_INFO, "one thread: OpenMP threads would spin while waiting (set OMP_WAIT_POLICY="
-                                        "passive before the program starts, or call loco_threads_reexec)");
-            }
-        } else {
-            int allowed = cpus_allowed();
-            n = (int)(free_cores(allowed) + 0.5);
-            if (n < 1) n = 1;
-            if (n > allowed) n = allowed;
-        }
+        const int allowed = cpus_allowed();
+        const double fr = free_cores(allowed);
+        if (fr >= allowed - 0.5 || (flops_per_image >= THREADS_BIG_FLOPS && !long_spin)) n = allowed;
+        else n = (int)(fr + 0.5);
+        if (n < 1) n = 1;
+        if (n > allowed) n = allowed;
     }
     use_threads(n);
 }
@@ -233,10 +234,14 @@ int loco_get_threads(void) {
     return cpus_allowed();
 }
 
+/* a short spin before sleeping: about as fast as libgomp's long default when
+ * idle, a small waste when threads must share cores */
+#define LOCO_SPINCOUNT "30000"
+
 int loco_threads_reexec(char **argv) {
     if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return 0;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return -1;
+    if (setenv("GOMP_SPINCOUNT", LOCO_SPINCOUNT, 1) != 0) return -1;
     execv("/proc/self/exe", argv);
-    unsetenv("OMP_WAIT_POLICY"); /* not replaced: carry on as we are */
+    unsetenv("GOMP_SPINCOUNT"); /* not replaced: carry on as we are */
     return -1;
 }

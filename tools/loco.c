@@ -464,9 +464,9 @@ static int cmd_convert(args *a) {
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
-    /* OpenMP's threads must sleep, not spin, while they wait: libgomp reads
-     * that when it loads, so restart once with OMP_WAIT_POLICY=passive unless
-     * the user chose a policy (see loco_threads_reexec) */
+    /* OpenMP's idle threads must not spin long: libgomp reads that when it
+     * loads, so restart once with a short spin unless the user chose a wait
+     * policy (see loco_threads_reexec) */
     loco_threads_reexec(argv);
     loco_set_log(log_cb, NULL);
     /* global options may appear anywhere; strip them first */
