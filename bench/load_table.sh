@@ -8,9 +8,9 @@
 #   default      nothing set: what a new user gets
 #   1 thread     OMP_NUM_THREADS=1
 #   2 passive    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
-#   2 spinning   OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000 (libgomp's own
+#   2 spinning   OMP_NUM_THREADS=2 GOMP_SPINCOUNT=10000 (libgomp's own
 #                default wait, the behaviour before loco re-executed itself)
-# (default now: loco re-executes itself with GOMP_SPINCOUNT=30000 and picks
+# (default now: loco re-executes itself with GOMP_SPINCOUNT=1000 and picks
 # the thread count from the model's size and the machine's load)
 # Prints a markdown table: seconds, and default / best of the other settings.
 set -eu
@@ -71,7 +71,7 @@ for load in 0 1 2; do
         d=$(time_it "LOCO_LOAD_TABLE=1" "$cmd")
         o=$(time_it "OMP_NUM_THREADS=1" "$cmd")
         p=$(time_it "OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive" "$cmd")
-        s=$(time_it "OMP_NUM_THREADS=2 GOMP_SPINCOUNT=300000" "$cmd")
+        s=$(time_it "OMP_NUM_THREADS=2 GOMP_SPINCOUNT=10000" "$cmd")
         name=$([ "$w" = edit ] && echo "faces32 edit (demo's, 4 iterations)" || echo "celebahq-256 eps, one-shot")
         echo "$d $o $p $s" | awk -v n="$name" -v l="$load" '{b = $2; if ($3 < b) b = $3; if ($4 < b) b = $4;
             printf "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |\n", n, l, $1, $2, $3, $4, $1 / b}'

@@ -95,7 +95,7 @@ int loco_remove_tree(const char *path);
  * an idle thread spins 300,000 times before it sleeps, which costs a busy
  * machine dearly. Call this first thing in main with main's argv: when
  * neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, it sets
- * GOMP_SPINCOUNT=30000 (a short spin: as fast as the long one on an idle
+ * GOMP_SPINCOUNT=1000 (a short spin: as fast as the long one on an idle
  * machine) and re-executes the program (/proc/self/exe) with the same
  * arguments, so it does not return. Returns 0 when nothing needed doing, -1
  * when the re-execution failed (the program can go on; the library then

@@ -22,9 +22,12 @@
  *     threads, 12.3 s on one).
  * Waits: libgomp spins 300,000 times before sleeping unless told otherwise,
  * which costs a busy machine dearly when threads outnumber free cores;
- * loco_threads_reexec restarts a program with GOMP_SPINCOUNT=30000 (as fast
- * as the long spin when idle: faces32 edit 8.2 s against 9.9 s fully
- * passive). Without that the library never runs more threads than free
+ * loco_threads_reexec restarts a program with GOMP_SPINCOUNT=1000: as fast
+ * as the long spin when idle (faces32 edit 7.2-7.4 s, against 7.1-7.8 s at
+ * 30000 and 9.7-10.2 s fully passive) and nearly as good as passive when
+ * threads must share cores (celebahq beside one busy process: 7.6-7.8 s,
+ * passive 7.3-7.7 s, 30000 spins 9.1-9.9 s). Without that the library never
+ * runs more threads than free
  * cores. Every kernel gives bit-identical results for any thread count
  * (gemm.c), so the choice changes speed, never the numbers. */
 #include "internal.h"
@@ -234,9 +237,9 @@ int loco_get_threads(void) {
     return cpus_allowed();
 }
 
-/* a short spin before sleeping: about as fast as libgomp's long default when
- * idle, a small waste when threads must share cores */
-#define LOCO_SPINCOUNT "30000"
+/* a short spin before sleeping: as fast as libgomp's long default when
+ * idle, about as good as sleeping at once when threads must share cores */
+#define LOCO_SPINCOUNT "1000"
 
 int loco_threads_reexec(char **argv) {
     if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return 0;
