@@ -1,5 +1,6 @@
-/* cli.h - helpers shared by the command-line program's files. The program
- * uses only the public header include/loco.h of the library. */
+/* cli.h - helpers shared by the command-line program's files (cli.c,
+ * cli_parse.c, outputs.c, images.c) and its commands (*_cmd.c), dispatched
+ * by main.c. The program uses only the public header include/loco.h. */
 #ifndef LOCO_CLI_H
 #define LOCO_CLI_H
 
@@ -56,6 +57,13 @@ int check_input_outside(const char *input, const char *out, const char *what);
 /* Writes text to dir/name atomically; 0 or 1 (after printing the error). */
 int write_file(const char *dir, const char *name, const char *text);
 
+/* the commands, each `loco NAME ...` with a->i at its first argument;
+ * return the exit status */
+int cmd_info(args *a);     /* model_cmd.c */
+int cmd_init(args *a);     /* model_cmd.c */
+int cmd_eps(args *a);      /* model_cmd.c */
+int cmd_jacobian(args *a); /* model_cmd.c */
+int cmd_convert(args *a);  /* model_cmd.c */
 int cmd_edit(args *a);
 int cmd_apply(args *a);
 int cmd_molrg(args *a);

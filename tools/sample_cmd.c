@@ -15,40 +15,6 @@
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
     "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]"
 
-loco_status write_images(const char *path, const float *const *imgs, int n, int C, int H, int W, int cols, int zoom) {
-    if (n < 1 || C < 1 || C > 4 || H < 1 || W < 1 || zoom < 1) return LOCO_E_INVALID_ARGUMENT;
-    if (cols < 1) cols = (int)ceil(sqrt((double)n));
-    if (cols > n) cols = n;
-    const int rows = (n + cols - 1) / cols;
-    const int GW = cols * W * zoom, GH = rows * H * zoom;
-    loco_image im = {GW, GH, C, calloc((size_t)GW * GH * C, 1)};
-    if (!im.data) return LOCO_E_NOMEM;
-    for (int i = 0; i < n; i++) {
-        const float *xi = imgs[i];
-        const int oy = (i / cols) * H * zoom, ox = (i % cols) * W * zoom;
-        for (int y = 0; y < H * zoom; y++)
-            for (int xx = 0; xx < W * zoom; xx++)
-                for (int c = 0; c < C; c++) {
-                    float v = (xi[((size_t)c * H + y / zoom) * W + xx / zoom] + 1.0f) * 127.5f;
-                    v = v < 0 ? 0 : v > 255 ? 255 : v;
-                    im.data[((size_t)(oy + y) * GW + ox + xx) * C + c] = (uint8_t)lrintf(v);
-                }
-    }
-    loco_status st = loco_png_write(path, &im);
-    free(im.data);
-    return st;
-}
-
-loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols, int zoom) {
-    if (n < 1) return LOCO_E_INVALID_ARGUMENT;
-    const float **imgs = malloc(sizeof(float *) * (size_t)n);
-    if (!imgs) return LOCO_E_NOMEM;
-    for (int i = 0; i < n; i++) imgs[i] = x + (size_t)i * C * H * W;
-    loco_status st = write_images(path, imgs, n, C, H, W, cols, zoom);
-    free(imgs);
-    return st;
-}
-
 static void sample_progress(const char *phase, int done, int total, void *user) {
     (void)user;
     fprintf(stderr, "\r%s %d/%d ", phase, done, total);

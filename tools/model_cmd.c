@@ -1,4 +1,5 @@
-/* loco - command-line front end. Uses only the public header. */
+/* model_cmd.c - the commands on a model and tensors: `loco info`, `init`,
+ * `eps`, `jacobian` and `convert`. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
@@ -9,115 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *const usage_text =
-    "usage: loco COMMAND [ARGS]\n"
-    "\n"
-    "commands:\n"
-    "  info MODEL [--json]                 architecture, parameters, FLOPs, memory\n"
-    "  init OUT_DIR --config CONFIG.json [--seed N] [--dtype f32|f16]\n"
-    "                                      write a random-initialised checkpoint folder\n"
-    "  eps MODEL --x X.safetensors --t T --out OUT.safetensors\n"
-    "                                      eps(x, t) and x0_hat for tensor x [B,C,H,W]\n"
-    "  jacobian MODEL --x X.safetensors --t T --mode jvp|vjp --in IN.safetensors\n"
-    "           --out OUT.safetensors [--mask M.png | --rect y0,y1,x0,x1] [--of eps|x0]\n"
-    "                                      J V (IN has V [k,C,H,W]; OUT gets JV) or U^T J\n"
-    "                                      (IN has U [k,C,H,W] or [k,l]; OUT gets UJ) of\n"
-    "                                      x0_hat (default) or eps, on the mask entries\n"
-    "  edit MODEL --image IMG (--mask M.png | --rect y0,y1,x0,x1 | --ellipse cy,cx,ry,rx)\n"
-    "       --out DIR [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--rank 5]\n"
-    "       [--null-rank 5] [--min-iter 10] [--max-iter 50] [--tol 1e-4] [--oversample 0]\n"
-    "       [--strengths -8,8] [--directions 0] [--invert-to edit|full] [--boost-t 0]\n"
-    "       [--seed 0] [--init-basis FILE] [--save-tensors] [--drop-alpha] [--resize]\n"
-    "       [--json]                       LOCO Edit: local directions at x_t, edits\n"
-    "  apply MODEL --directions FILE --image IMG [--image IMG2 ...] --out DIR\n"
-    "       [--index 0,1] [--strengths -8,8] | [--direction FILE:INDEX:STRENGTH ...]\n"
-    "                                      apply saved directions (transfer, compose)\n"
-    "  convert MODEL OUT_DIR [--dtype f32|f16]\n"
-    "                                      write MODEL as a diffusers folder with safetensors\n"
-    "                                      weights (config copied; dtype kept unless given)\n"
-    "  analyze rank MODEL [--t 0.05:0.95:0.05] [--images N | --image PNG ...] --out DIR\n"
-    "       [--threshold 1e-3] [--max-exact 4096] [--k 200] [--power 2] [--gen-steps 50]\n"
-    "                                      numerical rank of the x0_hat Jacobian across t\n"
-    "  analyze linearity MODEL [--t 0.6] [--lambda 1,2,5,10,20,40] [--directions 3]\n"
-    "       [--images N | --image PNG ...] --out DIR\n"
-    "                                      |f(x+lv)-f(x)| / |l J v| and their cosine\n"
-    "  molrg init OUT.safetensors --n CxHxW --k K --d D [--sigma0 S] [--seed N]\n"
-    "                                      a closed-form MoLRG model (usable as MODEL)\n"
-    "  dataset faces --count N (--out DIR | --grid G.png) [--seed S] [--start I]\n"
-    "        [--label-grid L.png] [--grid-zoom Z]\n"
-    "                                      synthetic part-labelled 32x32 faces: PNGs,\n"
-    "                                      label maps, factors.csv, parts.txt; 8-wide\n"
-    "                                      contact sheets of the images / label maps\n"
-    "  dataset fashion-mnist --count N (--out DIR | --grid G.png) [--split train|test]\n"
-    "        [--dir D] [--grid-zoom Z]     Fashion-MNIST padded to 32x32, as PNGs\n"
-    "  train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR\n"
-    "        [--steps 1000] [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip]\n"
-    "        [--seed 0] [--save-every 500] [--resume] [--weight-decay 0]\n"
-    "        [--data-count N] [--data-seed S] [--sample-every N] [--sample-count 64]\n"
-    "        [--sample-steps 50] [--winograd] [--beta-start 1e-4] [--beta-end 0.02]\n"
-    "                                      train a UNet2DModel (eps MSE, AdamW, EMA) from\n"
-    "                                      random weights; --resume continues MODEL_DIR\n"
-    "                                      up to --steps in all; samples.png shows\n"
-    "                                      --sample-count samples at the end (and every\n"
-    "                                      --sample-every steps); --winograd: faster 3x3\n"
-    "                                      convolutions, but a run then reproduces only\n"
-    "                                      with --winograd; betas: linear, written to\n"
-    "                                      scheduler/scheduler_config.json\n"
-    "  sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16]\n"
-    "        [--cols C] [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"
-    "                                      DDIM samples from pure noise as one PNG grid\n"
-    "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
-    "                                      a part mask (255 inside) from a label map\n"
-    "  help                                this text\n"
-    "\n"
-    "MODEL is a diffusers UNet2DModel folder (config.json +\n"
-    "diffusion_pytorch_model.safetensors, or a PyTorch diffusion_pytorch_model.bin).\n"
-    "Global options: --threads N, --quiet.\n";
-
-/* ---- shared helpers (declared in cli.h) ------------------------------------ */
-
-int g_quiet = 0;
-
-void log_cb(loco_log_level lvl, const char *msg, void *user) {
-    (void)user;
-    if (lvl == LOCO_LOG_ERROR) return; /* errors are printed by the caller */
-    if (g_quiet && lvl > LOCO_LOG_WARN) return;
-    if (lvl == LOCO_LOG_DEBUG) return;
-    fprintf(stderr, "loco: %s: %s\n", lvl == LOCO_LOG_WARN ? "warning" : "info", msg);
-}
-
-int fail(loco_status s) {
-    const char *d = loco_last_error();
-    fprintf(stderr, "loco: error: %s\n", d[0] ? d : loco_strerror(s));
-    return s == LOCO_E_INVALID_ARGUMENT ? 2 : 1;
-}
-
-int usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "loco: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nRun 'loco help' for usage.\n");
-    return 2;
-}
-
-/* value of option `name` at position i, advancing; NULL if not this option */
-const char *opt(args *a, const char *name) {
-    if (strcmp(a->argv[a->i], name) != 0) return NULL;
-    if (a->i + 1 >= a->argc) return NULL;
-    a->i++;
-    return a->argv[a->i];
-}
-
-/* Writes text to dir/name through the library's atomic writer. */
-int write_file(const char *dir, const char *name, const char *text) {
-    char *p = path_join(dir, name);
-    loco_status st = p ? loco_write_text_file(p, text) : LOCO_E_NOMEM;
-    free(p);
-    return st ? fail(st) : 0;
-}
-
 /* ---- info ------------------------------------------------------------------ */
 
-static int cmd_info(args *a) {
+int cmd_info(args *a) {
     const char *model = NULL;
     int json = 0;
     for (; a->i < a->argc; a->i++) {
@@ -155,7 +50,7 @@ static int cmd_info(args *a) {
 
 /* ---- init ------------------------------------------------------------------ */
 
-static int cmd_init(args *a) {
+int cmd_init(args *a) {
     const char *out = NULL, *config = NULL, *v;
     long long seed = 0;
     loco_dtype dt = LOCO_DTYPE_F32;
@@ -192,7 +87,7 @@ static int check_t(const char *cmd, const char *model, const loco_model_info *in
     return 0;
 }
 
-static int cmd_eps(args *a) {
+int cmd_eps(args *a) {
     const char *model = NULL, *xpath = NULL, *outp = NULL, *v;
     double t = NAN;
     for (; a->i < a->argc; a->i++) {
@@ -294,7 +189,7 @@ static loco_status read_image_tensor(const char *path, const char *name, const l
     return LOCO_OK;
 }
 
-static int cmd_jacobian(args *a) {
+int cmd_jacobian(args *a) {
     const char *model = NULL, *xpath = NULL, *inp = NULL, *outp = NULL, *maskp = NULL, *rect = NULL, *mode = NULL,
                *of_s = "x0", *v;
     double t = NAN;
@@ -429,7 +324,7 @@ done:
 
 /* ---- convert --------------------------------------------------------------- */
 
-static int cmd_convert(args *a) {
+int cmd_convert(args *a) {
     const char *model = NULL, *out = NULL, *v;
     loco_dtype dt = LOCO_DTYPE_COUNT; /* keep */
     for (; a->i < a->argc; a->i++) {
@@ -461,51 +356,3 @@ static int cmd_convert(args *a) {
     return 0;
 }
 
-/* ---- main ------------------------------------------------------------------ */
-
-int main(int argc, char **argv) {
-    /* OpenMP's idle threads must not spin long: libgomp reads that when it
-     * loads, so restart once with a short spin unless the user chose a wait
-     * policy (see loco_threads_reexec) */
-    loco_threads_reexec(argv);
-    loco_set_log(log_cb, NULL);
-    /* global options may appear anywhere; strip them first */
-    int n = 1;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quiet") == 0) {
-            g_quiet = 1;
-        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            long long th;
-            if (!parse_long(argv[i + 1], 1, 1024, &th)) return usage_error("bad --threads '%s'", argv[i + 1]);
-            loco_set_threads((int)th);
-            i++;
-        } else {
-            argv[n++] = argv[i];
-        }
-    }
-    argc = n;
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("loco %s\n", LOCO_VERSION);
-        return 0;
-    }
-    args a = {argc, argv, 2};
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "info") == 0) return cmd_info(&a);
-    if (strcmp(cmd, "init") == 0) return cmd_init(&a);
-    if (strcmp(cmd, "eps") == 0) return cmd_eps(&a);
-    if (strcmp(cmd, "jacobian") == 0) return cmd_jacobian(&a);
-    if (strcmp(cmd, "edit") == 0) return cmd_edit(&a);
-    if (strcmp(cmd, "apply") == 0) return cmd_apply(&a);
-    if (strcmp(cmd, "molrg") == 0) return cmd_molrg(&a);
-    if (strcmp(cmd, "dataset") == 0) return cmd_dataset(&a);
-    if (strcmp(cmd, "mask") == 0) return cmd_mask(&a);
-    if (strcmp(cmd, "analyze") == 0) return cmd_analyze(&a);
-    if (strcmp(cmd, "convert") == 0) return cmd_convert(&a);
-    if (strcmp(cmd, "train") == 0) return cmd_train(&a);
-    if (strcmp(cmd, "sample") == 0) return cmd_sample(&a);
-    return usage_error("unknown command '%s'", cmd);
-}
