@@ -12,8 +12,9 @@
  * (zeroed) at its last reader and released after its producer has run;
  * every vjp accumulates.
  *
- * x0_hat = (x - s1 eps) / sa (s1 = sqrt(1-abar), sa = sqrt(abar)), so
- * J_x0 V = (V - s1 J_eps V) / sa and U^T J_x0 = (U - s1 U^T J_eps) / sa. */
+ * The network predicts y (eps, v or x0: the model's prediction_type); eps
+ * and x0_hat are linear in (x, y) (param.h), so J_out V = param_out(V, J_y V)
+ * and U^T J_out = param_out(U, U^T J_y) with the same coefficients. */
 #include "model.h"
 
 #include <math.h>
@@ -174,7 +175,7 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
         }
         memcpy(L->x0, molrg_lin_x0(L->mo), sizeof(float) * L->n_out);
         const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
-        for (size_t i = 0; i < L->n_out; i++) L->eps[i] = (x[i] - sa * L->x0[i]) / s1;
+        param_apply(m->sched.pred, LOCO_OUT_EPS, sa, s1, L->n_out, x, L->x0, L->eps);
         *out = L;
         return LOCO_OK;
     }
@@ -207,9 +208,13 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
     for (int i = 0; i < u->n_nodes; i++)
         unet_exec_node(u, i, 1, L->rec, L->rec_off, &t, L->scratch,
                        L->save_off[i] == SIZE_MAX ? NULL : L->save + L->save_off[i]);
-    memcpy(L->eps, L->rec + L->rec_off[u->t_out], L->n_out * sizeof(float));
+    /* the network's prediction, then eps and x0_hat from it (param.h) */
+    const float *y = L->rec + L->rec_off[u->t_out];
     float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
-    for (size_t i = 0; i < L->n_out; i++) L->x0[i] = i < L->n_in ? (x[i] - s1 * L->eps[i]) / sa : 0.0f;
+    for (size_t i = 0; i < L->n_out; i++) {
+        L->eps[i] = i < L->n_in ? param_out(m->sched.pred, LOCO_OUT_EPS, sa, s1, x[i], y[i]) : y[i];
+        L->x0[i] = i < L->n_in ? param_out(m->sched.pred, LOCO_OUT_X0, sa, s1, x[i], y[i]) : 0.0f;
+    }
     if ((s = model_check_finite(L->eps, L->n_out, "linearize: the model output (eps)")) ||
         (s = model_check_finite(L->x0, L->n_out, "linearize: x0_hat"))) {
         loco_lin_free(L);
@@ -297,7 +302,7 @@ static loco_status molrg_jvp(loco_lin *L, loco_output of, const uint8_t *mask, i
         size_t j = 0;
         for (size_t i = 0; i < n; i++) {
             if (mask && !mask[i]) continue;
-            o[j++] = of == LOCO_OUT_X0 ? jx[i] : (v[i] - sa * jx[i]) / s1;
+            o[j++] = param_out(PRED_SAMPLE, of, sa, s1, v[i], jx[i]);
         }
     }
     return LOCO_OK;
@@ -314,10 +319,8 @@ static loco_status molrg_vjp(loco_lin *L, loco_output of, const uint8_t *mask, i
         for (size_t i = 0; i < n; i++) full[(size_t)b * n + i] = (!mask || mask[i]) ? U[(size_t)b * l + j++] : 0.0f;
     }
     molrg_lin_vjp(L->mo, k, full, UJ);
-    if (of == LOCO_OUT_EPS) {
-        const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
-        for (size_t i = 0; i < n * (size_t)k; i++) UJ[i] = (full[i] - sa * UJ[i]) / s1;
-    }
+    const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
+    param_apply(PRED_SAMPLE, of, sa, s1, n * (size_t)k, full, UJ, UJ);
     free(full);
     return LOCO_OK;
 }
@@ -402,7 +405,7 @@ loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k
         if (!isfinite(V[i])) return loco_fail(LOCO_E_NUMERIC, "J V: tangent element %zu is not finite", i);
     memcpy(L->work + L->jvp_off[u->x_in] * (size_t)k, V, sizeof(float) * nin * (size_t)k);
     jvp_pass(L, k);
-    const float *te = L->work + L->jvp_off[u->t_out] * (size_t)k; /* J_eps V, [k, nout] */
+    const float *te = L->work + L->jvp_off[u->t_out] * (size_t)k; /* J_y V, [k, nout] */
     const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
     for (int b = 0; b < k; b++) {
         const float *e = te + (size_t)b * nout;
@@ -411,7 +414,7 @@ loco_status loco_lin_jvp(loco_lin *L, loco_output of, const uint8_t *mask, int k
         float *o = JV + (size_t)b * (mask ? loco_lin_mask_count(L, mask) : nout);
         for (size_t i = 0; i < nout; i++) {
             if (mask && !mask[i]) continue;
-            o[l++] = of == LOCO_OUT_X0 ? (v[i] - s1 * e[i]) / sa : e[i];
+            o[l++] = param_out(L->m->sched.pred, of, sa, s1, v[i], e[i]);
         }
     }
     return model_check_finite(JV, (size_t)k * (mask ? loco_lin_mask_count(L, mask) : nout), "J V");
@@ -508,8 +511,8 @@ loco_status loco_lin_vjp(loco_lin *L, loco_output of, const uint8_t *mask, int k
     }
     memcpy(L->work + L->vjp_off[u->t_out] * (size_t)k, full, sizeof(float) * nout * (size_t)k);
     vjp_pass(L, k);
-    const float *g = L->work + L->vjp_off[u->x_in] * (size_t)k; /* U^T J_eps, [k, nin] */
+    const float *g = L->work + L->vjp_off[u->x_in] * (size_t)k; /* U^T J_y, [k, nin] */
     const float sa = sqrtf(L->abar), s1 = sqrtf(1.0f - L->abar);
-    for (size_t i = 0; i < nin * (size_t)k; i++) UJ[i] = of == LOCO_OUT_X0 ? (full[i] - s1 * g[i]) / sa : g[i];
+    param_apply(L->m->sched.pred, of, sa, s1, nin * (size_t)k, full, g, UJ);
     return model_check_finite(UJ, nin * (size_t)k, "U^T J");
 }

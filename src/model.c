@@ -144,6 +144,7 @@ loco_status loco_model_open(const char *path, loco_model **out) {
         loco_model *mm = calloc(1, sizeof *mm);
         loco_status ms = mm ? molrg_load(path, &mm->mo) : loco_fail(LOCO_E_NOMEM, "out of memory");
         if (!ms) ms = schedule_default(&mm->sched);
+        if (!ms) mm->sched.pred = PRED_SAMPLE; /* MoLRG computes x0_hat in closed form */
         if (!ms && !(mm->path = strdup(path))) ms = loco_fail(LOCO_E_NOMEM, "out of memory");
         if (ms) {
             loco_model_free(mm);
@@ -263,41 +264,53 @@ loco_status model_check_finite(const float *y, size_t n, const char *what) {
     return LOCO_OK;
 }
 
-loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
-    loco_status s = check_inputs(m, batch, x, t, eps);
-    if (s) return s;
-    if (m->mo) {
+/* The network's own prediction y [batch, C, H, W] (what the model's
+ * prediction_type says it predicts), checked finite. */
+static loco_status forward_raw(loco_model *m, int batch, const float *x, const float *t, float *y, unet_tap_fn tap,
+                               void *user) {
+    if (m->mo) { /* MoLRG computes the posterior mean itself: a 'sample' model */
         float *ab = malloc(sizeof(float) * (size_t)batch);
         if (!ab) return loco_fail(LOCO_E_NOMEM, "out of memory");
         for (int b = 0; b < batch; b++) ab[b] = schedule_abar(&m->sched, t[b]);
-        molrg_x0(m->mo, batch, x, ab, eps);
-        const size_t n = m->mo->n;
-        for (int b = 0; b < batch; b++) {
-            const float sa = sqrtf(ab[b]), s1 = sqrtf(1.0f - ab[b]);
-            for (size_t i = 0; i < n; i++) {
-                size_t k = (size_t)b * n + i;
-                eps[k] = (x[k] - sa * eps[k]) / s1;
-            }
-        }
+        molrg_x0(m->mo, batch, x, ab, y);
         free(ab);
         return LOCO_OK;
     }
-    if ((s = model_reserve_arena(m, batch))) return s;
+    loco_status s = model_reserve_arena(m, batch);
+    if (s) return s;
     threads_for_work(m->net.flops);
-    unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, NULL, NULL);
-    return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
-                              "the model output (eps)");
+    unet_forward(&m->net, batch, x, t, y, m->arena, m->scratch, tap, user);
+    return model_check_finite(y, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
+                              "the model output");
+}
+
+/* dst = eps or x0_hat of the prediction y, per batch item (param.h); dst
+ * may be y */
+static void from_prediction(const loco_model *m, loco_output out, int batch, const float *x, const float *t,
+                            const float *y, float *dst) {
+    const size_t per = m->mo ? m->mo->n : (size_t)m->net.cfg.in_ch * m->net.cfg.height * m->net.cfg.width;
+    for (int b = 0; b < batch; b++) {
+        const float ab = schedule_abar(&m->sched, t[b]), sa = sqrtf(ab), s1 = sqrtf(1.0f - ab);
+        const size_t o = (size_t)b * per;
+        param_apply(m->sched.pred, out, sa, s1, per, x + o, y + o, dst + o);
+    }
+}
+
+loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
+    loco_status s = check_inputs(m, batch, x, t, eps);
+    if (s) return s;
+    if ((s = forward_raw(m, batch, x, t, eps, NULL, NULL))) return s;
+    if (m->sched.pred != PRED_EPSILON) from_prediction(m, LOCO_OUT_EPS, batch, x, t, eps, eps);
+    return LOCO_OK;
 }
 
 loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
                           void *user) {
     loco_status s = check_inputs(m, batch, x, t, eps);
     if (s) return s;
-    if ((s = model_reserve_arena(m, batch))) return s;
-    threads_for_work(m->net.flops);
-    unet_forward(&m->net, batch, x, t, eps, m->arena, m->scratch, tap, user);
-    return model_check_finite(eps, (size_t)batch * m->net.cfg.out_ch * m->net.cfg.height * m->net.cfg.width,
-                              "the model output (eps)");
+    if ((s = forward_raw(m, batch, x, t, eps, tap, user))) return s;
+    if (m->sched.pred != PRED_EPSILON) from_prediction(m, LOCO_OUT_EPS, batch, x, t, eps, eps);
+    return LOCO_OK;
 }
 
 const float *loco_model_alphas_cumprod(const loco_model *m, int *n) {
@@ -314,21 +327,15 @@ loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const fl
     if (c->in_ch != c->out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "x0_hat needs in_channels == out_channels (%d vs %d)", c->in_ch, c->out_ch);
     size_t per = (size_t)c->in_ch * c->height * c->width;
-    float *e = eps ? eps : loco_malloc(per * (size_t)batch * sizeof(float));
-    if (!e) return loco_fail(LOCO_E_NOMEM, "out of memory");
-    if ((s = loco_model_eps(m, batch, x, t, e))) {
-        if (!eps) free(e);
+    float *y = eps ? eps : loco_malloc(per * (size_t)batch * sizeof(float));
+    if (!y) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    if ((s = forward_raw(m, batch, x, t, y, NULL, NULL))) {
+        if (!eps) free(y);
         return s;
     }
-    for (int b = 0; b < batch; b++) {
-        float ab = schedule_abar(&m->sched, t[b]);
-        float sa = sqrtf(ab), s1 = sqrtf(1.0f - ab);
-        for (size_t i = 0; i < per; i++) {
-            size_t k = (size_t)b * per + i;
-            x0_hat[k] = (x[k] - s1 * e[k]) / sa;
-        }
-    }
-    if (!eps) free(e);
+    from_prediction(m, LOCO_OUT_X0, batch, x, t, y, x0_hat);
+    if (eps && m->sched.pred != PRED_EPSILON) from_prediction(m, LOCO_OUT_EPS, batch, x, t, y, eps);
+    if (!eps) free(y);
     return LOCO_OK;
 }
 

@@ -73,7 +73,7 @@ static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *
         for (size_t i = 0; i < n; i++) z[i] = (float)loco_rng_normal(rng);
     }
     for (size_t i = 0; i < n * (size_t)B; i++) {
-        float x0 = (x[i] - s1 * eps[i]) / sa;
+        float x0 = param_out(PRED_EPSILON, LOCO_OUT_X0, sa, s1, x[i], eps[i]); /* eps from loco_model_eps */
         if (clip) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
         float v = cx * x0 + ce * eps[i];
         if (z) v += sigma * z[i % n];

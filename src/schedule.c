@@ -106,8 +106,26 @@ loco_status schedule_from_json(schedule *s, const char *path) {
         }
         kind = v->valuestring;
     }
+    pred_type pred = PRED_EPSILON;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "prediction_type")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'prediction_type' must be a string", path);
+        }
+        if (strcmp(v->valuestring, "epsilon") == 0) pred = PRED_EPSILON;
+        else if (strcmp(v->valuestring, "v_prediction") == 0) pred = PRED_V;
+        else if (strcmp(v->valuestring, "sample") == 0) pred = PRED_SAMPLE;
+        else {
+            st = loco_fail(LOCO_E_UNSUPPORTED,
+                           "%s: key 'prediction_type' is '%s' (supported: epsilon, v_prediction, sample)", path,
+                           v->valuestring);
+            cJSON_Delete(j);
+            return st;
+        }
+    }
     st = schedule_make(s, kind, T, b0, b1);
     if (st) loco_fail_in(st, path);
+    else s->pred = pred;
     cJSON_Delete(j);
     return st;
 }

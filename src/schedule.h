@@ -4,10 +4,12 @@
 #define LOCO_SCHEDULE_H
 
 #include "internal.h"
+#include "param.h"
 
 typedef struct schedule {
     int T;                 /* num_train_timesteps                 */
     float *alphas_cumprod; /* [T], owned                          */
+    pred_type pred;        /* prediction_type (default epsilon)   */
 } schedule;
 
 /* DDPM's linear betas, the default of schedule_default, of a

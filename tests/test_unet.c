@@ -1,6 +1,9 @@
 /* test_unet.c - the UNet2DModel forward pass against the reference fixtures
  * (eps, x0_hat and every block output), for both configuration branches. */
 #include "testutil.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 #include "model.h"
 
 typedef struct tap_ctx {
@@ -164,8 +167,138 @@ static void test_thread_invariance(void **state) {
     loco_model_free(m);
 }
 
+/* A folder of the unet-small weights whose scheduler_config.json says
+ * prediction_type `pred`: dir/pred/ (links to the fixture's files). */
+static void make_pred_model(const char *dir, const char *pred, char *out, size_t n) {
+    snprintf(out, n, "%s/%s", dir, pred);
+    assert_int_equal(mkdir(out, 0755), 0);
+    char a[1024], b[1200];
+    const char *files[2] = {"config.json", "diffusion_pytorch_model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *src = realpath(fixture_path("unet-small"), NULL);
+        assert_non_null(src);
+        snprintf(a, sizeof a, "%s/%s", src, files[i]);
+        snprintf(b, sizeof b, "%s/%s", out, files[i]);
+        free(src);
+        assert_int_equal(symlink(a, b), 0);
+    }
+    snprintf(b, sizeof b, "%s/scheduler", out);
+    assert_int_equal(mkdir(b, 0755), 0);
+    snprintf(b, sizeof b, "%s/scheduler/scheduler_config.json", out);
+    FILE *f = fopen(b, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"_class_name\": \"DDPMScheduler\", \"num_train_timesteps\": 1000, \"prediction_type\": \"%s\"}\n",
+            pred);
+    fclose(f);
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs((double)a[i] - b[i]) > d) d = fabs((double)a[i] - b[i]);
+        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+    }
+    return d / (1.0 + m);
+}
+
+/* prediction_type from scheduler_config.json, as diffusers' DDIMScheduler
+ * reads the network's output y: v_prediction gives eps = s1 x + sa y and
+ * x0 = sa x - s1 y, sample gives x0 = y and eps = (x - sa y) / s1; the same
+ * weights read as epsilon give y itself. The Jacobians follow the same
+ * linear maps, and the adjoint identity holds for a v model. */
+static void test_prediction_types(void **state) {
+    (void)state;
+    char dir[] = "/tmp/loco_pred_XXXXXX", pe[256], pv[256], ps[256], pf[256];
+    assert_non_null(mkdtemp(dir));
+    make_pred_model(dir, "epsilon", pe, sizeof pe);
+    make_pred_model(dir, "v_prediction", pv, sizeof pv);
+    make_pred_model(dir, "sample", ps, sizeof ps);
+    make_pred_model(dir, "flow", pf, sizeof pf);
+    loco_model *me, *mv, *ms, *mf = NULL;
+    CHECK_OK(loco_model_open(pe, &me));
+    CHECK_OK(loco_model_open(pv, &mv));
+    CHECK_OK(loco_model_open(ps, &ms));
+    assert_int_equal(loco_model_open(pf, &mf), LOCO_E_UNSUPPORTED);
+    assert_non_null(strstr(loco_last_error(), "prediction_type"));
+    assert_non_null(strstr(loco_last_error(), "flow"));
+    assert_null(mf);
+    loco_model_info inf;
+    CHECK_OK(loco_model_get_info(me, &inf));
+    const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
+    const int k = 2;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *e = malloc(sizeof(float) * n),
+          *x0 = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n * k), *V = malloc(sizeof(float) * n * k),
+          *Jy = malloc(sizeof(float) * n * k), *J = malloc(sizeof(float) * n * k);
+    assert_true(x && y && e && x0 && ref && V && Jy && J);
+    uint64_t r = 7;
+    for (size_t i = 0; i < n * k; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        V[i] = (float)((r >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+        if (i < n) x[i] = V[i] * 1.5f;
+    }
+    const float t = 400.0f, ab = loco_model_abar(me, t), sa = sqrtf(ab), s1 = sqrtf(1.0f - ab);
+    CHECK_OK(loco_model_eps(me, 1, x, &t, y)); /* the network's output */
+    /* v_prediction */
+    CHECK_OK(loco_model_x0_hat(mv, 1, x, &t, x0, e));
+    for (size_t i = 0; i < n; i++) ref[i] = s1 * x[i] + sa * y[i];
+    double d1 = max_rel_diff(e, ref, n);
+    for (size_t i = 0; i < n; i++) ref[i] = sa * x[i] - s1 * y[i];
+    double d2 = max_rel_diff(x0, ref, n);
+    printf("  v_prediction: eps %.2e, x0_hat %.2e (relative to 1 + max|ref|)\n", d1, d2);
+    assert_true(d1 < 1e-6 && d2 < 1e-6);
+    /* sample */
+    CHECK_OK(loco_model_x0_hat(ms, 1, x, &t, x0, e));
+    assert_memory_equal(x0, y, sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) ref[i] = (x[i] - sa * y[i]) / s1;
+    d1 = max_rel_diff(e, ref, n);
+    printf("  sample: eps %.2e, x0_hat exact\n", d1);
+    assert_true(d1 < 1e-6);
+    /* Jacobians of a v model: J_x0 V = sa V - s1 J_y V, U^T J_x0 = sa U - s1 U^T J_y */
+    loco_lin *Le, *Lv;
+    CHECK_OK(loco_linearize(me, x, t, &Le));
+    CHECK_OK(loco_linearize(mv, x, t, &Lv));
+    CHECK_OK(loco_lin_jvp(Le, LOCO_OUT_EPS, NULL, k, V, Jy));
+    CHECK_OK(loco_lin_jvp(Lv, LOCO_OUT_X0, NULL, k, V, J));
+    for (size_t i = 0; i < n * k; i++) ref[i] = sa * V[i] - s1 * Jy[i];
+    d1 = max_rel_diff(J, ref, n * k);
+    CHECK_OK(loco_lin_vjp(Le, LOCO_OUT_EPS, NULL, k, V, Jy));
+    CHECK_OK(loco_lin_vjp(Lv, LOCO_OUT_X0, NULL, k, V, J));
+    for (size_t i = 0; i < n * k; i++) ref[i] = sa * V[i] - s1 * Jy[i];
+    d2 = max_rel_diff(J, ref, n * k);
+    printf("  v_prediction: J V %.2e, U^T J %.2e\n", d1, d2);
+    assert_true(d1 < 1e-6 && d2 < 1e-6);
+    /* adjoint identity on the v model: <u, J v> = <J^T u, v> */
+    CHECK_OK(loco_lin_jvp(Lv, LOCO_OUT_X0, NULL, 1, V, J));
+    CHECK_OK(loco_lin_vjp(Lv, LOCO_OUT_X0, NULL, 1, V + n, Jy));
+    double lhs = 0, rhs = 0, nu = 0, nj = 0;
+    for (size_t i = 0; i < n; i++) {
+        lhs += (double)V[n + i] * J[i];
+        rhs += (double)Jy[i] * V[i];
+        nu += (double)V[n + i] * V[n + i];
+        nj += (double)J[i] * J[i];
+    }
+    double rel = fabs(lhs - rhs) / sqrt(nu * nj);
+    printf("  v_prediction adjoint: <u,Jv> %.9e <J^T u,v> %.9e rel %.2e\n", lhs, rhs, rel);
+    assert_true(rel < 1e-6);
+    loco_lin_free(Le);
+    loco_lin_free(Lv);
+    free(x);
+    free(y);
+    free(e);
+    free(x0);
+    free(ref);
+    free(V);
+    free(Jy);
+    free(J);
+    loco_model_free(me);
+    loco_model_free(mv);
+    loco_model_free(ms);
+    assert_int_equal(loco_remove_tree(dir), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prediction_types),
         cmocka_unit_test(test_thread_invariance),
         cmocka_unit_test(test_unet_small),
         cmocka_unit_test(test_unet_small_mh),
