@@ -226,10 +226,10 @@ static void test_prediction_types(void **state) {
     CHECK_OK(loco_model_get_info(me, &inf));
     const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
     const int k = 2;
-    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *e = malloc(sizeof(float) * n),
-          *x0 = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n * k), *V = malloc(sizeof(float) * n * k),
-          *Jy = malloc(sizeof(float) * n * k), *J = malloc(sizeof(float) * n * k);
-    assert_true(x && y && e && x0 && ref && V && Jy && J);
+    float *x = calloc(n, sizeof(float)), *y = calloc(n, sizeof(float)), *e = calloc(n, sizeof(float)),
+          *x0 = calloc(n, sizeof(float)), *ref = calloc(n * k, sizeof(float)), *V = calloc(n * k, sizeof(float)),
+          *Jy = calloc(n * k, sizeof(float)), *J = calloc(n * k, sizeof(float));
+    if (!x || !y || !e || !x0 || !ref || !V || !Jy || !J) fail_msg("out of memory");
     uint64_t r = 7;
     for (size_t i = 0; i < n * k; i++) {
         r = r * 6364136223846793005ULL + 1442695040888963407ULL;
