@@ -173,7 +173,7 @@ int cmd_edit(args *a) {
     int n_str = 2, n_dir = 1;
     long long seed = 0, ll;
     double d;
-    int rc0;
+    int rc0, writing = 0;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--image"))) image = v;
@@ -411,7 +411,9 @@ int cmd_edit(args *a) {
     }
     double t_dec = now() - t0;
 
-    /* 4. outputs, into the temporary folder */
+    /* 4. outputs, into the temporary folder (an error there names that
+     * folder's file: say what was being done) */
+    writing = 1;
     if ((st = write_png(dir, "original.png", x0, C, H, W)) || (st = write_png(dir, "recon.png", batch, C, H, W))) goto err;
     const float **strip = malloc(sizeof(float *) * (size_t)(n_img + 1));
     if (!strip) {
@@ -536,7 +538,7 @@ int cmd_edit(args *a) {
     }
     goto done;
 err:
-    rc = fail(st);
+    rc = writing ? fail_in("writing the outputs (nothing in --out changed)", st) : fail(st);
 done:
     free(text);
     cJSON_Delete(rep);
