@@ -32,10 +32,8 @@ fi
 "$LOCO" mask "$M/example_labels.png" --part mouth --dilate 1 --out "$W/mouth.png" --quiet
 # x [1,3,256,256] of zeros for the one-shot eps
 n=$((3 * 256 * 256))
-h="{\"x\":{\"dtype\":\"F32\",\"shape\":[1,3,256,256],\"data_offsets\":[0,$((n * 4))]}}"
-l=${#h}
-printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((l % 256)) $((l / 256 % 256)))" >"$W/x.safetensors"
-printf '%s' "$h" >>"$W/x.safetensors"
+. tests/cli_lib.sh # st_header
+st_header "$W/x.safetensors" x 1,3,256,256 $((n * 4))
 head -c $((n * 4)) /dev/zero >>"$W/x.safetensors"
 
 EDIT="$LOCO edit $M --image $M/example.png --mask $W/mouth.png --out $W/e --rank 5 --null-rank 5 --strengths -6,6 --min-iter 4 --max-iter 4 --quiet"

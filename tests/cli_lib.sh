@@ -41,6 +41,16 @@ run_ok() {
 # check DESC COMMAND-STRING: evaluates a condition
 check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
+# st_header FILE NAME SHAPE NBYTES: starts FILE as a safetensors file with
+# one F32 tensor NAME of SHAPE (e.g. 1,3,32,32) and NBYTES of data, which the
+# caller appends: the 8-byte little-endian header length, then the header
+st_header() {
+    _st_h="{\"$2\":{\"dtype\":\"F32\",\"shape\":[$3],\"data_offsets\":[0,$4]}}"
+    _st_n=${#_st_h}
+    printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((_st_n % 256)) $((_st_n / 256 % 256)))" >"$1"
+    printf '%s' "$_st_h" >>"$1"
+}
+
 # png_size FILE: "WIDTHxHEIGHT" from the PNG's IHDR chunk (sizes < 65536)
 png_size() { od -An -tu1 -j16 -N8 "$1" | awk '{print $3 * 256 + $4 "x" $7 * 256 + $8}'; }
 

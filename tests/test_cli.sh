@@ -43,11 +43,7 @@ run_err() {
 # 'x' of SHAPE (e.g. 1,3,32,32) holding NFLOATS zeros; FIRST=nan makes the
 # first value a NaN.
 write_x() {
-    h="{\"x\":{\"dtype\":\"F32\",\"shape\":[$2],\"data_offsets\":[0,$(($3 * 4))]}}"
-    n=${#h}
-    # 8-byte little-endian header length, the header, then the data
-    printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((n % 256)) $((n / 256 % 256)))" >"$1"
-    printf '%s' "$h" >>"$1"
+    st_header "$1" x "$2" $(($3 * 4))
     if [ "${4:-}" = nan ]; then
         printf '\000\000\300\177' >>"$1"
         dd if=/dev/zero bs=4 count=$(($3 - 1)) 2>/dev/null >>"$1"

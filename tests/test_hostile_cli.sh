@@ -47,10 +47,7 @@ run_err() {
 # tensor NAME of SHAPE whose COUNT elements all have the 4 bytes BYTES
 # (printf octal escapes, little-endian)
 write_f32() {
-    h="{\"$2\":{\"dtype\":\"F32\",\"shape\":[$3],\"data_offsets\":[0,$(($4 * 4))]}}"
-    n=${#h}
-    printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((n % 256)) $((n / 256 % 256)))" >"$1"
-    printf '%s' "$h" >>"$1"
+    st_header "$1" "$2" "$3" $(($4 * 4))
     printf "$5" >"$T/one"
     k=1
     while [ "$k" -lt "$4" ]; do cat "$T/one" "$T/one" >"$T/two" && mv "$T/two" "$T/one" && k=$((k * 2)); done

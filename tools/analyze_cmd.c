@@ -96,6 +96,18 @@ typedef struct str {
     int failed; /* out of memory: the text is incomplete and must not be written */
 } str;
 
+/* Before any work: the output folder (see outputs.c), the images outside
+ * it, then the model. 0, or an exit code with od ended. */
+static int begin(out_dir *od, const char *out, const char *const *paths, int n_paths, const char *model,
+                 loco_model **m) {
+    int rc = out_dir_begin(od, out, analyze_outputs);
+    for (int i = 0; !rc && i < n_paths; i++) rc = check_input_outside(paths[i], out, "--image");
+    loco_status st = rc ? LOCO_OK : loco_model_open(model, m);
+    if (st) rc = fail(st);
+    if (rc) out_dir_end(od);
+    return rc;
+}
+
 /* writes the texts into the temporary folder and swaps it in */
 static int write_outputs(out_dir *od, const char *const *names, str *const *texts, int n) {
     for (int i = 0; i < n; i++)
@@ -225,18 +237,10 @@ static int cmd_rank(args *a) {
     }
     if (!model || !out) return usage_error("analyze rank: %s", "needs MODEL --out DIR");
     out_dir od;
-    int rc0 = out_dir_begin(&od, out, analyze_outputs);
-    for (int i = 0; !rc0 && i < n_paths; i++) rc0 = check_input_outside(paths[i], out, "--image");
-    if (rc0) {
-        out_dir_end(&od);
-        return rc0;
-    }
     loco_model *m;
-    loco_status st;
-    if ((st = loco_model_open(model, &m))) {
-        out_dir_end(&od);
-        return fail(st);
-    }
+    loco_status st = LOCO_OK;
+    int rc0 = begin(&od, out, paths, n_paths, model, &m);
+    if (rc0) return rc0;
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const size_t n = (size_t)inf.in_channels * inf.height * inf.width;
@@ -391,18 +395,10 @@ static int cmd_linearity(args *a) {
     }
     if (!model || !out) return usage_error("analyze linearity: %s", "needs MODEL --out DIR");
     out_dir od;
-    int rc0 = out_dir_begin(&od, out, analyze_outputs);
-    for (int i = 0; !rc0 && i < n_paths; i++) rc0 = check_input_outside(paths[i], out, "--image");
-    if (rc0) {
-        out_dir_end(&od);
-        return rc0;
-    }
     loco_model *m;
-    loco_status st;
-    if ((st = loco_model_open(model, &m))) {
-        out_dir_end(&od);
-        return fail(st);
-    }
+    loco_status st = LOCO_OK;
+    int rc0 = begin(&od, out, paths, n_paths, model, &m);
+    if (rc0) return rc0;
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     const size_t n = (size_t)inf.in_channels * inf.height * inf.width;

@@ -175,9 +175,11 @@ int out_dir_commit(out_dir *o) {
         r = renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->final, RENAME_EXCHANGE);
         if (r != 0 && (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP)) {
             /* no atomic exchange on this file system: old aside, new in */
-            char *old = strdup(o->tmp);
+            /* ".DIR.loco-tmp.PID.XXXXXX.old": a stale temporary if we die here */
+            size_t ol = strlen(o->tmp) + 5;
+            char *old = malloc(ol);
             if (!old) return fail(LOCO_E_NOMEM);
-            old[strlen(old) - 1] ^= 1; /* a sibling name that mkdtemp did not take */
+            snprintf(old, ol, "%s.old", o->tmp);
             r = rename(o->final, old);
             if (r == 0) {
                 r = rename(o->tmp, o->final);
