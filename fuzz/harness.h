@@ -9,7 +9,7 @@
 
 #include "internal.h"
 #include "schedule.h"
-#include "unet.h"
+#include "families/unet2d.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +65,8 @@ static inline void fz_safetensors(const uint8_t *d, size_t n) {
 static inline void fz_config(const uint8_t *d, size_t n) {
     unet_config c;
     if (unet_config_parse(&c, (const char *)d, n, "fuzz/config.json") == LOCO_OK) {
-        unet u;
-        if (unet_build(&u, &c) == LOCO_OK) unet_free(&u);
+        graph u;
+        if (unet2d_build(&u, &c) == LOCO_OK) graph_free(&u);
     }
     char path[64];
     int fd = fz_memfd(d, n, path);

@@ -183,16 +183,46 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
 
 typedef struct loco_model loco_model;
 
-/* Opens a diffusers UNet2DModel folder (config.json +
- * diffusion_pytorch_model.safetensors, or diffusion_pytorch_model.bin, a
- * PyTorch checkpoint: see loco_model_weights_path; scheduler/
- * scheduler_config.json is read when present). `path` may also name the
- * config.json or the weights file directly inside such a folder. On success
- * *out is a new model the caller frees with loco_model_free(). */
+/* Opens a model as the right family:
+ *  - a diffusers UNet2DModel folder (config.json +
+ *    diffusion_pytorch_model.safetensors, or diffusion_pytorch_model.bin, a
+ *    PyTorch checkpoint: see loco_model_weights_path; scheduler/
+ *    scheduler_config.json is read when present);
+ *  - a guided-diffusion (ADM, P2-weighting) folder: config.json with
+ *    "_class_name": "ADMUNetModel" and guided-diffusion's create_model flags,
+ *    and model.safetensors or model.pt;
+ *  - a bare guided-diffusion checkpoint file (.pt or .safetensors, no
+ *    config.json beside it): every flag the tensor shapes determine is
+ *    inferred; the image size and head layout come from loco_open_params
+ *    (loco_model_open_with);
+ *  - a MoLRG closed-form model file (loco_molrg_init).
+ * `path` may also name the config.json or the weights file inside a folder.
+ * On success *out is a new model the caller frees with loco_model_free(). */
 loco_status loco_model_open(const char *path, loco_model **out);
 void loco_model_free(loco_model *m);
 
+/* What a bare checkpoint does not say about itself. */
+typedef struct loco_open_params {
+    const char *preset;  /* NULL, or "p2": the published P2-weighting flags
+                            (256x256, 128 channels, 1 res block, attention at
+                            16, 64 head channels, learn_sigma, scale-shift,
+                            resblock_updown)                                 */
+    int image_size;      /* 0: from the preset                               */
+    int head_channels;   /* num_head_channels; 0: unset                      */
+    int heads;           /* num_heads; 0: unset                              */
+} loco_open_params;
+void loco_open_params_init(loco_open_params *p);
+/* loco_model_open with p (NULL: defaults). The parameters only matter for a
+ * bare checkpoint; a folder that says otherwise wins, and a contradiction is
+ * an error. */
+loco_status loco_model_open_with(const char *path, const loco_open_params *p, loco_model **out);
+/* The family's own words on how the model was opened (for a bare checkpoint:
+ * what was inferred from the shapes and what came from the parameters), or
+ * NULL; owned by the model. */
+const char *loco_model_open_report(const loco_model *m);
+
 typedef struct loco_model_info {
+    const char *family;            /* "UNet2DModel", "ADM", "MoLRG"        */
     int in_channels, out_channels;
     int height, width;             /* sample_size                          */
     int n_blocks;                  /* len(block_out_channels)              */

@@ -68,6 +68,22 @@ loco_status loco_open_file(const char *path, int *fd, uint64_t *size);
  * spinning waits, else the free cores. */
 void threads_for_work(double flops_per_image);
 
+/* ---- text building (common.c) ------------------------------------------- */
+/* A growing string: sb_printf appends the whole formatted text; oom is set
+ * (and later calls do nothing) when memory runs out. s is malloc'd. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "1.5 MiB" */
+void human_bytes(double bytes, char *out, size_t n);
+
+/* ---- activation taps ------------------------------------------------------ */
+/* Called after a block of a network produced the named value [B, c, h, w]. */
+typedef void (*act_tap_fn)(void *user, const char *name, const float *data, int B, int c, int h, int w);
+
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */
 

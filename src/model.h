@@ -1,29 +1,30 @@
-/* model.h - the loco_model handle and internal entry points other modules
- * (linearization, pipelines, tests) use. */
+/* model.h - the loco_model handle (model.c): one family's denoiser behind
+ * the interface of denoiser.h, its noise schedule and cached facts; and the
+ * internal entry points the linearisation, pipelines and tests use. Nothing
+ * here knows a family. */
 #ifndef LOCO_MODEL_H
 #define LOCO_MODEL_H
 
-#include "molrg.h"
-#include "schedule.h"
-#include "unet.h"
+#include "denoiser.h"
 
 struct loco_model {
-    char *path;        /* model folder, owned                              */
-    unet net;          /* graph + parameters                               */
-    schedule sched;    /* alphas_cumprod                                   */
-    float *arena;      /* activation arena, grown to the largest batch     */
-    size_t arena_bytes;
-    float *scratch;    /* [net.scratch_floats]                             */
-    molrg *mo;         /* non-NULL: a MoLRG closed-form model; net holds only
-                          its sizes (cfg.in_ch/out_ch/height/width)        */
+    char *path;          /* what was opened (folder or file), owned        */
+    denoiser d;          /* the family instance                            */
+    char *report;        /* the family's words on opening, or NULL, owned   */
+    schedule sched;      /* alphas_cumprod and the prediction type          */
+    denoiser_info info;  /* cached at open                                  */
 };
 
-loco_status model_open_config(const char *cfg_path, unet_config *cfg);
-loco_status model_reserve_arena(loco_model *m, int batch);
 /* LOCO_E_NUMERIC naming `what` and the first non-finite element of y[n] */
 loco_status model_check_finite(const float *y, size_t n, const char *what);
 /* eps with an activation tap (tests compare block outputs). */
-loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, unet_tap_fn tap,
+loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, act_tap_fn tap,
                           void *user);
+/* Floats of one image (C*H*W of the input). */
+static inline size_t model_image_size(const loco_model *m) {
+    return (size_t)m->info.in_ch * m->info.height * m->info.width;
+}
+/* The graph of a graph family's model (tests look inside); NULL otherwise. */
+struct graph *model_graph(loco_model *m);
 
 #endif

@@ -53,8 +53,7 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
  * stays the network's, as with use_clipped_model_output False) */
 static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *tb, float t_net, float t, float t_next,
                              float eta, loco_rng *rng, int clip) {
-    const unet_config *c = &m->net.cfg;
-    const size_t n = (size_t)c->in_ch * c->height * c->width;
+    const size_t n = model_image_size(m);
     for (int b = 0; b < B; b++) tb[b] = t_net;
     loco_status s = loco_model_eps(m, B, x, tb, eps);
     if (s) return s;
@@ -84,8 +83,7 @@ static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *
 }
 
 static loco_status ddim_buffers(loco_model *m, int B, float **eps, float **tb) {
-    const unet_config *c = &m->net.cfg;
-    *eps = loco_malloc(sizeof(float) * (size_t)B * c->in_ch * c->height * c->width);
+    *eps = loco_malloc(sizeof(float) * (size_t)B * model_image_size(m));
     *tb = loco_malloc(sizeof(float) * (size_t)B);
     if (!*eps || !*tb) {
         free(*eps);
@@ -102,7 +100,7 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
     if (!x || B < 1 || from < 0 || to <= from)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "inversion: need x, batch >= 1 and 0 <= from < to (got %d, %d)", from,
                          to);
-    if (m->net.cfg.in_ch != m->net.cfg.out_ch)
+    if (m->info.in_ch != m->info.out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
     float *eps, *tb;
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
@@ -123,7 +121,7 @@ static loco_status ddim_sample(loco_model *m, int B, float *x, const float *grid
     if (!x || B < 1 || to < 0 || from <= to)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need x, batch >= 1 and 0 <= to < from (got %d, %d)", from,
                          to);
-    if (m->net.cfg.in_ch != m->net.cfg.out_ch)
+    if (m->info.in_ch != m->info.out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
     float *eps, *tb;
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
@@ -162,8 +160,7 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
     float *grid = loco_malloc(sizeof(float) * (size_t)(steps > 0 ? steps : 1));
     if (!grid) return loco_fail(LOCO_E_NOMEM, "sampling: out of memory");
     loco_status s = loco_ddim_grid(steps, T, grid);
-    const unet_config *c = &m->net.cfg;
-    const size_t per = (size_t)c->in_ch * c->height * c->width;
+    const size_t per = model_image_size(m);
     for (int i = 0; i < n && !s; i++) {
         loco_rng r;
         loco_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
@@ -253,8 +250,7 @@ loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, cons
         free(gi);
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
     }
-    const unet_config *c = &m->net.cfg;
-    const size_t n = (size_t)c->in_ch * c->height * c->width;
+    const size_t n = model_image_size(m);
     const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
     memcpy(xt, x0, sizeof(float) * n);
     int evals = 0;
@@ -294,8 +290,7 @@ loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, fl
     if (p->boost_t > 0) boost = g[nearest_start(g, p->steps, (double)p->boost_t * m->sched.T)];
     s = loco_ddim_sample(m, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
     if (!s) {
-        const unet_config *c = &m->net.cfg;
-        s = model_check_finite(x, (size_t)B * c->in_ch * c->height * c->width, "denoising: the edited images");
+        s = model_check_finite(x, (size_t)B * model_image_size(m), "denoising: the edited images");
     }
     if (nfe) *nfe = e * B;
     free(g);

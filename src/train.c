@@ -1,7 +1,8 @@
 /* train.c - the trainer: eps-prediction MSE, AdamW, EMA, checkpoints
  * (see the Training section of loco.h). */
-#include "backward.h"
-#include "model.h"
+#include "families/unet2d.h"
+#include "graph/backward.h"
+#include "schedule.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -199,17 +200,17 @@ static int sched_json(char *buf, size_t n, double beta_start, double beta_end) {
 }
 
 typedef struct trainer {
-    unet u;
+    graph u;
     float *w, *m, *v, *ema, *grad;
     int64_t step;
     loco_rng rng;
 } trainer;
 
-/* state tensor names: "ema." and a parameter name (unet.h: param.name) */
+/* state tensor names: "ema." and a parameter name (graph.h: param.name) */
 #define STATE_NAME_CAP 160
 _Static_assert(sizeof(((param *)0)->name) + sizeof "ema." <= STATE_NAME_CAP, "state tensor names fit");
 
-static void fill_refs(const unet *u, const float *base, loco_tensor_ref *refs, const char *prefix, char *names) {
+static void fill_refs(const graph *u, const float *base, loco_tensor_ref *refs, const char *prefix, char *names) {
     for (int i = 0; i < u->n_params; i++) {
         const param *q = &u->params[i];
         char *nm = names + (size_t)i * STATE_NAME_CAP;
@@ -223,7 +224,7 @@ static void fill_refs(const unet *u, const float *base, loco_tensor_ref *refs, c
 }
 
 static loco_status save_all(const trainer *tr, const loco_train_params *p, const char *cfg_text, size_t cfg_len) {
-    const unet *u = &tr->u;
+    const graph *u = &tr->u;
     size_t np = (size_t)u->n_params;
     loco_tensor_ref *refs = calloc(4 * np + 2, sizeof *refs);
     char *names = malloc(4 * np * STATE_NAME_CAP);
@@ -327,7 +328,7 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
         return s;
     }
     s = check_state_betas(f, path, p);
-    const unet *u = &tr->u;
+    const graph *u = &tr->u;
     float *bufs[4] = {tr->w, tr->m, tr->v, tr->ema};
     const char *pre[4] = {"w.", "m.", "v.", "ema."};
     char nm[STATE_NAME_CAP];
@@ -342,24 +343,6 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
     loco_tensors_close(f);
     free(path);
     return s;
-}
-
-/* initial weights: PyTorch's default initialisation as loco_model_init_random */
-static void init_weights(const unet *u, float *w, uint64_t seed) {
-    loco_rng rng;
-    loco_rng_seed(&rng, seed);
-    for (int i = 0; i < u->n_params; i++) {
-        const param *q = &u->params[i];
-        float *dst = w + q->off;
-        for (size_t k = 0; k < q->numel; k++) {
-            if (q->fan_in > 0) {
-                float bound = 1.0f / sqrtf(q->fan_in);
-                dst[k] = (float)((2.0 * loco_rng_uniform(&rng) - 1.0) * bound);
-            } else {
-                dst[k] = q->is_gn_weight ? 1.0f : 0.0f;
-            }
-        }
-    }
 }
 
 /* ---- the loop -------------------------------------------------------------- */
@@ -387,13 +370,13 @@ loco_status loco_train(const loco_train_params *p) {
     train_data data;
     memset(&data, 0, sizeof data);
     schedule sched = {0};
-    unet_train *ut = NULL;
+    graph_train *ut = NULL;
     float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL;
     unet_config cfg;
     int built = 0;
     if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
-    if ((s = unet_build(&tr.u, &cfg))) goto done;
-    unet_set_winograd(&tr.u, p->winograd);
+    if ((s = unet2d_build(&tr.u, &cfg))) goto done;
+    graph_set_winograd(&tr.u, p->winograd);
     built = 1;
     if (cfg.in_ch != cfg.out_ch) {
         s = loco_fail(LOCO_E_UNSUPPORTED, "train: eps prediction needs out_channels == in_channels (%d, %d)", cfg.out_ch,
@@ -421,13 +404,13 @@ loco_status loco_train(const loco_train_params *p) {
         if ((s = load_state(&tr, p->out_dir, p))) goto done;
     } else {
         loco_rng_seed(&tr.rng, p->seed);
-        init_weights(&tr.u, tr.w, loco_rng_next(&tr.rng));
+        graph_init_random(&tr.u, tr.w, loco_rng_next(&tr.rng));
         memcpy(tr.ema, tr.w, P * sizeof(float));
     }
     /* the network reads its parameters from u.pdata: point it at the raw weights */
     free(tr.u.pdata);
     tr.u.pdata = tr.w;
-    if ((s = unet_train_new(&tr.u, p->batch, &ut))) goto done;
+    if ((s = graph_train_new(&tr.u, p->batch, &ut))) goto done;
 
     const int T = sched.T;
     const double t0 = loco_now();
@@ -448,7 +431,7 @@ loco_status loco_train(const loco_train_params *p) {
             for (size_t i = 0; i < per; i++) xb[i] = sa * xb[i] + sb * nb[i];
         }
         threads_for_work(tr.u.flops);
-        if ((s = unet_train_forward(ut, x, t, epsh))) goto done;
+        if ((s = graph_train_forward(ut, x, t, epsh))) goto done;
         double loss = 0;
         const float g = 2.0f / (float)n;
         for (size_t i = 0; i < n; i++) {
@@ -462,7 +445,7 @@ loco_status loco_train(const loco_train_params *p) {
             goto done;
         }
         memset(tr.grad, 0, P * sizeof(float));
-        if ((s = unet_train_backward(ut, epsh, tr.grad, NULL))) goto done;
+        if ((s = graph_train_backward(ut, epsh, tr.grad, NULL))) goto done;
 
         /* AdamW, then the EMA */
         int64_t k = tr.step + 1;
@@ -494,10 +477,10 @@ loco_status loco_train(const loco_train_params *p) {
     }
     if (first >= p->steps) s = save_all(&tr, p, cfg_text, cfg_len); /* nothing to do: still write the folder */
 done:
-    unet_train_free(ut);
+    graph_train_free(ut);
     if (built) {
         if (tr.u.pdata == tr.w) tr.u.pdata = NULL;
-        unet_free(&tr.u);
+        graph_free(&tr.u);
     }
     loco_free(tr.w);
     loco_free(tr.m);

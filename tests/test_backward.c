@@ -27,8 +27,9 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "backward.h"
+#include "graph/backward.h"
 #include "model.h"
+#include "families/unet2d.h"
 #include "ops.h"
 
 #define FD_TOL 1e-3
@@ -124,7 +125,7 @@ static const char *ends_with(const char *s, const char *suf) {
 static loco_model *open_tiny(void) {
     loco_model *m;
     CHECK_OK(loco_model_open(g_dir, &m));
-    unet *u = &m->net;
+    graph *u = model_graph(m);
     for (int p = 0; p < u->n_params; p++) {
         const param *pp = &u->params[p];
         float *w = u->pdata + pp->off;
@@ -141,24 +142,24 @@ static loco_model *open_tiny(void) {
     return m;
 }
 
-static int param_id(const unet *u, const char *name) {
+static int param_id(const graph *u, const char *name) {
     for (int p = 0; p < u->n_params; p++)
         if (strcmp(u->params[p].name, name) == 0) return p;
     fail_msg("no parameter '%s'", name);
     return -1;
 }
 
-static size_t n_in(const unet *u) { return unet_value_size(u, u->x_in); }
-static size_t n_out(const unet *u) { return unet_value_size(u, u->t_out); }
+static size_t n_in(const graph *u) { return graph_value_size(u, u->x_in); }
+static size_t n_out(const graph *u) { return graph_value_size(u, u->t_out); }
 
 /* grad (accumulated into) and dx of L = sum(c * eps) at batch B */
-static void train_grad(const unet *u, int B, const float *x, const float *t, const float *c, float *grad, float *dx,
+static void train_grad(const graph *u, int B, const float *x, const float *t, const float *c, float *grad, float *dx,
                        float *eps) {
-    unet_train *tr;
-    CHECK_OK(unet_train_new(u, B, &tr));
-    CHECK_OK(unet_train_forward(tr, x, t, eps));
-    CHECK_OK(unet_train_backward(tr, c, grad, dx));
-    unet_train_free(tr);
+    graph_train *tr;
+    CHECK_OK(graph_train_new(u, B, &tr));
+    CHECK_OK(graph_train_forward(tr, x, t, eps));
+    CHECK_OK(graph_train_backward(tr, c, grad, dx));
+    graph_train_free(tr);
 }
 
 /* ======================================================================== */
@@ -169,7 +170,7 @@ static void train_grad(const unet *u, int B, const float *x, const float *t, con
 
 typedef struct fd_ctx {
     loco_model *m;
-    unet_train *tr;
+    graph_train *tr;
     int B;
     size_t no;            /* outputs of the batch                              */
     const float *x, *t;   /* the point (x is switched to xbuf for x steps)     */
@@ -181,7 +182,7 @@ typedef struct fd_ctx {
 } fd_ctx;
 
 static void fd_setup(fd_ctx *f, loco_model *m, int B, const float *x, const float *t) {
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     memset(f, 0, sizeof *f);
     f->m = m;
     f->B = B;
@@ -198,13 +199,13 @@ static void fd_setup(fd_ctx *f, loco_model *m, int B, const float *x, const floa
     f->fdv = calloc((size_t)FD_LEVELS * f->no, sizeof(double));
     assert_non_null(f->fdv);
     memcpy(f->theta0, u->pdata, u->total_params * sizeof(float));
-    CHECK_OK(unet_train_new(u, B, &f->tr));
+    CHECK_OK(graph_train_new(u, B, &f->tr));
 }
 
 static void fd_teardown(fd_ctx *f) {
     /* the parameters are back where they were */
-    assert_memory_equal(f->m->net.pdata, f->theta0, f->m->net.total_params * sizeof(float));
-    unet_train_free(f->tr);
+    assert_memory_equal(model_graph(f->m)->pdata, f->theta0, model_graph(f->m)->total_params * sizeof(float));
+    graph_train_free(f->tr);
     free(f->eps);
     free(f->eps2);
     free(f->c);
@@ -222,7 +223,7 @@ static float *fd_target(fd_ctx *f, size_t off, const float **t0) {
         return f->xbuf;
     }
     *t0 = f->theta0 + off;
-    return f->m->net.pdata + off;
+    return model_graph(f->m)->pdata + off;
 }
 
 /* theta (or x) = t0 + sgn h d, rounded to float32 as the forward sees it */
@@ -279,7 +280,7 @@ static double fd_analytic(fd_ctx *f, size_t off, size_t n, const float *d, const
  * within FD_TOL, and a gradient 1% off must not. */
 static void fd_check(fd_ctx *f, const char *what, size_t off, size_t n, const float *d, double h0, const float *c,
                      const float *g) {
-    const unet *u = &f->m->net;
+    const graph *u = model_graph(f->m);
     fd_levels(f, off, n, d, h0);
     if (!c) {
         /* c = J d from the middle levels, scaled to max |c| = 1 */
@@ -290,8 +291,8 @@ static void fd_check(fd_ctx *f, const char *what, size_t off, size_t n, const fl
         for (size_t i = 0; i < f->no; i++) f->c[i] = (float)((4 * b[i] - a[i]) / 3 / mx);
         c = f->c;
         memset(f->g, 0, u->total_params * sizeof(float));
-        CHECK_OK(unet_train_forward(f->tr, f->x0, f->t, NULL));
-        CHECK_OK(unet_train_backward(f->tr, c, f->g, f->dxg));
+        CHECK_OK(graph_train_forward(f->tr, f->x0, f->t, NULL));
+        CHECK_OK(graph_train_backward(f->tr, c, f->g, f->dxg));
         g = off == SIZE_MAX ? f->dxg : f->g + off;
     }
     double D[FD_LEVELS], R[FD_LEVELS - 1];
@@ -332,7 +333,7 @@ static int zero_grad_param(const param *p) { return ends_with(p->name, "to_k.bia
 /* Direction over all parameters, each tensor scaled by its rms; c random
  * (with its gradient g) or aligned (c NULL). */
 static void fd_all(fd_ctx *f, uint64_t seed, double h0, const float *c, const float *g) {
-    const unet *u = &f->m->net;
+    const graph *u = model_graph(f->m);
     float *d = falloc(u->total_params);
     randn(d, u->total_params, seed);
     for (int p = 0; p < u->n_params; p++) {
@@ -347,7 +348,7 @@ static void fd_all(fd_ctx *f, uint64_t seed, double h0, const float *c, const fl
 
 /* x: a random direction */
 static void fd_x(fd_ctx *f, uint64_t seed, double h0, const float *c, const float *dx) {
-    const size_t n = n_in(&f->m->net) * (size_t)f->B;
+    const size_t n = n_in(model_graph(f->m)) * (size_t)f->B;
     float *d = falloc(n);
     randn(d, n, seed);
     fd_check(f, c ? "x (dx), random direction, random c" : "x (dx), random direction, c = J d", SIZE_MAX, n, d, h0, c,
@@ -357,7 +358,7 @@ static void fd_x(fd_ctx *f, uint64_t seed, double h0, const float *c, const floa
 
 /* one random direction per tensor (every tensor, or those named), c = J d */
 static void fd_tensors(fd_ctx *f, const char *const *names, int n_names, uint64_t seed, double h0) {
-    const unet *u = &f->m->net;
+    const graph *u = model_graph(f->m);
     for (int q = 0; q < (names ? n_names : u->n_params); q++) {
         int p = names ? param_id(u, names[q]) : q;
         const param *pp = &u->params[p];
@@ -374,7 +375,7 @@ static void fd_tensors(fd_ctx *f, const char *const *names, int n_names, uint64_
 /* single entries, c = J e_i: the entry with the largest |gradient| under the
  * random c (g), and (both) a random entry among those with at least 10% of it */
 static void fd_entries(fd_ctx *f, const char *const *names, int n_names, const float *gref, double h0, int both) {
-    const unet *u = &f->m->net;
+    const graph *u = model_graph(f->m);
     for (int q = 0; q < n_names; q++) {
         int p = param_id(u, names[q]);
         const param *pp = &u->params[p];
@@ -403,7 +404,7 @@ static void fd_entries(fd_ctx *f, const char *const *names, int n_names, const f
 }
 
 /* the to_k biases: gradient 0 up to rounding, next to the largest */
-static void check_zero_grads(const unet *u, const float *g) {
+static void check_zero_grads(const graph *u, const float *g) {
     double gmax = max_abs(g, u->total_params), worst = 0;
     int n = 0;
     for (int p = 0; p < u->n_params; p++)
@@ -426,7 +427,7 @@ static const char *const tiny_entries[] = {
 static void test_tiny_finite_differences(void **st) {
     (void)st;
     loco_model *m = open_tiny();
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     const int B = 2;
     const size_t ni = n_in(u) * B, no = n_out(u) * B;
     float *x = falloc(ni), *c = falloc(no), *dx = falloc(ni), *eps = falloc(no), *eps_ref = falloc(no);
@@ -481,7 +482,7 @@ static void test_small_finite_differences(void **st) {
     (void)st;
     loco_model *m;
     CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     const size_t ni = n_in(u), no = n_out(u);
     float *x = load_tensor(fixture_path("unet-small/vectors.safetensors"), "x", NULL);
     float *t = load_tensor(fixture_path("unet-small/vectors.safetensors"), "t", NULL);
@@ -518,7 +519,7 @@ static void test_small_finite_differences(void **st) {
 /* ======================================================================== */
 
 static void check_vs_linearize(loco_model *m, const char *name, float t) {
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     const size_t ni = n_in(u), no = n_out(u);
     float *x = falloc(ni), *c = falloc(no), *dx = falloc(ni), *uj = falloc(ni), *eps = falloc(no);
     randn(x, ni, 21);
@@ -567,7 +568,7 @@ static void test_dx_vs_linearize(void **st) {
 /* ======================================================================== */
 
 static void check_batch(loco_model *m, const char *name) {
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     const int B = 3;
     const size_t ni = n_in(u), no = n_out(u), np = u->total_params;
     const float t[3] = {3.0f, 480.5f, 999.0f};
@@ -625,63 +626,63 @@ static void test_batch_consistency(void **st) {
 static void test_accumulate_and_errors(void **st) {
     (void)st;
     loco_model *m = open_tiny();
-    const unet *u = &m->net;
+    const graph *u = model_graph(m);
     const int B = 2;
     const size_t ni = n_in(u) * B, no = n_out(u) * B, np = u->total_params;
     const float t[2] = {100.0f, 700.0f};
     float *x = falloc(ni), *c = falloc(no), *g0 = falloc(np), *gz = falloc(np), *g = falloc(np);
     randn(x, ni, 41);
     randn(c, no, 42);
-    unet_train *tr;
-    CHECK_OK(unet_train_new(u, B, &tr));
-    CHECK_OK(unet_train_forward(tr, x, t, NULL));
-    CHECK_OK(unet_train_backward(tr, c, gz, NULL)); /* from zero */
+    graph_train *tr;
+    CHECK_OK(graph_train_new(u, B, &tr));
+    CHECK_OK(graph_train_forward(tr, x, t, NULL));
+    CHECK_OK(graph_train_backward(tr, c, gz, NULL)); /* from zero */
     /* from a random start: += */
     randn(g0, np, 43);
     for (size_t i = 0; i < np; i++) g0[i] *= 0.01f * (float)max_abs(gz, np);
     memcpy(g, g0, np * sizeof(float));
-    CHECK_OK(unet_train_forward(tr, x, t, NULL));
-    CHECK_OK(unet_train_backward(tr, c, g, NULL));
+    CHECK_OK(graph_train_forward(tr, x, t, NULL));
+    CHECK_OK(graph_train_backward(tr, c, g, NULL));
     for (size_t i = 0; i < np; i++) g[i] -= g0[i];
     CHECK_CLOSE("grad(start g0) - g0 == grad(start 0)", g, gz, np, 1e-6 * max_abs(gz, np));
     /* twice: 2 x */
     memset(g, 0, np * sizeof(float));
     for (int r = 0; r < 2; r++) {
-        CHECK_OK(unet_train_forward(tr, x, t, NULL));
-        CHECK_OK(unet_train_backward(tr, c, g, NULL));
+        CHECK_OK(graph_train_forward(tr, x, t, NULL));
+        CHECK_OK(graph_train_backward(tr, c, g, NULL));
     }
     for (size_t i = 0; i < np; i++) g[i] *= 0.5f;
     CHECK_CLOSE("two backwards == 2 x one", g, gz, np, 1e-6 * max_abs(gz, np));
     /* grad NULL: dx only, and the same dx */
     float *dx = falloc(ni), *dx2 = falloc(ni);
-    CHECK_OK(unet_train_forward(tr, x, t, NULL));
-    CHECK_OK(unet_train_backward(tr, c, NULL, dx));
-    CHECK_OK(unet_train_forward(tr, x, t, NULL));
+    CHECK_OK(graph_train_forward(tr, x, t, NULL));
+    CHECK_OK(graph_train_backward(tr, c, NULL, dx));
+    CHECK_OK(graph_train_forward(tr, x, t, NULL));
     memset(g, 0, np * sizeof(float));
     for (size_t i = 0; i < ni; i++) dx2[i] = 1e6f; /* overwritten, not accumulated */
-    CHECK_OK(unet_train_backward(tr, c, g, dx2));
+    CHECK_OK(graph_train_backward(tr, c, g, dx2));
     CHECK_CLOSE("dx without grad == dx with grad", dx, dx2, ni, 0);
     CHECK_CLOSE("grad after a dx-only pass", g, gz, np, 0);
     /* the record is consumed */
-    expect_error(unet_train_backward(tr, c, g, NULL), LOCO_E_INVALID_ARGUMENT, "no recorded forward", NULL);
-    CHECK_OK(unet_train_forward(tr, x, t, NULL));
+    expect_error(graph_train_backward(tr, c, g, NULL), LOCO_E_INVALID_ARGUMENT, "no recorded forward", NULL);
+    CHECK_OK(graph_train_forward(tr, x, t, NULL));
     c[5] = NAN;
     memcpy(g0, g, np * sizeof(float));
-    expect_error(unet_train_backward(tr, c, g, NULL), LOCO_E_NUMERIC, "deps element 5", NULL);
+    expect_error(graph_train_backward(tr, c, g, NULL), LOCO_E_NUMERIC, "deps element 5", NULL);
     assert_memory_equal(g, g0, np * sizeof(float)); /* untouched */
     c[5] = 0;
     x[7] = INFINITY;
-    expect_error(unet_train_forward(tr, x, t, NULL), LOCO_E_NUMERIC, "x element 7", NULL);
+    expect_error(graph_train_forward(tr, x, t, NULL), LOCO_E_NUMERIC, "x element 7", NULL);
     x[7] = 0;
     float tb[2] = {1.0f, NAN};
-    expect_error(unet_train_forward(tr, x, tb, NULL), LOCO_E_NUMERIC, "t[1]", NULL);
+    expect_error(graph_train_forward(tr, x, tb, NULL), LOCO_E_NUMERIC, "t[1]", NULL);
     /* a failed forward leaves no record */
-    expect_error(unet_train_backward(tr, c, g, NULL), LOCO_E_INVALID_ARGUMENT, "no recorded forward", NULL);
-    unet_train_free(tr);
-    unet_train *t2 = (unet_train *)1;
-    expect_error(unet_train_new(u, 0, &t2), LOCO_E_INVALID_ARGUMENT, "batch 0", NULL);
+    expect_error(graph_train_backward(tr, c, g, NULL), LOCO_E_INVALID_ARGUMENT, "no recorded forward", NULL);
+    graph_train_free(tr);
+    graph_train *t2 = (graph_train *)1;
+    expect_error(graph_train_new(u, 0, &t2), LOCO_E_INVALID_ARGUMENT, "batch 0", NULL);
     assert_null(t2);
-    unet_train_free(NULL);
+    graph_train_free(NULL);
     free(x);
     free(c);
     free(g0);
@@ -873,12 +874,12 @@ static void test_op_attention(void **st) {
 
 static void report_memory(const char *label, const char *cfg_path, int B) {
     unet_config cfg;
-    CHECK_OK(model_open_config(cfg_path, &cfg));
-    unet u;
-    CHECK_OK(unet_build(&u, &cfg));
-    unet_train_mem m1, mb;
-    CHECK_OK(unet_train_plan(&u, 1, &m1));
-    CHECK_OK(unet_train_plan(&u, B, &mb));
+    CHECK_OK(unet_config_read(cfg_path, &cfg));
+    graph u;
+    CHECK_OK(unet2d_build(&u, &cfg));
+    graph_train_mem m1, mb;
+    CHECK_OK(graph_train_plan(&u, 1, &m1));
+    CHECK_OK(graph_train_plan(&u, B, &mb));
     const double MiB = 1048576.0;
     printf("  %-24s B=%-2d record %6.1f MiB (attention %5.1f)  forward peak %6.1f  arena %6.1f (unshared %6.1f)  "
            "scratch %4.1f  [inference arena %5.1f, weights %5.1f] MiB\n",
@@ -888,7 +889,7 @@ static void report_memory(const char *label, const char *cfg_path, int B) {
     assert_int_equal(mb.arena, m1.arena * (size_t)B);
     assert_true(mb.attention < mb.record && mb.record <= mb.forward_peak && mb.forward_peak <= mb.arena);
     assert_true(mb.arena >= u.arena_per_image * (size_t)B * 4);
-    unet_free(&u);
+    graph_free(&u);
 }
 
 static void test_memory(void **st) {

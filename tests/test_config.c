@@ -6,7 +6,7 @@
 #include "testutil.h"
 #include "internal.h"
 #include "tmpdir.h"
-#include "unet.h"
+#include "families/unet2d.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

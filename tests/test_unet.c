@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "model.h"
+#include "graph/graph.h"
 
 typedef struct tap_ctx {
     const char *vec_path;
@@ -95,8 +96,8 @@ static void test_info(void **state) {
      * channels each way on >= 256 pixels run by Winograd at 4/9 the cost */
     double wino = 0;
     int n_wino = 0;
-    for (int i = 0; i < m->net.n_nodes; i++) {
-        const node *n = &m->net.nodes[i];
+    for (int i = 0; i < model_graph(m)->n_nodes; i++) {
+        const node *n = &model_graph(m)->nodes[i];
         if (n->kind != NODE_CONV) continue;
         const conv_geom *g = &n->g;
         if (g->k == 3 && g->stride == 1 && g->pad_t == 1 && g->ho == g->h && g->wo == g->w && g->cin >= 16 &&

@@ -1,4 +1,4 @@
-/* backward.c - training backpropagation through the UNet2DModel graph: a
+/* backward.c - training backpropagation through a graph: a
  * recorded forward pass at batch B, then one reverse pass that accumulates
  * the gradient of every parameter and the cotangent of x (see backward.h).
  *
@@ -8,18 +8,19 @@
  *   CONV    dW += dy (x) x (im2col), db += sums of dy, d(bias2)[b] += pixel
  *           sums of dy[b] (the time_emb_proj output), dx += conv^T dy
  *   GN      dgamma += sum e x_hat, dbeta += sum e (e = silu'(y) dy), dx
- *   ATTN    to_out, to_q/k/v and group norm gradients, dx (ops_grad.c)
- *   ADD, CONCAT, UPSAMPLE, SCALE_SHIFT: as their linear maps
+ *   ATTN    to_out, to_q/k/v and group norm gradients, dx
+ *   FILM    dx, d(scale, shift) per image (the time path's cotangent)
+ *   ADD, CONCAT, UPSAMPLE, AVGPOOL, SLICE, SCALE_SHIFT: as their linear maps
+ * (each kind's bwd in the dispatch table, exec.c)
  *   TEMB    nothing (no parameters, t is not differentiated)
  *
  * The arena holds three kinds of blocks, planned on one timeline: records
  * (value v: id v), cotangents (id nv + v) and per-node saves (GN statistics,
  * attention records: id 2nv + i), plus a transient block per node for
  * recomputing a group norm's output (id 2nv + nn + i). Block id lives at
- * arena + off[id] * B (per-image offsets scaled by the batch, as in unet.c). */
-#include "backward.h"
+ * arena + off[id] * B (per-image offsets scaled by the batch, as in graph.c). */
+#include "graph/backward.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,8 @@
 
 enum { ZERO_IN0 = 1, ZERO_IN1 = 2, ACTIVE = 4, RECOMPUTE = 8 };
 
-struct unet_train {
-    const unet *u;       /* borrowed                                          */
+struct graph_train {
+    const graph *u;      /* borrowed                                          */
     int B;
     size_t *off;         /* [2 nv + 2 nn] per-image offsets (floats)         */
     int *producer;       /* [nv] node writing value v; -1 for x             */
@@ -50,30 +51,19 @@ struct unet_train {
 };
 
 /* floats per image a node saves besides values (GN stats, attention record) */
-static size_t save_floats(const unet *u, int i) {
-    const node *n = &u->nodes[i];
-    if (n->kind == NODE_GN) return 2 * (size_t)n->groups;
-    if (n->kind == NODE_ATTN) {
-        const value *x = &u->values[n->in0];
-        return attn_record_floats(x->c, x->h * x->w, n->heads, n->groups);
-    }
-    return 0;
-}
-
-/* Does node i's reverse pass read its input in0 as recorded? */
-static int reads_in0(const node *n) {
-    return n->kind == NODE_GN || n->kind == NODE_SILU || n->kind == NODE_CONV || n->kind == NODE_LINEAR ||
-           n->kind == NODE_ATTN;
+static size_t save_floats(const graph *u, int i) {
+    const node_ops *op = &graph_node_ops[u->nodes[i].kind];
+    return op->train_save ? op->train_save(u, &u->nodes[i]) : 0;
 }
 
 /* Values with a cotangent: x and every output except the sinusoidal
  * embedding of t (which has neither parameters nor a differentiated input). */
-static int has_cot(const unet *u, const int *producer, int v) {
+static int has_cot(const graph *u, const int *producer, int v) {
     return v >= 0 && (producer[v] < 0 || u->nodes[producer[v]].kind != NODE_TEMB);
 }
 
-static loco_status make_plan(unet_train *tr) {
-    const unet *u = tr->u;
+static loco_status make_plan(graph_train *tr) {
+    const graph *u = tr->u;
     const int nv = u->n_values, nn = u->n_nodes;
     loco_status s = LOCO_OK;
     int *bwd_last = malloc(sizeof(int) * (size_t)nv);
@@ -90,7 +80,12 @@ static loco_status make_plan(unet_train *tr) {
     /* what the reverse pass reads, and the last (lowest) node that reads it */
     for (int i = 0; i < nn; i++) {
         const node *n = &u->nodes[i];
-        if (!reads_in0(n)) continue;
+        const unsigned reads = graph_node_ops[n->kind].train_reads;
+        if ((reads & 2) && n->in1 >= 0) {
+            keep[n->in1] = 1;
+            if (bwd_last[n->in1] < 0) bwd_last[n->in1] = i;
+        }
+        if (!(reads & 1) || n->in0 < 0) continue;
         int p = tr->producer[n->in0];
         if ((n->kind == NODE_CONV || n->kind == NODE_SILU) && p >= 0 && u->nodes[p].kind == NODE_GN) {
             tr->flags[i] |= RECOMPUTE; /* from the group norm's input, which lives longer */
@@ -100,11 +95,11 @@ static loco_status make_plan(unet_train *tr) {
         if (bwd_last[n->in0] < 0) bwd_last[n->in0] = i;
     }
 
-    /* forward: as unet_plan_forward, keeping the records */
-    tr->off[ID_REC(u->x_in)] = planner_alloc(&pl, unet_value_size(u, u->x_in), ID_REC(u->x_in));
+    /* forward: as graph_plan_forward, keeping the records */
+    tr->off[ID_REC(u->x_in)] = planner_alloc(&pl, graph_value_size(u, u->x_in), ID_REC(u->x_in));
     for (int i = 0; i < nn; i++) {
         const node *n = &u->nodes[i];
-        tr->off[ID_REC(n->out)] = planner_alloc(&pl, unet_value_size(u, n->out), ID_REC(n->out));
+        tr->off[ID_REC(n->out)] = planner_alloc(&pl, graph_value_size(u, n->out), ID_REC(n->out));
         size_t sf = save_floats(u, i);
         if (sf) tr->off[ID_SAVE(i)] = planner_alloc(&pl, sf, ID_SAVE(i));
         const int in[2] = {n->in0, n->in1};
@@ -123,8 +118,8 @@ static loco_status make_plan(unet_train *tr) {
     /* reverse: cotangents created at their first use (their last reader),
      * released after their producer; records released after their last
      * reader; pc plans the cotangents alone, for comparison */
-    tr->off[ID_COT(u->t_out)] = planner_alloc(&pl, unet_value_size(u, u->t_out), ID_COT(u->t_out));
-    planner_alloc(&pc, unet_value_size(u, u->t_out), ID_COT(u->t_out));
+    tr->off[ID_COT(u->t_out)] = planner_alloc(&pl, graph_value_size(u, u->t_out), ID_COT(u->t_out));
+    planner_alloc(&pc, graph_value_size(u, u->t_out), ID_COT(u->t_out));
     have[u->t_out] = 1;
     for (int i = nn - 1; i >= 0; i--) {
         const node *n = &u->nodes[i];
@@ -133,14 +128,14 @@ static loco_status make_plan(unet_train *tr) {
         const int in[2] = {n->in0, n->in1};
         for (int j = 0; j < 2; j++)
             if (has_cot(u, tr->producer, in[j]) && !have[in[j]]) {
-                tr->off[ID_COT(in[j])] = planner_alloc(&pl, unet_value_size(u, in[j]), ID_COT(in[j]));
-                planner_alloc(&pc, unet_value_size(u, in[j]), ID_COT(in[j]));
+                tr->off[ID_COT(in[j])] = planner_alloc(&pl, graph_value_size(u, in[j]), ID_COT(in[j]));
+                planner_alloc(&pc, graph_value_size(u, in[j]), ID_COT(in[j]));
                 have[in[j]] = 1;
                 tr->flags[i] |= (unsigned char)(j ? ZERO_IN1 : ZERO_IN0);
             }
         if (tr->flags[i] & RECOMPUTE) {
-            tr->off[ID_TMP(i)] = planner_alloc(&pl, unet_value_size(u, n->in0), ID_TMP(i));
-            planner_alloc(&pc, unet_value_size(u, n->in0), ID_TMP(i));
+            tr->off[ID_TMP(i)] = planner_alloc(&pl, graph_value_size(u, n->in0), ID_TMP(i));
+            planner_alloc(&pc, graph_value_size(u, n->in0), ID_TMP(i));
             planner_free(&pl, ID_TMP(i));
             planner_free(&pc, ID_TMP(i));
         }
@@ -169,7 +164,7 @@ done:
     return s;
 }
 
-void unet_train_free(unet_train *tr) {
+void graph_train_free(graph_train *tr) {
     if (!tr) return;
     free(tr->off);
     free(tr->producer);
@@ -180,19 +175,19 @@ void unet_train_free(unet_train *tr) {
 }
 
 /* the plan and the scratch size; allocates nothing else */
-static loco_status train_plan(const unet *u, int B, unet_train **out) {
+static loco_status train_plan(const graph *u, int B, graph_train **out) {
     *out = NULL;
     if (!u || !u->nodes) return loco_fail(LOCO_E_INVALID_ARGUMENT, "training: no model");
     if (B < 1 || B > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "training: batch %d out of range [1, 4096]", B);
-    unet_train *tr = calloc(1, sizeof *tr);
+    graph_train *tr = calloc(1, sizeof *tr);
     if (!tr) return loco_fail(LOCO_E_NOMEM, "training: out of memory");
     tr->u = u;
     tr->B = B;
-    tr->n_in = unet_value_size(u, u->x_in);
-    tr->n_out = unet_value_size(u, u->t_out);
+    tr->n_in = graph_value_size(u, u->x_in);
+    tr->n_out = graph_value_size(u, u->t_out);
     loco_status s = make_plan(tr);
     if (s) {
-        unet_train_free(tr);
+        graph_train_free(tr);
         return s;
     }
     size_t sc = u->scratch_floats;
@@ -212,25 +207,25 @@ static loco_status train_plan(const unet *u, int B, unet_train **out) {
     tr->scratch_floats = sc ? sc : 1;
     size_t bytes;
     if (!loco_mul_ok(tr->peak, (size_t)B, &bytes) || !loco_mul_ok(bytes, sizeof(float), &bytes)) {
-        unet_train_free(tr);
+        graph_train_free(tr);
         return loco_fail(LOCO_E_NOMEM, "training: batch %d: the arena size overflows", B);
     }
     *out = tr;
     return LOCO_OK;
 }
 
-loco_status unet_train_new(const unet *u, int B, unet_train **out) {
-    if (!out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unet_train_new: NULL argument");
+loco_status graph_train_new(const graph *u, int B, graph_train **out) {
+    if (!out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "graph_train_new: NULL argument");
     *out = NULL;
-    if (!u || !u->pdata) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unet_train_new: no model (or no weights)");
-    unet_train *tr;
+    if (!u || !u->pdata) return loco_fail(LOCO_E_INVALID_ARGUMENT, "graph_train_new: no model (or no weights)");
+    graph_train *tr;
     loco_status s = train_plan(u, B, &tr);
     if (s) return s;
     const size_t bytes = tr->peak * (size_t)B * sizeof(float);
     tr->arena = loco_malloc(bytes);
     tr->scratch = loco_malloc(tr->scratch_floats * sizeof(float));
     if (!tr->arena || !tr->scratch) {
-        unet_train_free(tr);
+        graph_train_free(tr);
         return loco_fail(LOCO_E_NOMEM, "training: batch %d: cannot allocate %zu bytes of activations and records", B,
                          bytes);
     }
@@ -238,17 +233,17 @@ loco_status unet_train_new(const unet *u, int B, unet_train **out) {
     return LOCO_OK;
 }
 
-loco_status unet_train_plan(const unet *u, int B, unet_train_mem *mem) {
-    if (!mem) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unet_train_plan: NULL argument");
-    unet_train *tr;
+loco_status graph_train_plan(const graph *u, int B, graph_train_mem *mem) {
+    if (!mem) return loco_fail(LOCO_E_INVALID_ARGUMENT, "graph_train_plan: NULL argument");
+    graph_train *tr;
     loco_status s = train_plan(u, B, &tr);
     if (s) return s;
-    unet_train_memory(tr, mem);
-    unet_train_free(tr);
+    graph_train_memory(tr, mem);
+    graph_train_free(tr);
     return LOCO_OK;
 }
 
-void unet_train_memory(const unet_train *tr, unet_train_mem *m) {
+void graph_train_memory(const graph_train *tr, graph_train_mem *m) {
     memset(m, 0, sizeof *m);
     if (!tr) return;
     const size_t f = sizeof(float) * (size_t)tr->B;
@@ -266,9 +261,9 @@ void unet_train_memory(const unet_train *tr, unet_train_mem *m) {
 
 #define BLK(id) (tr->arena + tr->off[id] * (size_t)B)
 
-loco_status unet_train_forward(unet_train *tr, const float *x, const float *t, float *eps) {
-    if (!tr || !x || !t) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unet_train_forward: NULL argument");
-    const unet *u = tr->u;
+loco_status graph_train_forward(graph_train *tr, const float *x, const float *t, float *eps) {
+    if (!tr || !x || !t) return loco_fail(LOCO_E_INVALID_ARGUMENT, "graph_train_forward: NULL argument");
+    const graph *u = tr->u;
     const int B = tr->B, nv = u->n_values;
     tr->recorded = 0; /* a failed forward leaves no record either */
     for (size_t i = 0; i < tr->n_in * (size_t)B; i++)
@@ -278,23 +273,13 @@ loco_status unet_train_forward(unet_train *tr, const float *x, const float *t, f
     memcpy(BLK(ID_REC(u->x_in)), x, sizeof(float) * tr->n_in * (size_t)B);
     for (int i = 0; i < u->n_nodes; i++) {
         const node *n = &u->nodes[i];
-        const value *ov = &u->values[n->out];
-        const int hw = ov->h * ov->w;
-        if (n->kind == NODE_GN) {
-            float *st = BLK(ID_SAVE(i));
-            group_norm_fwd(B, ov->c, hw, n->groups, n->eps, unet_param(u, n->pw), unet_param(u, n->pb), n->silu,
-                           BLK(ID_REC(n->in0)), BLK(ID_REC(n->out)), st, st + (size_t)B * n->groups);
-        } else if (n->kind == NODE_ATTN) {
-            attn_params ap = unet_attn_params(u, i);
-            const size_t nel = (size_t)ov->c * hw, rf = save_floats(u, i);
-            for (int b = 0; b < B; b++) {
-                attn_record r = attn_record_at(BLK(ID_SAVE(i)) + (size_t)b * rf, ov->c, hw, n->heads, n->groups);
-                attention_fwd_record(&ap, ov->c, hw, BLK(ID_REC(n->in0)) + b * nel, BLK(ID_REC(n->out)) + b * nel, &r);
-            }
-        } else {
-            /* the value offsets are the first nv entries of off */
-            unet_exec_node(u, i, B, tr->arena, tr->off, t, tr->scratch, NULL);
-        }
+        const node_ops *op = &graph_node_ops[n->kind];
+        node_io io = {.g = u, .i = i, .n = n, .B = B, .t = t, .scratch = tr->scratch};
+        io.a = n->in0 >= 0 ? BLK(ID_REC(n->in0)) : NULL;
+        io.c = n->in1 >= 0 ? BLK(ID_REC(n->in1)) : NULL;
+        io.y = BLK(ID_REC(n->out));
+        io.save = save_floats(u, i) ? BLK(ID_SAVE(i)) : NULL;
+        (op->tfwd ? op->tfwd : op->fwd)(&io);
     }
     if (eps) memcpy(eps, BLK(ID_REC(u->t_out)), sizeof(float) * tr->n_out * (size_t)B);
     tr->recorded = 1;
@@ -307,33 +292,32 @@ loco_status unet_train_forward(unet_train *tr, const float *x, const float *t, f
 
 /* node i's input in0 as the forward pass saw it: the record, or a group
  * norm's output recomputed from that norm's recorded input */
-static const float *input0(unet_train *tr, int i) {
-    const unet *u = tr->u;
+static const float *input0(graph_train *tr, int i) {
+    const graph *u = tr->u;
     const int B = tr->B, nv = u->n_values, nn = u->n_nodes;
     const node *n = &u->nodes[i];
     if (!(tr->flags[i] & RECOMPUTE)) return BLK(ID_REC(n->in0));
     const node *gn = &u->nodes[tr->producer[n->in0]];
     const value *v = &u->values[n->in0];
     float *y = BLK(ID_TMP(i));
-    group_norm_fwd(B, v->c, v->h * v->w, gn->groups, gn->eps, unet_param(u, gn->pw), unet_param(u, gn->pb), gn->silu,
+    group_norm_fwd(B, v->c, v->h * v->w, gn->groups, gn->eps, graph_param(u, gn->pw), graph_param(u, gn->pb), gn->silu,
                    BLK(ID_REC(gn->in0)), y, NULL, NULL);
     return y;
 }
 
-loco_status unet_train_backward(unet_train *tr, const float *deps, float *grad, float *dx) {
-    if (!tr || !deps) return loco_fail(LOCO_E_INVALID_ARGUMENT, "unet_train_backward: NULL argument");
+loco_status graph_train_backward(graph_train *tr, const float *deps, float *grad, float *dx) {
+    if (!tr || !deps) return loco_fail(LOCO_E_INVALID_ARGUMENT, "graph_train_backward: NULL argument");
     if (!tr->recorded)
         return loco_fail(LOCO_E_INVALID_ARGUMENT,
-                         "unet_train_backward: no recorded forward pass (each backward consumes the record of one "
-                         "unet_train_forward)");
-    const unet *u = tr->u;
+                         "graph_train_backward: no recorded forward pass (each backward consumes the record of one "
+                         "graph_train_forward)");
+    const graph *u = tr->u;
     const int B = tr->B, nv = u->n_values, nn = u->n_nodes;
     for (size_t i = 0; i < tr->n_out * (size_t)B; i++)
         if (!isfinite(deps[i])) return loco_fail(LOCO_E_NUMERIC, "training: deps element %zu is not finite", i);
     tr->recorded = 0;
 #define COT(v) BLK(ID_COT(v))
 #define REC(v) BLK(ID_REC(v))
-#define GRAD(p) (grad && (p) >= 0 ? grad + u->params[p].off : NULL)
     memcpy(COT(u->t_out), deps, sizeof(float) * tr->n_out * (size_t)B);
     for (int i = nn - 1; i >= 0; i--) {
         const node *n = &u->nodes[i];
@@ -341,77 +325,19 @@ loco_status unet_train_backward(unet_train *tr, const float *deps, float *grad, 
         const int in[2] = {n->in0, n->in1};
         for (int j = 0; j < 2; j++)
             if (tr->flags[i] & (j ? ZERO_IN1 : ZERO_IN0))
-                memset(COT(in[j]), 0, sizeof(float) * unet_value_size(u, in[j]) * (size_t)B);
-        const value *ov = &u->values[n->out];
-        const int hw = ov->h * ov->w;
-        const size_t nel = unet_value_size(u, n->out), tot = nel * (size_t)B;
-        const float *dy = COT(n->out);
-        switch (n->kind) {
-        case NODE_LINEAR: {
-            const int cin = u->values[n->in0].c;
-            linear_bwd(B, cin, ov->c, REC(n->in0), unet_param(u, n->pw), dy,
-                       has_cot(u, tr->producer, n->in0) ? COT(n->in0) : NULL, GRAD(n->pw), GRAD(n->pb));
-            break;
-        }
-        case NODE_SILU: silu_vjp(1, tot, input0(tr, i), dy, COT(n->in0)); break;
-        case NODE_CONV:
-            conv2d_wgrad(&n->g, B, input0(tr, i), dy, GRAD(n->pw), GRAD(n->pb), n->in1 >= 0 ? COT(n->in1) : NULL,
-                         tr->scratch);
-            if (has_cot(u, tr->producer, n->in0))
-                conv2d_vjp(&n->g, B, dy, unet_param(u, n->pw), COT(n->in0), tr->scratch);
-            break;
-        case NODE_GN: {
-            const float *st = BLK(ID_SAVE(i));
-            group_norm_bwd(B, ov->c, hw, n->groups, unet_param(u, n->pw), unet_param(u, n->pb), n->silu, REC(n->in0),
-                           st, st + (size_t)B * n->groups, dy, COT(n->in0), GRAD(n->pw), GRAD(n->pb));
-            break;
-        }
-        case NODE_ATTN: {
-            attn_params ap = unet_attn_params(u, i);
-            attn_grads ag = {GRAD(n->pattn[0]), GRAD(n->pattn[1]), GRAD(n->pattn[2]), GRAD(n->pattn[3]),
-                             GRAD(n->pattn[4]), GRAD(n->pattn[5]), GRAD(n->pattn[6]), GRAD(n->pattn[7]),
-                             GRAD(n->pattn[8]), GRAD(n->pattn[9])};
-            const size_t rf = save_floats(u, i);
-            for (int b = 0; b < B; b++) {
-                attn_record r = attn_record_at(BLK(ID_SAVE(i)) + (size_t)b * rf, ov->c, hw, n->heads, n->groups);
-                attention_bwd(&ap, ov->c, hw, REC(n->in0) + b * nel, &r, dy + b * nel, COT(n->in0) + b * nel,
-                              grad ? &ag : NULL, tr->scratch);
-            }
-            break;
-        }
-        case NODE_ADD: {
-            const float inv = 1.0f / n->scale;
-            for (int j = 0; j < 2; j++) {
-                if (!has_cot(u, tr->producer, in[j])) continue;
-                float *d = COT(in[j]);
-#pragma omp parallel for schedule(static)
-                for (size_t e = 0; e < tot; e++) d[e] += dy[e] * inv;
-            }
-            break;
-        }
-        case NODE_CONCAT: {
-            const size_t na = (size_t)u->values[n->in0].c * hw, nb = (size_t)u->values[n->in1].c * hw;
-            float *da = COT(n->in0), *db = COT(n->in1);
-            for (int b = 0; b < B; b++) {
-                const float *src = dy + (size_t)b * nel;
-                for (size_t e = 0; e < na; e++) da[(size_t)b * na + e] += src[e];
-                for (size_t e = 0; e < nb; e++) db[(size_t)b * nb + e] += src[na + e];
-            }
-            break;
-        }
-        case NODE_UPSAMPLE: upsample2x_vjp(B, ov->c, u->values[n->in0].h, u->values[n->in0].w, dy, COT(n->in0)); break;
-        case NODE_SCALE_SHIFT: {
-            float *d = COT(n->in0);
-            for (size_t e = 0; e < tot; e++) d[e] += dy[e] * n->scale;
-            break;
-        }
-        case NODE_TEMB:
-        case NODE_KIND_COUNT: break;
-        }
+                memset(COT(in[j]), 0, sizeof(float) * graph_value_size(u, in[j]) * (size_t)B);
+        node_io io = {.g = u, .i = i, .n = n, .B = B, .scratch = tr->scratch, .grad = grad};
+        const unsigned reads = graph_node_ops[n->kind].train_reads;
+        io.a = (reads & 1) && n->in0 >= 0 ? input0(tr, i) : NULL;
+        io.c = (reads & 2) && n->in1 >= 0 ? REC(n->in1) : NULL;
+        io.gy = COT(n->out);
+        io.ga = has_cot(u, tr->producer, n->in0) ? COT(n->in0) : NULL;
+        io.gc = has_cot(u, tr->producer, n->in1) ? COT(n->in1) : NULL;
+        io.save = save_floats(u, i) ? BLK(ID_SAVE(i)) : NULL;
+        graph_node_ops[n->kind].bwd(&io);
     }
     if (dx) memcpy(dx, COT(u->x_in), sizeof(float) * tr->n_in * (size_t)B);
 #undef COT
 #undef REC
-#undef GRAD
     return LOCO_OK;
 }
