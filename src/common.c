@@ -497,3 +497,23 @@ void human_bytes(double b, char *out, size_t n) {
     }
     snprintf(out, n, "%.1f %s", b, u[i]);
 }
+
+loco_status loco_mkdir_p(const char *dir) {
+    char *d = strdup(dir);
+    if (!d) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    for (char *p = d + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(d, 0755) != 0 && errno != EEXIST) {
+            loco_status s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
+            free(d);
+            return s;
+        }
+        *p = '/';
+    }
+    loco_status s = LOCO_OK;
+    if (mkdir(d, 0755) != 0 && errno != EEXIST) s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
+    free(d);
+    return s;
+}
+

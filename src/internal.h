@@ -49,6 +49,8 @@ loco_status loco_write_file_atomic(const char *path, const void *data, size_t le
  * path's folder, for mkstemp/mkdtemp (malloc'd; NULL when out of memory). */
 char *loco_temp_name(const char *path);
 bool loco_file_exists(const char *path);
+/* Creates dir and its missing parents (mode 0755); existing ones are fine. */
+loco_status loco_mkdir_p(const char *dir);
 bool loco_is_dir(const char *path);
 /* Is path (following symbolic links) a regular file? LOCO_OK if so;
  * LOCO_E_NOT_FOUND when nothing is there (no message is recorded or logged:

@@ -216,3 +216,18 @@ loco_status loco_model_init_random(const char *config_path, const char *out_dir,
     free(text);
     return s;
 }
+
+/* ======================================================================== */
+/* Conversion                                                               */
+/* ======================================================================== */
+
+loco_status loco_convert_with(const char *model, const loco_open_params *p, const char *out_dir, loco_dtype dtype) {
+    if (!model || !out_dir) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_convert: NULL argument");
+    loco_open_params defaults;
+    loco_open_params_init(&defaults);
+    const family_entry *fam;
+    loco_status s = registry_family_of_path(model, &fam);
+    if (s) return s;
+    if (fam->convert) return fam->convert(model, p ? p : &defaults, out_dir, dtype);
+    return loco_convert(model, out_dir, dtype);
+}

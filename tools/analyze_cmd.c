@@ -102,7 +102,7 @@ static int begin(out_dir *od, const char *out, const char *const *paths, int n_p
                  loco_model **m) {
     int rc = out_dir_begin(od, out, analyze_outputs);
     for (int i = 0; !rc && i < n_paths; i++) rc = check_input_outside(paths[i], out, "--image");
-    loco_status st = rc ? LOCO_OK : loco_model_open(model, m);
+    loco_status st = rc ? LOCO_OK : open_model(model, m);
     if (st) rc = fail(st);
     if (rc) out_dir_end(od);
     return rc;

@@ -20,6 +20,10 @@ void log_cb(loco_log_level lvl, const char *msg, void *user) {
     fprintf(stderr, "loco: %s: %s\n", lvl == LOCO_LOG_WARN ? "warning" : "info", msg);
 }
 
+loco_open_params g_open;
+
+loco_status open_model(const char *path, loco_model **m) { return loco_model_open_with(path, &g_open, m); }
+
 int fail(loco_status s) {
     const char *d = loco_last_error();
     fprintf(stderr, "loco: error: %s\n", d[0] ? d : loco_strerror(s));

@@ -7,6 +7,10 @@
 #include "loco.h"
 
 extern int g_quiet; /* --quiet given */
+/* --preset, --head-channels, --heads, --image-size (global options) */
+extern loco_open_params g_open;
+/* loco_model_open_with(path, &g_open, m) */
+loco_status open_model(const char *path, loco_model **m);
 
 typedef struct args {
     int argc;

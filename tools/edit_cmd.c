@@ -258,7 +258,7 @@ int cmd_edit(args *a) {
     int rc = 0;
     loco_status st;
     float *xT = NULL;
-    if ((st = loco_model_open(model, &m))) {
+    if ((st = open_model(model, &m))) {
         out_dir_end(&od);
         return fail(st);
     }
@@ -680,7 +680,7 @@ int cmd_apply(args *a) {
         return rc;
     }
     const char *dir = od.tmp;
-    if ((st = loco_model_open(model, &m))) {
+    if ((st = open_model(model, &m))) {
         out_dir_end(&od);
         return fail(st);
     }

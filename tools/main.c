@@ -69,9 +69,16 @@ static const char *const usage_text =
     "                                      a part mask (255 inside) from a label map\n"
     "  help                                this text\n"
     "\n"
-    "MODEL is a diffusers UNet2DModel folder (config.json +\n"
-    "diffusion_pytorch_model.safetensors, or a PyTorch diffusion_pytorch_model.bin).\n"
-    "Global options: --threads N, --quiet.\n";
+    "MODEL is one of:\n"
+    "  a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors,\n"
+    "    or a PyTorch diffusion_pytorch_model.bin);\n"
+    "  a guided-diffusion (ADM / P2) folder (config.json with \"_class_name\": \"ADMUNetModel\"\n"
+    "    + model.safetensors or model.pt);\n"
+    "  a bare guided-diffusion checkpoint such as ffhq_p2.pt: give --preset p2, or\n"
+    "    --image-size N and --head-channels N (or --heads N); the rest is read from the\n"
+    "    tensor shapes (loco info prints what was inferred; loco convert writes a folder);\n"
+    "  a MoLRG model file (loco molrg).\n"
+    "Global options: --threads N, --quiet, --preset p2, --image-size N, --head-channels N, --heads N.\n";
 
 /* ---- main ------------------------------------------------------------------ */
 
@@ -100,6 +107,18 @@ int main(int argc, char **argv) {
             long long th;
             if (!parse_long(argv[i + 1], 1, 1024, &th)) return usage_error("bad --threads '%s'", argv[i + 1]);
             loco_set_threads((int)th);
+            i++;
+        } else if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) {
+            if (strcmp(argv[i + 1], "p2") != 0) return usage_error("unknown --preset '%s' (known: p2)", argv[i + 1]);
+            g_open.preset = argv[++i];
+        } else if ((strcmp(argv[i], "--head-channels") == 0 || strcmp(argv[i], "--heads") == 0 ||
+                    strcmp(argv[i], "--image-size") == 0) && i + 1 < argc) {
+            long long v;
+            const int size = strcmp(argv[i], "--image-size") == 0;
+            if (!parse_long(argv[i + 1], 1, size ? 8192 : 65536, &v)) return usage_error("bad value '%s'", argv[i + 1]);
+            if (size) g_open.image_size = (int)v;
+            else if (strcmp(argv[i], "--heads") == 0) g_open.heads = (int)v;
+            else g_open.head_channels = (int)v;
             i++;
         } else {
             argv[n++] = argv[i];

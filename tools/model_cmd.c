@@ -24,7 +24,7 @@ int cmd_info(args *a) {
     }
     if (!model) return usage_error("info: %s", "missing MODEL");
     loco_model *m;
-    loco_status st = loco_model_open(model, &m);
+    loco_status st = open_model(model, &m);
     if (st) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
@@ -108,7 +108,7 @@ int cmd_eps(args *a) {
     loco_tensors *xf = NULL;
     float *x = NULL, *eps = NULL, *x0 = NULL, *ts = NULL;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    if ((st = open_model(model, &m))) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     if ((rc = check_t("eps", model, &inf, t))) {
@@ -229,7 +229,7 @@ int cmd_jacobian(args *a) {
     float *x = NULL, *in = NULL, *out = NULL;
     uint8_t *pix = NULL, *mask = NULL;
     loco_status st;
-    if ((st = loco_model_open(model, &m))) return fail(st);
+    if ((st = open_model(model, &m))) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     if ((rc = check_t("jacobian", model, &inf, t))) {
@@ -342,15 +342,19 @@ int cmd_convert(args *a) {
     /* the model must load (its weights match its config) before it is copied */
     loco_model *m;
     char *wpath = NULL;
-    loco_status st = loco_model_open(model, &m);
+    loco_status st = open_model(model, &m);
     if (st) return fail(st);
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    const int adm = strcmp(inf.family, "ADM") == 0;
     loco_model_free(m);
-    if ((st = loco_model_weights_path(model, &wpath)) || (st = loco_convert(model, out, dt))) {
+    if ((!adm && (st = loco_model_weights_path(model, &wpath))) || (st = loco_convert_with(model, &g_open, out, dt))) {
         loco_free(wpath);
         return fail(st);
     }
     if (!g_quiet)
-        fprintf(stderr, "loco: wrote %s/diffusion_pytorch_model.safetensors (from %s%s)\n", out, wpath,
+        fprintf(stderr, "loco: wrote %s/%s (from %s%s)\n", out,
+                adm ? "config.json and model.safetensors" : "diffusion_pytorch_model.safetensors", wpath ? wpath : model,
                 dt == LOCO_DTYPE_F32 ? ", as f32" : dt == LOCO_DTYPE_F16 ? ", as f16" : "");
     loco_free(wpath);
     return 0;

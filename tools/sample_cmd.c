@@ -57,7 +57,7 @@ int cmd_sample(args *a) {
     if (rc0) return rc0;
 
     loco_model *m = NULL;
-    loco_status st = loco_model_open(model, &m);
+    loco_status st = open_model(model, &m);
     if (st) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);

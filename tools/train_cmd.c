@@ -40,7 +40,7 @@ static void on_step(int step, int total, float loss, double ips, void *user) {
  * clipped (as loco sample), seed 0 */
 static int write_samples(const char *dir, int n, int steps) {
     loco_model *m = NULL;
-    loco_status st = loco_model_open(dir, &m);
+    loco_status st = open_model(dir, &m);
     if (st) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);

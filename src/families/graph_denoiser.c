@@ -112,25 +112,6 @@ void gd_describe_costs(const graph_denoiser *gd, sbuf *b) {
     sb_printf(b, "memory: weights %s (float32), activations %s per image at batch 1\n", wb, ab);
 }
 
-static loco_status mkdir_p(const char *dir) {
-    char *d = strdup(dir);
-    if (!d) return loco_fail(LOCO_E_NOMEM, "out of memory");
-    for (char *p = d + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(d, 0755) != 0 && errno != EEXIST) {
-            loco_status s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
-            free(d);
-            return s;
-        }
-        *p = '/';
-    }
-    loco_status s = LOCO_OK;
-    if (mkdir(d, 0755) != 0 && errno != EEXIST) s = loco_fail(LOCO_E_IO, "%s: cannot create folder: %s", d, strerror(errno));
-    free(d);
-    return s;
-}
-
 loco_status graph_write_random(const graph *u, const char *out_dir, const char *weights_name, const char *cfg_text,
                                size_t cfg_len, uint64_t seed, loco_dtype dtype) {
     size_t esz = dtype == LOCO_DTYPE_F32 ? 4 : 2;
@@ -161,7 +142,7 @@ loco_status graph_write_random(const graph *u, const char *out_dir, const char *
         for (int d = 0; d < p->ndim; d++) refs[i].shape[d] = p->shape[d];
         refs[i].data = dst;
     }
-    if ((s = mkdir_p(out_dir))) goto done;
+    if ((s = loco_mkdir_p(out_dir))) goto done;
     char seedbuf[32];
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)seed);
     const char *meta[] = {"format", "pt", "loco_init_seed", seedbuf};
