@@ -11,8 +11,9 @@ CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) 
 LDLIBS  += -lopenblas -lcjson -lpng -lz -lm
 TEST_LDLIBS = -lcmocka
 
+# every .c under src/ (src/families/ too); objects mirror the folders
 LIB_SRC := $(shell find src -name '*.c' | sort)
-LIB_HDR := $(shell find src -name '*.h')
+LIB_HDR := $(shell find src -name '*.h' | sort)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
