@@ -210,6 +210,7 @@ typedef struct loco_open_params {
     int image_size;      /* 0: from the preset                               */
     int head_channels;   /* num_head_channels; 0: unset                      */
     int heads;           /* num_heads; 0: unset                              */
+    int heads_upsample;  /* num_heads_upsample; 0: as heads                  */
 } loco_open_params;
 void loco_open_params_init(loco_open_params *p);
 /* loco_model_open with p (NULL: defaults). The parameters only matter for a

@@ -78,7 +78,8 @@ static const char *const usage_text =
     "    --image-size N and --head-channels N (or --heads N); the rest is read from the\n"
     "    tensor shapes (loco info prints what was inferred; loco convert writes a folder);\n"
     "  a MoLRG model file (loco molrg).\n"
-    "Global options: --threads N, --quiet, --preset p2, --image-size N, --head-channels N, --heads N.\n";
+    "Global options: --threads N, --quiet, --preset p2, --image-size N, --head-channels N, --heads N,\n"
+    "--heads-upsample N.\n";
 
 /* ---- main ------------------------------------------------------------------ */
 
@@ -112,12 +113,13 @@ int main(int argc, char **argv) {
             if (strcmp(argv[i + 1], "p2") != 0) return usage_error("unknown --preset '%s' (known: p2)", argv[i + 1]);
             g_open.preset = argv[++i];
         } else if ((strcmp(argv[i], "--head-channels") == 0 || strcmp(argv[i], "--heads") == 0 ||
-                    strcmp(argv[i], "--image-size") == 0) && i + 1 < argc) {
+                    strcmp(argv[i], "--heads-upsample") == 0 || strcmp(argv[i], "--image-size") == 0) && i + 1 < argc) {
             long long v;
             const int size = strcmp(argv[i], "--image-size") == 0;
             if (!parse_long(argv[i + 1], 1, size ? 8192 : 65536, &v)) return usage_error("bad value '%s'", argv[i + 1]);
             if (size) g_open.image_size = (int)v;
             else if (strcmp(argv[i], "--heads") == 0) g_open.heads = (int)v;
+            else if (strcmp(argv[i], "--heads-upsample") == 0) g_open.heads_upsample = (int)v;
             else g_open.head_channels = (int)v;
             i++;
         } else {

@@ -9,6 +9,7 @@
 #include "families/adm.h"
 #include "families/graph_denoiser.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,7 @@ static loco_status infer(const char *wpath, const loco_open_params *p, adm_confi
                              "%s: this is a diffusers UNet2DModel checkpoint: put it in a folder with its config.json",
                              wpath);
         }
-    adm_hints h = {p->preset, p->image_size, p->head_channels, p->heads, 0};
+    adm_hints h = {p->preset, p->image_size, p->head_channels, p->heads, p->heads_upsample};
     s = adm_config_infer(c, t.n, (const char *const *)t.names, t.ndim, (const int64_t(*)[4])t.shape, &h, wpath, report);
     tl_free(&t);
     return s;
@@ -131,6 +132,9 @@ static loco_status folder(const char *path, const char *dir, const loco_open_par
     if (!s && p->head_channels && p->head_channels != c->num_head_channels)
         s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s says num_head_channels %d, not %d", cfg_path, c->num_head_channels,
                       p->head_channels);
+    if (!s && p->heads_upsample && p->heads_upsample != c->num_heads_upsample)
+        s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s says num_heads_upsample %d, not %d", cfg_path, c->num_heads_upsample,
+                      p->heads_upsample);
     if (!s && p->heads && p->heads != c->num_heads)
         s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s says num_heads %d, not %d", cfg_path, c->num_heads, p->heads);
     if (!s && p->preset) {
