@@ -46,10 +46,4 @@ const char *opt(args *a, const char *name) {
 }
 
 /* Writes text to dir/name through the library's atomic writer. */
-int write_file(const char *dir, const char *name, const char *text) {
-    char *p = path_join(dir, name);
-    loco_status st = p ? loco_write_text_file(p, text) : LOCO_E_NOMEM;
-    free(p);
-    return st ? fail(st) : 0;
-}
 

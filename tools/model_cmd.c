@@ -29,11 +29,11 @@ int cmd_info(args *a) {
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     if (json) {
-        printf("{\"model\": \"%s\", \"in_channels\": %d, \"out_channels\": %d, \"height\": %d, \"width\": %d, "
+        printf("{\"model\": \"%s\", \"family\": \"%s\", \"in_channels\": %d, \"out_channels\": %d, \"height\": %d, \"width\": %d, "
                "\"blocks\": %d, \"parameters\": %lld, \"gflop_per_image\": %.4f, \"gflop_executed_per_image\": %.4f, "
                "\"weight_bytes\": %zu, "
                "\"activation_bytes_per_image\": %zu, \"train_timesteps\": %d}\n",
-               model, inf.in_channels, inf.out_channels, inf.height, inf.width, inf.n_blocks, (long long)inf.n_params,
+               model, inf.family, inf.in_channels, inf.out_channels, inf.height, inf.width, inf.n_blocks, (long long)inf.n_params,
                inf.flops / 1e9, inf.flops_executed / 1e9, inf.weight_bytes, inf.activation_bytes, inf.train_timesteps);
     } else {
         char *text;

@@ -242,3 +242,10 @@ int check_input_outside(const char *input, const char *out, const char *what) {
     free(ro);
     return rc;
 }
+
+int write_file(const char *dir, const char *name, const char *text) {
+    char *p = path_join(dir, name);
+    loco_status st = p ? loco_write_text_file(p, text) : LOCO_E_NOMEM;
+    free(p);
+    return st ? fail(st) : 0;
+}
