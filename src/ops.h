@@ -191,10 +191,3 @@ void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 
 #endif
 
-/* ---- TEMPORARY (until the ops split lands): ADM ops ---- */
-void avgpool2x2_fwd(int B, int C, int h, int w, const float *x, float *y);
-void avgpool2x2_vjp(int B, int C, int h, int w, const float *dy, float *dx);
-void film_fwd(int B, int C, int hw, const float *x, const float *ss, int silu, float *y);
-void film_jvp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dx, float *dy);
-void film_vjp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx);
-void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx, float *dss);
