@@ -205,6 +205,27 @@ void upsample2x_fwd(int B, int C, int h, int w, const float *x, float *y);
 /* dx [B, C, h, w] += J^T dy, dy [B, C, 2h, 2w]. */
 void upsample2x_vjp(int B, int C, int h, int w, const float *dy, float *dx);
 
+/* 2x2 average pooling, stride 2: x [B, C, h, w] -> y [B, C, h/2, w/2]
+ * (h, w even). Linear: its J V is avgpool2x2_fwd on the tangents. */
+void avgpool2x2_fwd(int B, int C, int h, int w, const float *x, float *y);
+/* dx [B, C, h, w] += J^T dy (each input pixel receives dy/4 of its output
+ * pixel). Also the training backward. */
+void avgpool2x2_vjp(int B, int C, int h, int w, const float *dy, float *dx);
+
+/* FiLM as in ADM's scale-shift ResBlock: y = silu?(x * (1 + scale) + shift)
+ * with ss [B, 2C] per image: scale = ss[b, 0:C], shift = ss[b, C:2C].
+ * x, y: [B, C, hw]; in place allowed. With silu, y equals film_fwd without
+ * it followed by silu_fwd, bit for bit (and likewise the derivatives). */
+void film_fwd(int B, int C, int hw, const float *x, const float *ss, int silu, float *y);
+/* Linearisation (ss depends on t only, not on x): x [C, hw] and ss [2C] are
+ * the recorded batch-1 values; dx, dy [B, C, hw] tangents. dy = J dx. */
+void film_jvp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dx, float *dy);
+/* dx [B, C, hw] += J^T dy (same recorded x, ss). */
+void film_vjp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx);
+/* Training backward with per-image records x [B, C, hw], ss [B, 2C]:
+ * dx += J^T dy (NULL: skip); dss [B, 2C] += d/d(scale, shift) (NULL: skip). */
+void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx, float *dss);
+
 /* ======================================================================== */
 /* Matrix product (ops/gemm.c)                                              */
 /* ======================================================================== */
