@@ -11,7 +11,6 @@ CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) 
 LDLIBS  += -lopenblas -lcjson -lpng -lz -lm
 TEST_LDLIBS = -lcmocka
 
-# every .c under src/ (src/families/ too); objects mirror the folders
 LIB_SRC := $(shell find src -name '*.c' | sort)
 LIB_HDR := $(shell find src -name '*.h' | sort)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
@@ -25,8 +24,10 @@ $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# rebuilt whole: members of removed or moved sources must not linger
 $(BUILD)/libloco.a: $(LIB_OBJ)
-	rm -f $@ && ar rcs $@ $^
+	rm -f $@
+	ar rcs $@ $^
 
 $(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)

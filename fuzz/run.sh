@@ -53,20 +53,25 @@ command -v "$CC" >/dev/null || { echo "fuzz/run.sh: $CC not found (apt-get insta
 
 # ---- build: the library once, then each target --------------------------
 mkdir -p "$OUT/obj" "$OUT/logs"
-for src in $(find src -name '*.c' | sort); do # src/families/ too, as the Makefile
-    rel="${src#src/}"
-    obj="$OUT/obj/$(printf '%s' "${rel%.c}" | tr / _).o"
+# src/ and its subfolders (src/ops/conv.c -> obj/ops/conv.o); only these
+# objects are linked, so those of removed or moved sources do not linger
+OBJS=""
+for src in $(find src -name '*.c' | sort); do
+    obj="$OUT/obj/${src#src/}"
+    obj="${obj%.c}.o"
+    mkdir -p "$(dirname "$obj")"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src include -name '*.h' -newer "$obj")" ]; then
         echo "cc $src"
         $CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
     fi
+    OBJS="$OBJS $obj"
 done
 for t in $TARGETS; do
     [ -f "fuzz/fuzz_$t.c" ] || { echo "fuzz/run.sh: no target '$t' (have: $ALL)" >&2; exit 2; }
     echo "link fuzz_$t"
     extra=""
     [ "$t" = cli ] && extra=tools/cli_parse.c # the CLI's parsers are not in the library
-    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra "$OUT"/obj/*.o $LIBS -o "$OUT/fuzz_$t"
+    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra $OBJS $LIBS -o "$OUT/fuzz_$t"
 done
 cat fuzz/dict/pickle.dict fuzz/dict/zip.dict >"$OUT/pytorch.dict"
 

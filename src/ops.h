@@ -1,10 +1,28 @@
-/* ops.h - forward kernels of the UNet's operations. All tensors are float32,
- * C order, batch first. Threads: OpenMP inside elementwise kernels, BLAS
- * threads inside GEMMs (never both at once). */
+/* ops.h - the kernels of the UNets' operations, one section per op family,
+ * each defined in its file under src/ops/. All tensors are float32, C order,
+ * batch first. Threads: OpenMP inside elementwise kernels, and GEMMs as
+ * tiles over OpenMP threads, each tile single-threaded (gemm_f32).
+ *
+ * Naming, per op:
+ *   _fwd  the forward pass.
+ *   _jvp  forward mode: maps B tangents of the input to tangents of the
+ *         output, against one recorded forward pass (batch 1: x, mean, rstd,
+ *         q, k, v, P, ... are the values at the linearisation point). A
+ *         linear op has no _jvp: its J V is its _fwd on the tangents.
+ *   _vjp  reverse mode: maps B cotangents of the output to cotangents of the
+ *         input against the same batch-1 record, and ACCUMULATES (+=) into
+ *         them, since a value's cotangent sums over its consumers.
+ *   _bwd  training backpropagation (backward.c): the records are per image
+ *         ([B, ...], one per image) and parameter gradients are produced too.
+ *         Every output ACCUMULATES (+=); a NULL gradient pointer skips it. */
 #ifndef LOCO_OPS_H
 #define LOCO_OPS_H
 
 #include <stddef.h>
+
+/* ======================================================================== */
+/* Convolution (ops/conv.c)                                                 */
+/* ======================================================================== */
 
 /* Geometry of a 2-D convolution with square kernel k (1 or 3). */
 typedef struct conv_geom {
@@ -42,9 +60,29 @@ size_t conv2d_scratch(const conv_geom *g);
 
 /* y[b] = conv(x[b], w) + bias (+ bias2[b, :] per channel if bias2)
  * x: [B, cin, h, w]; w: [cout, cin, k, k]; bias: [cout] or NULL;
- * bias2: [B, cout] or NULL; y: [B, cout, ho, wo]. */
+ * bias2: [B, cout] or NULL; y: [B, cout, ho, wo]. The JVP of a convolution
+ * is conv2d_fwd with no biases. */
 void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const float *bias,
                 const float *bias2, float *y, float *scratch);
+
+/* J^T of the convolution (no bias): dx[b] += conv^T(dy[b]). Scratch as
+ * conv2d_scratch. Also the training backward's dx. */
+void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);
+
+/* Floats of scratch conv2d_wgrad needs for B images (0 for 1x1 direct). */
+size_t conv2d_wgrad_scratch(const conv_geom *g, int B);
+/* Convolution parameter gradients, x: [B, cin, h, w], dy: [B, cout, ho, wo]:
+ *   dw [cout, cin, k, k] += sum_b dy[b] (x) x[b]   (im2col over columns that
+ *                          span images, one GEMM per chunk; 1x1 direct: GEMMs)
+ *   dbias [cout]         += sum over images and pixels of dy
+ *   dbias2 [B, cout]     += per-image pixel sums of dy (the cotangent of the
+ *                          per-image channel bias, e.g. from time_emb_proj) */
+void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, float *dw, float *dbias,
+                  float *dbias2, float *scratch);
+
+/* ======================================================================== */
+/* Group norm (+ SiLU) (ops/norm.c)                                         */
+/* ======================================================================== */
 
 /* Group normalisation over (C/G channels x hw) per image and group, with
  * affine gamma/beta, then SiLU if silu. x, y: [B, C, hw]. In-place allowed.
@@ -52,24 +90,21 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
 void group_norm_fwd(int B, int C, int hw, int G, float eps, const float *gamma, const float *beta, int silu,
                     const float *x, float *y, float *mean, float *rstd);
 
-/* y = x * sigmoid(x), n elements. In-place allowed. */
-void silu_fwd(size_t n, const float *x, float *y);
+/* x [C, hw], mean/rstd [G] recorded (batch 1); dx, dy [B, C, hw]. */
+void group_norm_jvp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dx, float *dy);
+void group_norm_vjp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dy, float *dx);
 
-/* y[b] = W x[b] + bias. x: [B, in]; W: [out, in]; y: [B, out]. */
-void linear_fwd(int B, int in, int out, const float *x, const float *W, const float *bias, float *y);
+/* Backward with per-image records: x [B, C, hw], mean, rstd [B, G] as
+ * written by group_norm_fwd. dx [B, C, hw] += J^T dy; dgamma, dbeta [C] +=
+ * their gradients summed over the batch. */
+void group_norm_bwd(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
+                    const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta);
 
-/* y = (a + b) * scale, n elements. */
-void add_scale_fwd(size_t n, const float *a, const float *b, float scale, float *y);
-
-/* y: [B, ca+cb, hw] = concat(a: [B, ca, hw], b: [B, cb, hw]) along channels. */
-void concat_fwd(int B, int ca, int cb, int hw, const float *a, const float *b, float *y);
-
-/* Nearest-neighbour 2x upsampling: x [B, C, h, w] -> y [B, C, 2h, 2w]. */
-void upsample2x_fwd(int B, int C, int h, int w, const float *x, float *y);
-
-/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
- * t [B] -> y [B, dim]. */
-void timestep_embedding_fwd(int B, int dim, int flip_sin_to_cos, float freq_shift, const float *t, float *y);
+/* ======================================================================== */
+/* Attention (ops/attention.c)                                              */
+/* ======================================================================== */
 
 /* Self-attention block as diffusers' Attention on a [B, C, hw] map with
  * residual connection: y = (W_o attn(GN(x)) + b_o + x) / rescale.
@@ -98,61 +133,12 @@ size_t attention_scratch(int C, int hw);
 void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch,
                    const attn_saved *save);
 
-/* ======================================================================== */
-/* Derivatives (ops_grad.c). "jvp" maps B tangents of the input to tangents  */
-/* of the output; "vjp" maps B cotangents of the output to cotangents of the */
-/* input and ACCUMULATES (+=) into them. x, mean, rstd, q, k, v, P are the   */
-/* recorded forward values at the linearisation point (batch 1).             */
-/* ======================================================================== */
-
-/* J^T of the convolution (no bias): dx[b] += conv^T(dy[b]). Scratch as
- * conv2d_scratch. The JVP of a conv is conv2d_fwd with no biases. */
-void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);
-
-void group_norm_jvp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
-                    const float *mean, const float *rstd, const float *dx, float *dy);
-void group_norm_vjp(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
-                    const float *mean, const float *rstd, const float *dy, float *dx);
-
-/* x: [n] recorded input; dx, dy: [B, n] */
-void silu_jvp(int B, size_t n, const float *x, const float *dx, float *dy);
-void silu_vjp(int B, size_t n, const float *x, const float *dy, float *dx);
-
-void upsample2x_vjp(int B, int C, int h, int w, const float *dy, float *dx);
-
+/* x [C, hw] and s recorded (batch 1); dx, dy [B, C, hw]. Scratch as
+ * attention_scratch. */
 void attention_jvp(const attn_params *p, int C, int hw, const float *x, const attn_saved *s, int B, const float *dx,
                    float *dy, float *scratch);
 void attention_vjp(const attn_params *p, int C, int hw, const float *x, const attn_saved *s, int B, const float *dy,
                    float *dx, float *scratch);
-
-/* ======================================================================== */
-/* Training backpropagation (ops_grad.c, used by backward.c). Unlike the     */
-/* kernels above, the recorded values are per image ([B, ...], one record    */
-/* per image), and parameter gradients are produced too. Every output        */
-/* ACCUMULATES (+=); a NULL gradient pointer skips that gradient.            */
-/* ======================================================================== */
-
-/* Floats of scratch conv2d_wgrad needs for B images (0 for 1x1 direct). */
-size_t conv2d_wgrad_scratch(const conv_geom *g, int B);
-/* Convolution parameter gradients, x: [B, cin, h, w], dy: [B, cout, ho, wo]:
- *   dw [cout, cin, k, k] += sum_b dy[b] (x) x[b]   (im2col over columns that
- *                          span images, one GEMM per chunk; 1x1 direct: GEMMs)
- *   dbias [cout]         += sum over images and pixels of dy
- *   dbias2 [B, cout]     += per-image pixel sums of dy (the cotangent of the
- *                          per-image channel bias, e.g. from time_emb_proj) */
-void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, float *dw, float *dbias,
-                  float *dbias2, float *scratch);
-
-/* Group norm (+ SiLU) backward with per-image records: x [B, C, hw], mean,
- * rstd [B, G] as written by group_norm_fwd. dx [B, C, hw] += J^T dy;
- * dgamma, dbeta [C] += their gradients summed over the batch. */
-void group_norm_bwd(int B, int C, int hw, int G, const float *gamma, const float *beta, int silu, const float *x,
-                    const float *mean, const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta);
-
-/* y[b] = W x[b] + bias backward, x: [B, in] recorded, dy: [B, out]:
- * dx [B, in] += dy W; dW [out, in] += dy^T x; db [out] += sum_b dy[b]. */
-void linear_bwd(int B, int in, int out, const float *x, const float *W, const float *dy, float *dx, float *dW,
-                float *db);
 
 /* What a training forward pass keeps of one attention block, per image:
  * mean/rstd [groups] of its group norm, the normalised input xn, q, k, v and
@@ -181,11 +167,73 @@ size_t attention_bwd_scratch(int C, int hw);
 void attention_bwd(const attn_params *p, int C, int hw, const float *x, const attn_record *r, const float *dy,
                    float *dx, const attn_grads *gr, float *scratch);
 
+/* ======================================================================== */
+/* Linear layers, timestep embedding (ops/linear.c)                         */
+/* ======================================================================== */
+
+/* y[b] = W x[b] + bias. x: [B, in]; W: [out, in]; bias: [out] or NULL;
+ * y: [B, out]. Its J V is linear_fwd without bias. */
+void linear_fwd(int B, int in, int out, const float *x, const float *W, const float *bias, float *y);
+
+/* Backward, x: [B, in] recorded, dy: [B, out]: dx [B, in] += dy W (its V J P
+ * too); dW [out, in] += dy^T x; db [out] += sum_b dy[b]. */
+void linear_bwd(int B, int in, int out, const float *x, const float *W, const float *dy, float *dx, float *dW,
+                float *db);
+
+/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
+ * t [B] -> y [B, dim], all in float32 in diffusers' order. */
+void timestep_embedding_fwd(int B, int dim, int flip_sin_to_cos, float freq_shift, const float *t, float *y);
+
+/* ======================================================================== */
+/* Elementwise and reshaping ops (ops/elementwise.c)                        */
+/* ======================================================================== */
+
+/* y = x * sigmoid(x), n elements. In-place allowed. */
+void silu_fwd(size_t n, const float *x, float *y);
+/* x: [n] recorded input; dx, dy: [B, n] */
+void silu_jvp(int B, size_t n, const float *x, const float *dx, float *dy);
+void silu_vjp(int B, size_t n, const float *x, const float *dy, float *dx);
+
+/* y = (a + b) / scale, n elements. */
+void add_scale_fwd(size_t n, const float *a, const float *b, float scale, float *y);
+
+/* y: [B, ca+cb, hw] = concat(a: [B, ca, hw], b: [B, cb, hw]) along channels. */
+void concat_fwd(int B, int ca, int cb, int hw, const float *a, const float *b, float *y);
+
+/* Nearest-neighbour 2x upsampling: x [B, C, h, w] -> y [B, C, 2h, 2w]. */
+void upsample2x_fwd(int B, int C, int h, int w, const float *x, float *y);
+/* dx [B, C, h, w] += J^T dy, dy [B, C, 2h, 2w]. */
+void upsample2x_vjp(int B, int C, int h, int w, const float *dy, float *dx);
+
+/* 2x2 average pooling, stride 2: x [B, C, h, w] -> y [B, C, h/2, w/2]
+ * (h, w even). Linear: its J V is avgpool2x2_fwd on the tangents. */
+void avgpool2x2_fwd(int B, int C, int h, int w, const float *x, float *y);
+/* dx [B, C, h, w] += J^T dy (each input pixel receives dy/4 of its output
+ * pixel). Also the training backward. */
+void avgpool2x2_vjp(int B, int C, int h, int w, const float *dy, float *dx);
+
+/* FiLM as in ADM's scale-shift ResBlock: y = silu?(x * (1 + scale) + shift)
+ * with ss [B, 2C] per image: scale = ss[b, 0:C], shift = ss[b, C:2C].
+ * x, y: [B, C, hw]; in place allowed. With silu, y equals film_fwd without
+ * it followed by silu_fwd, bit for bit (and likewise the derivatives). */
+void film_fwd(int B, int C, int hw, const float *x, const float *ss, int silu, float *y);
+/* Linearisation (ss depends on t only, not on x): x [C, hw] and ss [2C] are
+ * the recorded batch-1 values; dx, dy [B, C, hw] tangents. dy = J dx. */
+void film_jvp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dx, float *dy);
+/* dx [B, C, hw] += J^T dy (same recorded x, ss). */
+void film_vjp(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx);
+/* Training backward with per-image records x [B, C, hw], ss [B, 2C]:
+ * dx += J^T dy (NULL: skip); dss [B, 2C] += d/d(scale, shift) (NULL: skip). */
+void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, const float *dy, float *dx, float *dss);
+
+/* ======================================================================== */
+/* Matrix product (ops/gemm.c)                                              */
+/* ======================================================================== */
+
 /* C = alpha op(A) op(B) + beta C, row-major as cblas_sgemm (trans_a/trans_b:
  * 0 or 1). The product is cut into tiles fixed by (M, N, K) alone and each
  * tile computed single-threaded, so the result is bit-identical whatever the
- * number of threads (gemm.c). Every float product of the kernels goes
- * through here. */
+ * number of threads. Every float product of the kernels goes through here. */
 void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 

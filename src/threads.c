@@ -28,7 +28,7 @@
  * threads must share cores (celebahq beside one busy process: 7.6-7.8 s,
  * passive 7.3-7.7 s, 30000 spins 9.1-9.9 s). Without that the library never
  * runs more threads than free cores. Every kernel gives bit-identical
- * results for any thread count (gemm.c), so the choice changes speed, never
+ * results for any thread count (ops/gemm.c), so the choice changes speed, never
  * the numbers. The state here is process-wide and not locked: call the
  * library from one thread at a time (as loco_set_log already asks). */
 #include "internal.h"

@@ -1,7 +1,12 @@
 /* test_ops.c - the Winograd F(2x2,3x3) convolution path of conv2d_fwd against
  * a direct sum in double precision and against the im2col path, on sizes that
  * exercise partial tiles (odd heights and widths, 1x1 and 2x3 images), bands
- * of tile rows, batches with per-image biases, and the eligibility rules. */
+ * of tile rows, batches with per-image biases, and the eligibility rules.
+ * Then ADM's ops: 2x2 average pooling against a naive loop and its adjoint;
+ * FiLM's J V against finite differences, J V and V J P by the adjoint
+ * identity, the training backward against the V J P and, for the scale and
+ * shift gradients, finite differences; and the timestep embedding against
+ * guided-diffusion's float32 computation. */
 #include "testutil.h"
 #include "ops.h"
 #include "ops_math.h"
@@ -246,6 +251,196 @@ static void test_gemm_thread_invariant(void **state) {
     loco_set_threads(saved);
 }
 
+/* ======================================================================== */
+/* ADM ops: average pooling, FiLM, timestep embedding                       */
+/* ======================================================================== */
+
+static float *rand_buf(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) p[i] = scale * urand();
+    return p;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static double dot_abs(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += fabs((double)a[i] * b[i]);
+    return s;
+}
+
+/* <u, J v> = <J^T u, v> to rel_tol of sum |u J v| */
+static void check_adjoint(const char *what, const float *u, const float *jv, size_t nu, const float *jtu,
+                          const float *v, size_t nv, double rel_tol) {
+    double a = dot(u, jv, nu), b = dot(jtu, v, nv), na = dot_abs(u, jv, nu);
+    double rel = fabs(a - b) / (na > 0 ? na : 1);
+    printf("  %-40s <u, Jv> %.9e  <J^T u, v> %.9e  rel %.2e (tol %.1e)\n", what, a, b, rel, rel_tol);
+    if (!(rel <= rel_tol)) fail_msg("%s: adjoint identity %.9e vs %.9e, rel %.2e > %.1e", what, a, b, rel, rel_tol);
+}
+
+/* avgpool2x2_fwd against a naive loop (the same float sums in the same
+ * order: equal bit for bit) and a double sum; avgpool2x2_vjp against a
+ * naive scatter and by the adjoint identity. */
+static void test_avgpool2x2(void **state) {
+    (void)state;
+    const int B = 3, C = 5, h = 6, w = 10, ho = h / 2, wo = w / 2;
+    const size_t nx = (size_t)B * C * h * w, ny = (size_t)B * C * ho * wo;
+    float *x = rand_buf(nx, 4), *y = rand_buf(ny, 1), *yn = rand_buf(ny, 1), *yd = rand_buf(ny, 1);
+    float *u = rand_buf(ny, 1), *dx = rand_buf(nx, 1), *dxn = malloc(nx * sizeof(float));
+    float *v0 = calloc(nx, sizeof(float));
+    assert_true(dxn && v0);
+    avgpool2x2_fwd(B, C, h, w, x, y);
+    for (int bc = 0; bc < B * C; bc++)
+        for (int i = 0; i < ho; i++)
+            for (int j = 0; j < wo; j++) {
+                const float *p = x + ((size_t)bc * h + 2 * i) * w + 2 * j;
+                float s = 0.0f;
+                s += p[0];
+                s += p[1];
+                s += p[w];
+                s += p[w + 1];
+                yn[((size_t)bc * ho + i) * wo + j] = s / 4;
+                yd[((size_t)bc * ho + i) * wo + j] = (float)(((double)p[0] + p[1] + p[w] + p[w + 1]) / 4);
+            }
+    CHECK_CLOSE("avgpool2x2_fwd vs naive loop", y, yn, ny, 0.0);
+    CHECK_CLOSE("avgpool2x2_fwd vs double sum", y, yd, ny, 1e-6);
+    /* the VJP accumulates: start from a non-zero dx */
+    memcpy(dxn, dx, nx * sizeof(float));
+    avgpool2x2_vjp(B, C, h, w, u, dx);
+    for (int bc = 0; bc < B * C; bc++)
+        for (int iy = 0; iy < h; iy++)
+            for (int ix = 0; ix < w; ix++)
+                dxn[((size_t)bc * h + iy) * w + ix] += u[((size_t)bc * ho + iy / 2) * wo + ix / 2] / 4;
+    CHECK_CLOSE("avgpool2x2_vjp vs naive scatter", dx, dxn, nx, 0.0);
+    avgpool2x2_vjp(B, C, h, w, u, v0); /* J^T u alone */
+    check_adjoint("avgpool2x2 adjoint", u, y, ny, v0, x, nx, 1e-6);
+    free(x), free(y), free(yn), free(yd), free(u), free(dx), free(dxn), free(v0);
+}
+
+/* FiLM, with and without SiLU: J V against central differences of film_fwd,
+ * the adjoint identity for J V / V J P over B tangents, film_fwd with silu
+ * equal to film_fwd without followed by silu_fwd (and in place equal to out
+ * of place), and the training backward: dx equal to film_vjp image by image,
+ * dss against central differences of <dy, film_fwd(x, ss)>. */
+static void check_film(int silu) {
+    const int B = 3, C = 6, hw = 300; /* more than one run of 256 pixels */
+    const size_t n = (size_t)C * hw, nb = (size_t)B * n, nss = (size_t)B * 2 * C;
+    float *x = rand_buf(nb, 6), *ss = rand_buf(nss, 1.5f), *dx = rand_buf(nb, 1), *u = rand_buf(nb, 1);
+    float *jv = malloc(nb * sizeof(float)), *fd = malloc(nb * sizeof(float)), *yp = malloc(n * sizeof(float));
+    float *ym = malloc(n * sizeof(float)), *xp = malloc(n * sizeof(float)), *jtu = calloc(nb, sizeof(float));
+    assert_true(jv && fd && yp && ym && xp && jtu);
+    char what[120];
+    /* linearised at image 0: x[0], ss[0] */
+    film_jvp(B, C, hw, x, ss, silu, dx, jv);
+    const float hstep = 1e-2f;
+    for (int b = 0; b < B; b++) {
+        for (size_t i = 0; i < n; i++) xp[i] = x[i] + hstep * dx[(size_t)b * n + i];
+        film_fwd(1, C, hw, xp, ss, silu, yp);
+        for (size_t i = 0; i < n; i++) xp[i] = x[i] - hstep * dx[(size_t)b * n + i];
+        film_fwd(1, C, hw, xp, ss, silu, ym);
+        for (size_t i = 0; i < n; i++) fd[(size_t)b * n + i] = (float)(((double)yp[i] - ym[i]) / (2.0 * hstep));
+    }
+    /* |J dx| up to ~1; float rounding of y (|y| up to ~6) over 2h: ~3e-5,
+     * the third-order term h^2 |f'''| / 6: ~1e-5 */
+    snprintf(what, sizeof what, "film_jvp silu=%d vs central differences", silu);
+    CHECK_CLOSE(what, jv, fd, nb, 3e-4);
+    film_vjp(B, C, hw, x, ss, silu, u, jtu);
+    snprintf(what, sizeof what, "film silu=%d adjoint", silu);
+    check_adjoint(what, u, jv, nb, jtu, dx, nb, 1e-6);
+
+    /* with silu: the plain one, then silu_fwd; and in place */
+    float *y0 = malloc(nb * sizeof(float)), *y1 = malloc(nb * sizeof(float)), *y2 = malloc(nb * sizeof(float));
+    assert_true(y0 && y1 && y2);
+    film_fwd(B, C, hw, x, ss, silu, y1);
+    memcpy(y2, x, nb * sizeof(float));
+    film_fwd(B, C, hw, y2, ss, silu, y2);
+    snprintf(what, sizeof what, "film_fwd silu=%d in place vs not", silu);
+    CHECK_CLOSE(what, y2, y1, nb, 0.0);
+    if (silu) {
+        film_fwd(B, C, hw, x, ss, 0, y0);
+        silu_fwd(nb, y0, y0);
+        CHECK_CLOSE("film_fwd silu=1 vs film_fwd + silu_fwd", y1, y0, nb, 0.0);
+        /* J V: without SiLU, then silu_jvp at the pre-activation */
+        film_fwd(1, C, hw, x, ss, 0, y0);
+        film_jvp(B, C, hw, x, ss, 0, dx, y2);
+        silu_jvp(B, n, y0, y2, y1);
+        CHECK_CLOSE("film_jvp silu=1 vs film_jvp + silu_jvp", jv, y1, nb, 0.0);
+    }
+
+    /* training backward with per-image records: dx against film_vjp image
+     * by image (the same arithmetic), both accumulating onto dx */
+    float *dxb = rand_buf(nb, 1), *dxv = malloc(nb * sizeof(float)), *dss = rand_buf(nss, 1);
+    float *dss0 = malloc(nss * sizeof(float)), *fdss = malloc(nss * sizeof(float));
+    assert_true(dxv && dss0 && fdss);
+    memcpy(dxv, dxb, nb * sizeof(float));
+    memcpy(dss0, dss, nss * sizeof(float));
+    film_bwd(B, C, hw, x, ss, silu, u, dxb, dss);
+    for (int b = 0; b < B; b++)
+        film_vjp(1, C, hw, x + (size_t)b * n, ss + (size_t)b * 2 * C, silu, u + (size_t)b * n, dxv + (size_t)b * n);
+    snprintf(what, sizeof what, "film_bwd silu=%d dx vs film_vjp", silu);
+    CHECK_CLOSE(what, dxb, dxv, nb, 0.0);
+    /* dss: d/d ss[k] of L = <u, film_fwd(x, ss)> by central differences */
+    float *ssp = malloc(nss * sizeof(float)), *yy = malloc(nb * sizeof(float));
+    assert_true(ssp && yy);
+    for (size_t k = 0; k < nss; k++) {
+        double L[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            memcpy(ssp, ss, nss * sizeof(float));
+            ssp[k] += sgn ? -hstep : hstep;
+            film_fwd(B, C, hw, x, ssp, silu, yy);
+            L[sgn] = dot(u, yy, nb);
+        }
+        fdss[k] = (float)((L[0] - L[1]) / (2.0 * hstep));
+        dss[k] -= dss0[k]; /* what film_bwd added */
+    }
+    /* sums over 300 pixels, |dss| up to ~20: rounding of y over 2h ~1e-3 */
+    snprintf(what, sizeof what, "film_bwd silu=%d dss vs central diff.", silu);
+    CHECK_CLOSE(what, dss, fdss, nss, 2e-3);
+    /* NULL gradients are skipped */
+    memcpy(dxv, dxb, nb * sizeof(float));
+    film_bwd(B, C, hw, x, ss, silu, u, NULL, NULL);
+    film_bwd(B, C, hw, x, ss, silu, u, NULL, dss0);
+    if (memcmp(dxv, dxb, nb * sizeof(float))) fail_msg("film_bwd with dx NULL changed dx");
+    free(x), free(ss), free(dx), free(u), free(jv), free(fd), free(yp), free(ym), free(xp), free(jtu);
+    free(y0), free(y1), free(y2), free(dxb), free(dxv), free(dss), free(dss0), free(fdss), free(ssp), free(yy);
+}
+
+static void test_film(void **state) {
+    (void)state;
+    check_film(0);
+    check_film(1);
+}
+
+/* guided-diffusion's timestep_embedding (diffusers' with flip_sin_to_cos=1,
+ * freq_shift=0) in float32 as torch computes it:
+ *   freqs = exp(-ln(10000) * arange(half, float32) / half), args = t * freqs,
+ *   emb = cat(cos(args), sin(args)),
+ * each float32 operation rounded once (exp, cos and sin evaluated in double,
+ * then rounded). Frequencies computed in double instead would be 1.9e-5 away
+ * at t = 696.27; one frequency one ulp off moves the embedding by up to
+ * 5.6e-5 there. */
+static void test_timestep_embedding_f32(void **state) {
+    (void)state;
+    const float t[3] = {696.27271f, 999.0f, 1.0f};
+    enum { dim = 128, half = dim / 2 };
+    float y[3 * dim], ref[3 * dim];
+    timestep_embedding_fwd(3, dim, 1, 0.0f, t, y);
+    for (int b = 0; b < 3; b++)
+        for (int i = 0; i < half; i++) {
+            float e = (float)(-log(10000.0)) * (float)i; /* a python float times a float32 tensor */
+            e = e / (float)half;
+            float f = (float)exp((double)e), arg = t[b] * f;
+            ref[b * dim + i] = (float)cos((double)arg);
+            ref[b * dim + half + i] = (float)sin((double)arg);
+        }
+    CHECK_CLOSE("timestep embedding vs float32 reference", y, ref, 3 * (size_t)dim, 1e-6);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_expf_total),
@@ -253,6 +448,9 @@ int main(void) {
         cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_winograd_vjp),
         cmocka_unit_test(test_winograd_eligibility),
+        cmocka_unit_test(test_avgpool2x2),
+        cmocka_unit_test(test_film),
+        cmocka_unit_test(test_timestep_embedding_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

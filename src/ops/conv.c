@@ -1,22 +1,19 @@
-/* ops.c - forward kernels. GEMMs go to gemm_f32 (OpenBLAS); the rest are plain
- * loops threaded with OpenMP. Formulas follow diffusers/PyTorch:
- *   GroupNorm: biased variance, y = (x - mean) / sqrt(var + eps) * g + b
- *   Attention: softmax(q^T k / sqrt(d)) per head (diffusers Attention) */
+/* conv.c - 2-D convolution: the forward pass (conv2d_fwd, also the J V of a
+ * convolution when called without biases), its transpose (conv2d_vjp, J^T dy,
+ * which is also the training backward's dx) and the training weight gradient
+ * (conv2d_wgrad). Three routes to the same product, all through gemm_f32:
+ *   1x1, stride 1, no padding: a plain GEMM over channels (no im2col);
+ *   3x3, stride 1, 'same', wide and large enough: Winograd F(2x2,3x3), for
+ *     the forward and, with the kernels transposed and rotated, the VJP;
+ *   otherwise: chunked im2col + GEMM (GEMM + col2im for the VJP).
+ * conv2d_wgrad: dW = sum_b dy[b] col(x[b])^T over im2col columns that span
+ * images, one GEMM per chunk. */
 #include "ops.h"
-#include "ops_math.h"
 
-#include <math.h>
-#include <stdint.h>
 #include <string.h>
 
 /* ======================================================================== */
-/* Helpers                                                                  */
-/* ======================================================================== */
-
-
-
-/* ======================================================================== */
-/* Convolution: chunked im2col + sgemm                                      */
+/* im2col and col2im                                                        */
 /* ======================================================================== */
 
 #define IM2COL_MAX_FLOATS ((size_t)4 << 20) /* 16 MiB of columns at a time */
@@ -32,7 +29,6 @@ size_t conv2d_chunk_cols(const conv_geom *g) {
     if (c > np) c = np;
     return c;
 }
-
 
 /* col[r, p - p0] for output pixels p in [p0, p1), rows r = (ci, ky, kx). */
 static void im2col(const conv_geom *g, const float *x, size_t p0, size_t p1, float *col) {
@@ -80,13 +76,52 @@ static void im2col(const conv_geom *g, const float *x, size_t p0, size_t p1, flo
     }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Winograd F(2x2, 3x3) (Lavin & Gray 2015): each 2x2 output tile is        */
-/*   Y = A^T [ (G g G^T) .* (B^T d B) ] A                                   */
-/* with d the 4x4 input patch around it. The 16 elementwise products become */
-/* 16 GEMMs over channels: M[xi] (cout x T) = U[xi] (cout x cin) V[xi]      */
-/* (cin x T) for T tiles, done a band of tile rows at a time.               */
-/* ------------------------------------------------------------------------ */
+/* dx[ci, iy, ix] += col[r, p - p0] for the output pixels p in [p0, p1). */
+static void col2im_add(const conv_geom *g, const float *col, size_t p0, size_t p1, float *dx) {
+    const int k = g->k, s = g->stride, H = g->h, W = g->w, Wo = g->wo;
+    const size_t np = p1 - p0;
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < g->cin; ci++) {
+        float *xc = dx + (size_t)ci * H * W;
+        for (int kk = 0; kk < k * k; kk++) {
+            int ky = kk / k, kx = kk % k;
+            const float *src = col + ((size_t)ci * k * k + kk) * np;
+            size_t p = p0;
+            while (p < p1) { /* one output row segment at a time */
+                int oy = (int)(p / Wo), ox0 = (int)(p % Wo);
+                int ox1 = Wo;
+                if (p1 - p < (size_t)(ox1 - ox0)) ox1 = ox0 + (int)(p1 - p);
+                int iy = oy * s - g->pad_t + ky;
+                const float *sr = src + (p - p0) - ox0;
+                if (iy >= 0 && iy < H) {
+                    float *xr = xc + (size_t)iy * W;
+                    /* valid ox: 0 <= ox*s - pad_l + kx < W */
+                    int lo = g->pad_l - kx > 0 ? (g->pad_l - kx + s - 1) / s : 0;
+                    int hi = (W - 1 + g->pad_l - kx) / s + 1; /* exclusive */
+                    if (lo < ox0) lo = ox0;
+                    if (hi > ox1) hi = ox1;
+                    if (s == 1) {
+                        float *xd = xr - g->pad_l + kx;
+                        for (int ox = lo; ox < hi; ox++) xd[ox] += sr[ox];
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) xr[ox * s - g->pad_l + kx] += sr[ox];
+                    }
+                }
+                p += (size_t)(ox1 - ox0);
+            }
+        }
+    }
+}
+
+/* ======================================================================== */
+/* Winograd F(2x2, 3x3)                                                     */
+/* ======================================================================== */
+
+/* Lavin & Gray 2015: each 2x2 output tile is
+ *   Y = A^T [ (G g G^T) .* (B^T d B) ] A
+ * with d the 4x4 input patch around it. The 16 elementwise products become
+ * 16 GEMMs over channels: M[xi] (cout x T) = U[xi] (cout x cin) V[xi]
+ * (cin x T) for T tiles, done a band of tile rows at a time. */
 
 #define WINO_MIN_CH 16
 #define WINO_MIN_PIXELS 256 /* output pixels per image: below, the per-image GEMMs are too small */
@@ -339,6 +374,9 @@ size_t conv2d_scratch(const conv_geom *g) {
     }
     return s;
 }
+/* ======================================================================== */
+/* Forward (also the JVP) and VJP                                           */
+/* ======================================================================== */
 
 void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const float *bias, const float *bias2,
                 float *y, float *scratch) {
@@ -373,195 +411,128 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
     }
 }
 
+void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch) {
+    const int K = g->cin * g->k * g->k;
+    const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
+    if (conv2d_wino_use(g)) {
+        conv2d_vjp_wino(g, B, dy, w, dx, scratch);
+        return;
+    }
+    for (int b = 0; b < B; b++) {
+        const float *dyb = dy + (size_t)b * g->cout * np;
+        float *dxb = dx + (size_t)b * nin;
+        if (conv2d_is_direct(g)) {
+            gemm_f32(1, 0, g->cin, (int)np, g->cout, 1.0f, w, g->cin, dyb,
+                        (int)np, 1.0f, dxb, (int)np);
+            continue;
+        }
+        size_t cc = conv2d_chunk_cols(g);
+        for (size_t p0 = 0; p0 < np; p0 += cc) {
+            size_t p1 = p0 + cc < np ? p0 + cc : np;
+            /* col [K, p1-p0] = W^T [K, cout] dy[:, p0:p1] */
+            gemm_f32(1, 0, K, (int)(p1 - p0), g->cout, 1.0f, w, K, dyb + p0,
+                        (int)np, 0.0f, scratch, (int)(p1 - p0));
+            col2im_add(g, scratch, p0, p1, dxb);
+        }
+    }
+}
+
 /* ======================================================================== */
-/* Group norm (+ SiLU)                                                      */
+/* Training: weight and bias gradients                                      */
 /* ======================================================================== */
 
-/* Sum of x[i] (and of (x[i] - c)^2 if sq) in blocks: 16 float lanes inside a
- * block of 4096 (vectorisable), blocks accumulated in double. */
-static double blocked_sum(const float *x, size_t n, int sq, float c) {
-    double total = 0;
-    size_t i = 0;
-    while (i < n) {
-        size_t e = n - i > 4096 ? i + 4096 : n;
-        float acc[16] = {0};
-        if (sq) {
-            for (; i + 16 <= e; i += 16)
-                for (int j = 0; j < 16; j++) {
-                    float d = x[i + j] - c;
-                    acc[j] += d * d;
+#define WGRAD_MAX_FLOATS ((size_t)4 << 20) /* 16 MiB of im2col columns at a time */
+
+/* Columns of one wgrad chunk: a range of "global" output pixels b*np + p. */
+static size_t wgrad_chunk_cols(const conv_geom *g, int B) {
+    size_t K = (size_t)g->cin * g->k * g->k, tot = (size_t)g->ho * g->wo * (size_t)B;
+    size_t c = WGRAD_MAX_FLOATS / K;
+    if (c < (size_t)g->wo) c = (size_t)g->wo;
+    if (c > tot) c = tot;
+    return c;
+}
+
+size_t conv2d_wgrad_scratch(const conv_geom *g, int B) {
+    if (conv2d_is_direct(g)) return 0;
+    return ((size_t)g->cin * g->k * g->k + (size_t)g->cout) * wgrad_chunk_cols(g, B);
+}
+
+/* col[r, P - P0] for global output pixels P = b*np + p in [P0, P1) of the
+ * images x [B, cin, h, w]; rows r = (ci, ky, kx). A row segment of output
+ * pixels never crosses an image (np is a multiple of wo). */
+static void im2col_images(const conv_geom *g, const float *x, size_t P0, size_t P1, float *col) {
+    const int k = g->k, s = g->stride, H = g->h, W = g->w, Wo = g->wo;
+    const int K = g->cin * k * k;
+    const size_t np = (size_t)g->ho * Wo, ncol = P1 - P0, nin = (size_t)g->cin * H * W;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < K; r++) {
+        const int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
+        float *dst = col + (size_t)r * ncol;
+        size_t P = P0;
+        while (P < P1) {
+            const size_t b = P / np, p = P % np;
+            const int oy = (int)(p / (size_t)Wo), ox0 = (int)(p % (size_t)Wo);
+            int ox1 = Wo;
+            if (P1 - P < (size_t)(ox1 - ox0)) ox1 = ox0 + (int)(P1 - P);
+            const int iy = oy * s - g->pad_t + ky;
+            float *d = dst + (P - P0) - ox0; /* d[ox] for ox in [ox0, ox1) */
+            if (iy < 0 || iy >= H) {
+                for (int ox = ox0; ox < ox1; ox++) d[ox] = 0.0f;
+            } else {
+                const float *xr = x + b * nin + ((size_t)ci * H + (size_t)iy) * W;
+                for (int ox = ox0; ox < ox1; ox++) {
+                    const int ix = ox * s - g->pad_l + kx;
+                    d[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
                 }
-            for (; i < e; i++) acc[0] += (x[i] - c) * (x[i] - c);
-        } else {
-            for (; i + 16 <= e; i += 16)
-                for (int j = 0; j < 16; j++) acc[j] += x[i + j];
-            for (; i < e; i++) acc[0] += x[i];
+            }
+            P += (size_t)(ox1 - ox0);
         }
-        double s = 0;
-        for (int j = 0; j < 16; j++) s += acc[j];
-        total += s;
     }
-    return total;
 }
 
-void group_norm_fwd(int B, int C, int hw, int G, float eps, const float *gamma, const float *beta, int silu,
-                    const float *x, float *y, float *mean_out, float *rstd_out) {
-    const int cpg = C / G;
-    const size_t gsize = (size_t)cpg * hw;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int bg = 0; bg < B * G; bg++) {
-        int b = bg / G, g = bg % G;
-        const float *xg = x + ((size_t)b * C + (size_t)g * cpg) * hw;
-        float *yg = y + ((size_t)b * C + (size_t)g * cpg) * hw;
-        /* two passes (mean, then centred squares) for accuracy */
-        double mean = blocked_sum(xg, gsize, 0, 0.0f) / (double)gsize;
-        double v = blocked_sum(xg, gsize, 1, (float)mean) / (double)gsize;
-        float rstd = (float)(1.0 / sqrt(v + (double)eps));
-        float m = (float)mean;
-        if (mean_out) mean_out[bg] = m;
-        if (rstd_out) rstd_out[bg] = rstd;
-        for (int c = 0; c < cpg; c++) {
-            float a = rstd * gamma[g * cpg + c];
-            float bb = beta[g * cpg + c] - m * a;
-            const float *xc = xg + (size_t)c * hw;
-            float *yc = yg + (size_t)c * hw;
-            if (silu) {
-                for (int i = 0; i < hw; i++) yc[i] = silu1(xc[i] * a + bb);
-            } else {
-                for (int i = 0; i < hw; i++) yc[i] = xc[i] * a + bb;
+void conv2d_wgrad(const conv_geom *g, int B, const float *x, const float *dy, float *dw, float *dbias,
+                  float *dbias2, float *scratch) {
+    const int K = g->cin * g->k * g->k, cout = g->cout;
+    const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
+    if (dbias || dbias2) {
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < cout; c++) {
+            double tot = 0;
+            for (int b = 0; b < B; b++) {
+                const float *d = dy + ((size_t)b * cout + c) * np;
+                double s = 0;
+                for (size_t i = 0; i < np; i++) s += d[i];
+                if (dbias2) dbias2[(size_t)b * cout + c] += (float)s;
+                tot += s;
+            }
+            if (dbias) dbias[c] += (float)tot;
+        }
+    }
+    if (!dw) return;
+    if (conv2d_is_direct(g)) {
+        for (int b = 0; b < B; b++) /* dw [cout, cin] += dy[b] [cout, np] x[b]^T */
+            gemm_f32(0, 1, cout, g->cin, (int)np, 1.0f, dy + (size_t)b * cout * np,
+                        (int)np, x + (size_t)b * nin, (int)np, 1.0f, dw, g->cin);
+        return;
+    }
+    const size_t tot = np * (size_t)B, cc = wgrad_chunk_cols(g, B);
+    float *col = scratch, *dyp = scratch + (size_t)K * cc;
+    for (size_t P0 = 0; P0 < tot; P0 += cc) {
+        const size_t P1 = P0 + cc < tot ? P0 + cc : tot, ncol = P1 - P0;
+        im2col_images(g, x, P0, P1, col);
+        /* dyp [cout, ncol]: the same columns of dy, packed */
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < cout; c++) {
+            size_t P = P0;
+            while (P < P1) {
+                const size_t b = P / np, p = P % np;
+                size_t e = (b + 1) * np < P1 ? (b + 1) * np : P1;
+                memcpy(dyp + (size_t)c * ncol + (P - P0), dy + ((size_t)b * cout + c) * np + p, sizeof(float) * (e - P));
+                P = e;
             }
         }
-    }
-}
-
-/* ======================================================================== */
-/* Elementwise and reshaping ops                                            */
-/* ======================================================================== */
-
-void silu_fwd(size_t n, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = silu1(x[i]);
-}
-
-void linear_fwd(int B, int in, int out, const float *x, const float *W, const float *bias, float *y) {
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < out; o++) y[(size_t)b * out + o] = bias ? bias[o] : 0.0f;
-    gemm_f32(0, 1, B, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
-}
-
-void add_scale_fwd(size_t n, const float *a, const float *b, float scale, float *y) {
-    if (scale == 1.0f) {
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
-    } else {
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) y[i] = (a[i] + b[i]) / scale;
-    }
-}
-
-void concat_fwd(int B, int ca, int cb, int hw, const float *a, const float *b, float *y) {
-    for (int i = 0; i < B; i++) {
-        float *yb = y + (size_t)i * (ca + cb) * hw;
-        memcpy(yb, a + (size_t)i * ca * hw, sizeof(float) * (size_t)ca * hw);
-        memcpy(yb + (size_t)ca * hw, b + (size_t)i * cb * hw, sizeof(float) * (size_t)cb * hw);
-    }
-}
-
-void upsample2x_fwd(int B, int C, int h, int w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int bc = 0; bc < B * C; bc++) {
-        const float *xc = x + (size_t)bc * h * w;
-        float *yc = y + (size_t)bc * 4 * h * w;
-        for (int i = 0; i < h; i++) {
-            float *r0 = yc + (size_t)(2 * i) * 2 * w;
-            for (int j = 0; j < w; j++) r0[2 * j] = r0[2 * j + 1] = xc[(size_t)i * w + j];
-            memcpy(r0 + 2 * w, r0, sizeof(float) * 2 * (size_t)w);
-        }
-    }
-}
-
-void timestep_embedding_fwd(int B, int dim, int flip_sin_to_cos, float freq_shift, const float *t, float *y) {
-    const int half = dim / 2;
-    for (int b = 0; b < B; b++) {
-        float *yb = y + (size_t)b * dim;
-        for (int i = 0; i < half; i++) {
-            /* float32 arithmetic in the same order as diffusers */
-            float e = (float)(-log(10000.0)) * (float)i;
-            e = e / ((float)half - freq_shift);
-            float f = expf(e);
-            float arg = t[b] * f;
-            float sn = sinf(arg), cs = cosf(arg);
-            if (flip_sin_to_cos) {
-                yb[i] = cs;
-                yb[half + i] = sn;
-            } else {
-                yb[i] = sn;
-                yb[half + i] = cs;
-            }
-        }
-        if (dim % 2) yb[dim - 1] = 0.0f;
-    }
-}
-
-/* ======================================================================== */
-/* Attention                                                                */
-/* ======================================================================== */
-
-size_t attention_scratch(int C, int hw) { return 5 * (size_t)C * hw + (size_t)hw * hw; }
-
-static void softmax_rows(int rows, int cols, float *S) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < rows; i++) {
-        float *row = S + (size_t)i * cols;
-        float m = row[0];
-        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
-        float sum = 0.0f;
-        for (int j = 0; j < cols; j++) {
-            row[j] = fast_expf(row[j] - m);
-            sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < cols; j++) row[j] *= inv;
-    }
-}
-
-static void proj(int C, int hw, const float *W, const float *bias, const float *x, float *y) {
-    /* y [C, hw] = W [C, C] x [C, hw] + bias */
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < hw; i++) y[(size_t)c * hw + i] = bias[c];
-    gemm_f32(0, 0, C, hw, C, 1.0f, W, C, x, hw, 1.0f, y, hw);
-}
-
-void attention_fwd(const attn_params *p, int B, int C, int hw, const float *x, float *y, float *scratch,
-                   const attn_saved *save) {
-    const size_t n = (size_t)C * hw;
-    float *xn = scratch, *q = xn + n, *k = q + n, *v = k + n, *o = v + n, *S = o + n;
-    if (save) {
-        q = save->q;
-        k = save->k;
-        v = save->v;
-    }
-    const int d = C / p->heads;
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * n;
-        float *yb = y + (size_t)b * n;
-        group_norm_fwd(1, C, hw, p->groups, p->eps, p->gn_w, p->gn_b, 0, xb, xn, save ? save->mean : NULL,
-                       save ? save->rstd : NULL);
-        proj(C, hw, p->wq, p->bq, xn, q);
-        proj(C, hw, p->wk, p->bk, xn, k);
-        proj(C, hw, p->wv, p->bv, xn, v);
-        for (int h = 0; h < p->heads; h++) {
-            const float *qh = q + (size_t)h * d * hw, *kh = k + (size_t)h * d * hw, *vh = v + (size_t)h * d * hw;
-            float *Sh = save ? save->P + (size_t)h * hw * hw : S;
-            /* S[i, j] = scale * sum_c q[c, i] k[c, j] */
-            gemm_f32(1, 0, hw, hw, d, scale, qh, hw, kh, hw, 0.0f, Sh, hw);
-            softmax_rows(hw, hw, Sh);
-            /* o[c, i] = sum_j v[c, j] S[i, j] */
-            gemm_f32(0, 1, d, hw, hw, 1.0f, vh, hw, Sh, hw, 0.0f,
-                        o + (size_t)h * d * hw, hw);
-        }
-        proj(C, hw, p->wo, p->bo, o, yb);
-        for (size_t i = 0; i < n; i++) yb[i] = (yb[i] + xb[i]) / p->rescale;
+        /* dw [cout, K] += dyp [cout, ncol] col^T [ncol, K] */
+        gemm_f32(0, 1, cout, K, (int)ncol, 1.0f, dyp, (int)ncol, col, (int)ncol,
+                    1.0f, dw, K);
     }
 }
