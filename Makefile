@@ -11,7 +11,9 @@ CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) 
 LDLIBS  += -lopenblas -lcjson -lpng -lz -lm
 TEST_LDLIBS = -lcmocka
 
-LIB_SRC := $(wildcard src/*.c)
+# every .c under src/ (src/families/ too); objects mirror the folders
+LIB_SRC := $(shell find src -name '*.c' | sort)
+LIB_HDR := $(shell find src -name '*.h' | sort)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
@@ -19,7 +21,7 @@ SH_TESTS := $(wildcard tests/test_*.sh)
 .PHONY: all test asan bench clean
 all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
+$(BUILD)/obj/%.o: src/%.c $(LIB_HDR) include/loco.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -53,8 +53,9 @@ command -v "$CC" >/dev/null || { echo "fuzz/run.sh: $CC not found (apt-get insta
 
 # ---- build: the library once, then each target --------------------------
 mkdir -p "$OUT/obj" "$OUT/logs"
-for src in src/*.c; do
-    obj="$OUT/obj/$(basename "$src" .c).o"
+for src in $(find src -name '*.c' | sort); do # src/families/ too, as the Makefile
+    rel="${src#src/}"
+    obj="$OUT/obj/$(printf '%s' "${rel%.c}" | tr / _).o"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src include -name '*.h' -newer "$obj")" ]; then
         echo "cc $src"
         $CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
