@@ -23,6 +23,39 @@
 /* Small helpers                                                            */
 /* ======================================================================== */
 
+/* A growing string; oom records a failed allocation (the text is then cut). */
+typedef struct cbuf {
+    char *s;
+    size_t n, cap;
+    int oom;
+} cbuf;
+
+static void cb_printf(cbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cb_printf(cbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[1];
+    int k = vsnprintf(tmp, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if (b->n + (size_t)k + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 256;
+        while (nc < b->n + (size_t)k + 1) nc *= 2;
+        char *ns = realloc(b->s, nc);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = nc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)k;
+}
+
 static void fmt_shape(char *buf, size_t cap, int nd, const int64_t *sh) {
     size_t o = 0;
     buf[0] = 0;
@@ -572,16 +605,16 @@ static loco_status check_tensors(const adm_config *c, const vctx *v, const sd *s
         free(P);
         return loco_fail(LOCO_E_NOMEM, "%s: out of memory", what);
     }
-    sbuf miss = {0}, shp = {0}, extra = {0};
+    cbuf miss = {0}, shp = {0}, extra = {0};
     size_t n_miss = 0, n_shape = 0, n_extra = 0;
     const adm_param *first_miss = NULL;
-    char first_shape[320] = "";
+    cbuf first_shape = {0}; /* "tensor 'x' has shape [..] but .. needs [..]" */
     for (size_t k = 0; k < np; k++) {
         const adm_param *p = &P[k];
         long i = sd_find(s, p->name);
         if (i < 0) {
             if (!n_miss) first_miss = p;
-            else if (n_miss <= CHECK_NAMES) sb_printf(&miss, "%s'%s'", n_miss > 1 ? ", " : "", p->name);
+            else if (n_miss <= CHECK_NAMES) cb_printf(&miss, "%s'%s'", n_miss > 1 ? ", " : "", p->name);
             n_miss++;
             continue;
         }
@@ -593,10 +626,9 @@ static loco_status check_tensors(const adm_config *c, const vctx *v, const sd *s
         fmt_shape(got, sizeof got, s->ndim[i], s->shape[i]);
         fmt_shape(want, sizeof want, p->ndim, p->shape);
         if (!n_shape)
-            snprintf(first_shape, sizeof first_shape, "tensor '%s' has shape [%s] but %s needs [%s]", p->name, got,
-                     whose, want);
+            cb_printf(&first_shape, "tensor '%s' has shape [%s] but %s needs [%s]", p->name, got, whose, want);
         else if (n_shape <= CHECK_NAMES)
-            sb_printf(&shp, "%s'%s' [%s], needs [%s]", n_shape > 1 ? "; " : "", p->name, got, want);
+            cb_printf(&shp, "%s'%s' [%s], needs [%s]", n_shape > 1 ? "; " : "", p->name, got, want);
         n_shape++;
     }
     const char *first_extra = NULL;
@@ -604,7 +636,7 @@ static loco_status check_tensors(const adm_config *c, const vctx *v, const sd *s
         size_t i = s->ent[k].i; /* in name order: messages do not depend on the file's order */
         if (used[i]) continue;
         if (!n_extra) first_extra = s->names[i];
-        else if (n_extra <= CHECK_NAMES) sb_printf(&extra, "%s'%s'", n_extra > 1 ? ", " : "", s->names[i]);
+        else if (n_extra <= CHECK_NAMES) cb_printf(&extra, "%s'%s'", n_extra > 1 ? ", " : "", s->names[i]);
         n_extra++;
     }
     free(used);
@@ -614,36 +646,37 @@ static loco_status check_tensors(const adm_config *c, const vctx *v, const sd *s
     }
     /* one message: the first problem (missing, then shape, then unexpected),
      * then how many of each kind, with the first few names */
-    sbuf m = {0};
+    cbuf m = {0};
     if (n_miss) {
         st = LOCO_E_NOT_FOUND;
-        sb_printf(&m, "%s: tensor '%s' is missing (%s needs it)", what, first_miss->name, whose);
+        cb_printf(&m, "%s: tensor '%s' is missing (%s needs it)", what, first_miss->name, whose);
     } else if (n_shape) {
         st = LOCO_E_SHAPE;
-        sb_printf(&m, "%s: %s", what, first_shape);
+        cb_printf(&m, "%s: %s", what, first_shape.s ? first_shape.s : "a tensor has the wrong shape");
     } else {
         st = LOCO_E_FORMAT;
-        sb_printf(&m, "%s: unexpected tensor '%s' (not part of the model %s describes)", what, first_extra, whose);
+        cb_printf(&m, "%s: unexpected tensor '%s' (not part of the model %s describes)", what, first_extra, whose);
     }
     if (n_miss > 1)
-        sb_printf(&m, "; %zu more missing: %s%s", n_miss - 1, miss.s ? miss.s : "", n_miss - 1 > CHECK_NAMES ? ", ..." : "");
+        cb_printf(&m, "; %zu more missing: %s%s", n_miss - 1, miss.s ? miss.s : "", n_miss - 1 > CHECK_NAMES ? ", ..." : "");
     if (n_shape > (st == LOCO_E_SHAPE ? 1u : 0u)) {
         if (st == LOCO_E_SHAPE)
-            sb_printf(&m, "; %zu more of the wrong shape: %s%s", n_shape - 1, shp.s ? shp.s : "",
+            cb_printf(&m, "; %zu more of the wrong shape: %s%s", n_shape - 1, shp.s ? shp.s : "",
                       n_shape - 1 > CHECK_NAMES ? "; ..." : "");
         else
-            sb_printf(&m, "; %zu of the wrong shape, the first %s", n_shape, first_shape);
+            cb_printf(&m, "; %zu of the wrong shape, the first %s", n_shape, first_shape.s ? first_shape.s : "?");
     }
     if (n_extra > (st == LOCO_E_FORMAT ? 1u : 0u)) {
         if (st == LOCO_E_FORMAT)
-            sb_printf(&m, "; %zu more unexpected: %s%s", n_extra - 1, extra.s ? extra.s : "",
+            cb_printf(&m, "; %zu more unexpected: %s%s", n_extra - 1, extra.s ? extra.s : "",
                       n_extra - 1 > CHECK_NAMES ? ", ..." : "");
         else
-            sb_printf(&m, "; %zu unexpected tensor(s), the first '%s'", n_extra, first_extra);
+            cb_printf(&m, "; %zu unexpected tensor(s), the first '%s'", n_extra, first_extra);
     }
-    if (tail) sb_printf(&m, " [%s]", tail);
+    if (tail) cb_printf(&m, " [%s]", tail);
     st = m.oom || !m.s ? loco_fail(st, "%s: the tensors do not match %s", what, whose) : loco_fail(st, "%s", m.s);
     free(m.s);
+    free(first_shape.s);
     free(miss.s);
     free(shp.s);
     free(extra.s);
@@ -1157,8 +1190,8 @@ static loco_status check_hints(const adm_hints *h, const char *what, adm_config 
 /* a report line: the item, then why in parentheses (the format goes on) */
 #define REP_LINE "  %-28s ("
 
-static loco_status infer_structure(adm_config *c, const sd *s, const char *what, sbuf *rep) {
-    char name[128], item[160];
+static loco_status infer_structure(adm_config *c, const sd *s, const char *what, cbuf *rep) {
+    char name[128], item[200]; /* item: "channel_mult " + a 160-byte mult */
     const int64_t *sh;
     loco_status st;
     /* num_channels: time_embed.0 is Linear(C, 4C) */
@@ -1180,7 +1213,7 @@ static loco_status infer_structure(adm_config *c, const sd *s, const char *what,
                          "num_channels C even, in [2, %d]", what, (long long)sh[0], (long long)sh[1], ADM_MAX_CH);
     c->model_ch = (int)sh[1];
     snprintf(item, sizeof item, "num_channels %d", c->model_ch);
-    sb_printf(rep, REP_LINE "time_embed.0.weight [%d, %d])\n", item, 4 * c->model_ch, c->model_ch);
+    cb_printf(rep, REP_LINE "time_embed.0.weight [%d, %d])\n", item, 4 * c->model_ch, c->model_ch);
     /* levels: output_blocks entries, of which the last of every level but
      * the first holds an upsampler (a ResBlock, or `conv`) after its
      * ResBlock [and attention] */
@@ -1262,17 +1295,17 @@ static loco_status infer_structure(adm_config *c, const sd *s, const char *what,
         char mult[160];
         fmt_mult(mult, sizeof mult, c);
         snprintf(item, sizeof item, "channel_mult %s", mult);
-        sb_printf(rep, REP_LINE "level channels", item);
-        for (int i = 0; i < L; i++) sb_printf(rep, "%s%d", i ? ", " : " ", c->level_ch[i]);
-        sb_printf(rep, "; %d level(s): %d upsampler(s) in output_blocks)\n", L, ups);
+        cb_printf(rep, REP_LINE "level channels", item);
+        for (int i = 0; i < L; i++) cb_printf(rep, "%s%d", i ? ", " : " ", c->level_ch[i]);
+        cb_printf(rep, "; %d level(s): %d upsampler(s) in output_blocks)\n", L, ups);
         snprintf(item, sizeof item, "num_res_blocks %d", c->num_res_blocks);
-        sb_printf(rep, REP_LINE "%d output_blocks entries = %d levels x (num_res_blocks + 1))\n", item, O, L);
+        cb_printf(rep, REP_LINE "%d output_blocks entries = %d levels x (num_res_blocks + 1))\n", item, O, L);
         size_t o = (size_t)snprintf(item, sizeof item, "attention at level(s)");
         int any = 0;
         for (int i = 0; i < L && o < sizeof item; i++)
             if (c->attn_level[i]) o += (size_t)snprintf(item + o, sizeof item - o, "%s%d", any++ ? ", " : " ", i);
         if (!any) snprintf(item, sizeof item, "attention only in middle_block");
-        sb_printf(rep, REP_LINE "%s)\n", item, any ? "an AttentionBlock after their ResBlocks" : "no other .1.qkv");
+        cb_printf(rep, REP_LINE "%s)\n", item, any ? "an AttentionBlock after their ResBlocks" : "no other .1.qkv");
     }
     /* in and out channels */
     if ((st = sd_need(s, "input_blocks.0.0.weight", 4, "in_channels", what, &sh))) return st;
@@ -1287,7 +1320,7 @@ static loco_status infer_structure(adm_config *c, const sd *s, const char *what,
     c->out_ch = (int)sh[0];
     c->learn_sigma = c->out_ch == 6;
     snprintf(item, sizeof item, "learn_sigma %s", c->learn_sigma ? "true" : "false");
-    sb_printf(rep, REP_LINE "out.2.weight: %d output channels)\n", item, c->out_ch);
+    cb_printf(rep, REP_LINE "out.2.weight: %d output channels)\n", item, c->out_ch);
     /* FiLM: emb_layers.1 outputs scale and shift, 2 * C_out */
     if ((st = sd_need(s, "input_blocks.1.0.emb_layers.1.weight", 2, "use_scale_shift_norm", what, &sh))) return st;
     if (sh[0] != c->level_ch[0] && sh[0] != 2 * (int64_t)c->level_ch[0])
@@ -1296,7 +1329,7 @@ static loco_status infer_structure(adm_config *c, const sd *s, const char *what,
                          2 * c->level_ch[0]);
     c->use_scale_shift_norm = sh[0] == 2 * (int64_t)c->level_ch[0];
     snprintf(item, sizeof item, "use_scale_shift_norm %s", c->use_scale_shift_norm ? "true" : "false");
-    sb_printf(rep, REP_LINE "input_blocks.1.0.emb_layers.1.weight: %lld outputs for %d channels)\n", item,
+    cb_printf(rep, REP_LINE "input_blocks.1.0.emb_layers.1.weight: %lld outputs for %d channels)\n", item,
               (long long)sh[0], c->level_ch[0]);
     /* resblock_updown: the first downsampling entry */
     if (L > 1) {
@@ -1309,7 +1342,7 @@ static loco_status infer_structure(adm_config *c, const sd *s, const char *what,
                              "convolution 'op'", what, k);
         c->resblock_updown = kind == MOD_RES;
         snprintf(item, sizeof item, "resblock_updown %s", c->resblock_updown ? "true" : "false");
-        sb_printf(rep, REP_LINE "input_blocks.%d.0 is %s)\n", item, k,
+        cb_printf(rep, REP_LINE "input_blocks.%d.0 is %s)\n", item, k,
                   c->resblock_updown ? "a ResBlock" : "a strided convolution 'op'");
     }
     return LOCO_OK;
@@ -1356,8 +1389,8 @@ loco_status adm_config_infer(adm_config *c, size_t n, const char *const *names, 
     c->use_new_attention_order = 0;
     sd s;
     if ((st = sd_open(&s, n, names, ndim, shape, what))) return st;
-    sbuf rep = {0};
-    sb_printf(&rep, "guided-diffusion UNetModel (ADM) in %s\ninferred from the weights:\n", what);
+    cbuf rep = {0};
+    cb_printf(&rep, "guided-diffusion UNetModel (ADM) in %s\ninferred from the weights:\n", what);
     st = infer_structure(c, &s, what, &rep);
     char sum[512];
     if (!st && has_pre) {
@@ -1394,29 +1427,29 @@ loco_status adm_config_infer(adm_config *c, size_t n, const char *const *names, 
     if (!st && report) {
         char res[160];
         fmt_res(res, sizeof res, c);
-        sb_printf(&rep, "%s:\n  image_size %d (so attention_resolutions \"%s\")\n", src_size, c->image_size, res);
-        if (strcmp(src_heads, src_size) != 0) sb_printf(&rep, "%s:\n", src_heads);
-        if (c->num_head_channels != -1) sb_printf(&rep, "  num_head_channels %d\n", c->num_head_channels);
+        cb_printf(&rep, "%s:\n  image_size %d (so attention_resolutions \"%s\")\n", src_size, c->image_size, res);
+        if (strcmp(src_heads, src_size) != 0) cb_printf(&rep, "%s:\n", src_heads);
+        if (c->num_head_channels != -1) cb_printf(&rep, "  num_head_channels %d\n", c->num_head_channels);
         else {
-            sb_printf(&rep, "  num_heads %d\n", c->num_heads);
-            if (c->num_heads_upsample != -1) sb_printf(&rep, "  num_heads_upsample %d\n", c->num_heads_upsample);
+            cb_printf(&rep, "  num_heads %d\n", c->num_heads);
+            if (c->num_heads_upsample != -1) cb_printf(&rep, "  num_heads_upsample %d\n", c->num_heads_upsample);
         }
-        sb_printf(&rep, "  heads:");
+        cb_printf(&rep, "  heads:");
         for (int i = 0; i < c->n_levels; i++)
             if (c->attn_level[i])
-                sb_printf(&rep, " level %d %d (input) / %d (output),", i, adm_heads(c, c->level_ch[i], 0),
+                cb_printf(&rep, " level %d %d (input) / %d (output),", i, adm_heads(c, c->level_ch[i], 0),
                           adm_heads(c, c->level_ch[i], 1));
-        sb_printf(&rep, " middle %d\n", adm_heads(c, c->level_ch[c->n_levels - 1], 0));
-        sb_printf(&rep, "defaults:\n");
-        if (c->n_levels == 1) sb_printf(&rep, "  resblock_updown false (one level: no downsampler to tell)\n");
-        sb_printf(&rep, "  diffusion_steps 1000, noise_schedule linear, use_new_attention_order false, class_cond "
+        cb_printf(&rep, " middle %d\n", adm_heads(c, c->level_ch[c->n_levels - 1], 0));
+        cb_printf(&rep, "defaults:\n");
+        if (c->n_levels == 1) cb_printf(&rep, "  resblock_updown false (one level: no downsampler to tell)\n");
+        cb_printf(&rep, "  diffusion_steps 1000, noise_schedule linear, use_new_attention_order false, class_cond "
                   "false\n");
         adm_param *P;
         size_t np;
         if (!(st = adm_config_params(c, &P, &np))) {
             int64_t total = 0;
             for (size_t k = 0; k < np; k++) total += adm_param_numel(&P[k]);
-            sb_printf(&rep, "checked: the %zu tensors (%lld parameters) are exactly those of this configuration\n", np,
+            cb_printf(&rep, "checked: the %zu tensors (%lld parameters) are exactly those of this configuration\n", np,
                       (long long)total);
             free(P);
         }
