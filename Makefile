@@ -11,19 +11,27 @@ CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) 
 LDLIBS  += -lopenblas -lcjson -lpng -lz -lm
 TEST_LDLIBS = -lcmocka
 
-LIB_SRC := $(wildcard src/*.c)
+# every source under src/, subfolders included; objects mirror the folders
+# (src/formats/zip.c -> build/obj/formats/zip.o)
+LIB_SRC := $(shell find src -name '*.c' | sort)
+LIB_HDR := $(shell find src -name '*.h' | sort)
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+# ar stores members by file name only: two sources of one name would clash
+ifneq ($(words $(notdir $(LIB_SRC))),$(words $(sort $(notdir $(LIB_SRC)))))
+$(error two sources under src/ share a file name; ar would keep only one: $(LIB_SRC))
+endif
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
 all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/loco.h
+$(BUILD)/obj/%.o: src/%.c $(LIB_HDR) include/loco.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libloco.a: $(LIB_OBJ)
+	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a

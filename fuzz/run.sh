@@ -52,9 +52,15 @@ TARGETS="${*:-$ALL}"
 command -v "$CC" >/dev/null || { echo "fuzz/run.sh: $CC not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
 
 # ---- build: the library once, then each target --------------------------
+# objects mirror src/ (src/formats/zip.c -> obj/formats/zip.o); only those of
+# today's sources are linked, so a stale object of a moved file never is
 mkdir -p "$OUT/obj" "$OUT/logs"
-for src in src/*.c; do
-    obj="$OUT/obj/$(basename "$src" .c).o"
+OBJS=""
+for src in $(find src -name '*.c' | sort); do
+    obj="$OUT/obj/${src#src/}"
+    obj="${obj%.c}.o"
+    OBJS="$OBJS $obj"
+    mkdir -p "$(dirname "$obj")"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find src include -name '*.h' -newer "$obj")" ]; then
         echo "cc $src"
         $CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
@@ -65,7 +71,7 @@ for t in $TARGETS; do
     echo "link fuzz_$t"
     extra=""
     [ "$t" = cli ] && extra=tools/cli_parse.c # the CLI's parsers are not in the library
-    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra "$OUT"/obj/*.o $LIBS -o "$OUT/fuzz_$t"
+    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra $OBJS $LIBS -o "$OUT/fuzz_$t"
 done
 cat fuzz/dict/pickle.dict fuzz/dict/zip.dict >"$OUT/pytorch.dict"
 
