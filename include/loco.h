@@ -280,7 +280,7 @@ loco_status loco_model_init_random(const char *config_path, const char *out_dir,
                                    loco_dtype dtype);
 
 /* ======================================================================== */
-/* PyTorch checkpoints and weights of either format (src/pytorch.c)          */
+/* PyTorch checkpoints and weights of either format (src/formats/)           */
 /* ======================================================================== */
 
 /* A state_dict saved by torch.save since torch 1.6 (.bin, .pt, .pth): a zip

@@ -89,7 +89,7 @@ typedef void (*act_tap_fn)(void *user, const char *name, const float *data, int 
 /* ---- timing ------------------------------------------------------------- */
 double loco_now(void); /* monotonic seconds */
 
-/* ---- PyTorch checkpoints (pytorch.c) ------------------------------------ */
+/* ---- PyTorch checkpoints (formats/pytorch.c, weights.c, zip.c) ---------- */
 /* Opens a PyTorch checkpoint held in memory (borrowed: it must outlive the
  * handle); label names it in messages. Flags: LOCO_PT_NO_CRC skips the CRC
  * checks (for fuzzing past them). */

@@ -1,4 +1,4 @@
-/* test_pytorch.c - PyTorch checkpoints (src/pytorch.c) without Python: round
+/* test_pytorch.c - PyTorch checkpoints (src/formats/) without Python: round
  * trips through our torch.save-layout writer for every dtype, hand-made
  * pickles (strided views, shared storages, protocol 4, the exact bytes torch
  * 2.x writes), model folders with only diffusion_pytorch_model.bin (eps equal

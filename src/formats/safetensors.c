@@ -1,4 +1,4 @@
-/* safetensors.c - a hostile-input-proof reader (memory-mapped) and an atomic
+/* formats/safetensors.c - a hostile-input-proof reader (memory-mapped) and an atomic
  * writer for the safetensors format:
  *   [u64 little-endian header length N][N bytes of JSON][data]
  * The JSON maps tensor names to {"dtype", "shape", "data_offsets": [b, e]}
@@ -6,6 +6,8 @@
  * strings to strings. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+
+#include "formats/names.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -97,8 +99,11 @@ static int cmp_begin(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : 0;
 }
 
-static int cmp_name(const void *a, const void *b) {
-    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
+/* the name of a by_name element, for fmt_sort_names and fmt_find_name */
+static const char *entry_name(const void *e, size_t *len) {
+    const st_entry *x = *(const st_entry *const *)e;
+    *len = strlen(x->name);
+    return x->name;
 }
 
 static loco_status parse_entry(loco_tensors *f, const cJSON *item, st_entry *e) {
@@ -230,12 +235,11 @@ static loco_status parse_header(loco_tensors *f, const char *json, size_t len) {
         goto done;
     }
     for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->entries[i];
-    qsort(f->by_name, f->n, sizeof *f->by_name, cmp_name);
-    for (size_t i = 1; i < f->n; i++)
-        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
-            s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' appears twice in the header", p, f->by_name[i]->name);
-            goto done;
-        }
+    const st_entry *const *dup = fmt_sort_names(f->by_name, f->n, sizeof *f->by_name, entry_name);
+    if (dup) {
+        s = loco_fail(LOCO_E_FORMAT, "%s: tensor '%s' appears twice in the header", p, (*dup)->name);
+        goto done;
+    }
     /* overlap check: sort a view by begin offset; each non-empty tensor must
      * start at or after the furthest end seen so far (empty tensors occupy
      * nothing and may sit anywhere) */
@@ -318,16 +322,8 @@ const char *loco_tensors_name(const loco_tensors *f, size_t i) {
 }
 
 static const st_entry *find(const loco_tensors *f, const char *name) {
-    size_t lo = 0, hi = f->n; /* binary search in the name index */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const st_entry *e = f->by_name[mid];
-        int c = strcmp(e->name, name);
-        if (c == 0) return e;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return NULL;
+    const st_entry *const *e = fmt_find_name(f->by_name, f->n, sizeof *f->by_name, entry_name, name, strlen(name));
+    return e ? *e : NULL;
 }
 
 loco_status loco_tensors_info(const loco_tensors *f, const char *name, loco_dtype *dtype, int *ndim,
@@ -390,8 +386,11 @@ const char *loco_tensors_metadata(const loco_tensors *f, const char *key) {
 /* Writer                                                                   */
 /* ======================================================================== */
 
-static int cmp_ref_name(const void *a, const void *b) {
-    return strcmp((*(const loco_tensor_ref *const *)a)->name, (*(const loco_tensor_ref *const *)b)->name);
+/* the name of an element of order[], for fmt_sort_names */
+static const char *ref_name(const void *r, size_t *len) {
+    const loco_tensor_ref *t = *(const loco_tensor_ref *const *)r;
+    *len = strlen(t->name);
+    return t->name;
 }
 
 loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors, size_t n, const char *const *meta,
@@ -434,7 +433,7 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
         goto done;
     }
     for (size_t i = 0; i < n; i++) order[i] = &tensors[i];
-    qsort(order, n, sizeof *order, cmp_ref_name);
+    const loco_tensor_ref *const *dup = fmt_sort_names(order, n, sizeof *order, ref_name);
     if (n_meta) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
         for (size_t i = 0; m && i < n_meta; i++)
@@ -447,7 +446,7 @@ loco_status loco_tensors_write(const char *path, const loco_tensor_ref *tensors,
     off = 0;
     for (size_t i = 0; i < n; i++) {
         const loco_tensor_ref *t = order[i];
-        if (i > 0 && strcmp(order[i - 1]->name, t->name) == 0) {
+        if (dup && *dup == t) {
             s = loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: tensor '%s' given twice", path, t->name);
             goto done;
         }
