@@ -24,8 +24,18 @@ $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# rebuilt whole: members of removed or moved sources must not linger
+# Two archives, rebuilt whole (members of removed or moved sources must not
+# linger). libloco.a, what users link: one relocatable object in which only
+# the loco_* symbols stay global, every internal one hidden.
+# libloco_internal.a: the same objects with every symbol visible, for the
+# tests (which check the internals).
 $(BUILD)/libloco.a: $(LIB_OBJ)
+	rm -f $@ $(BUILD)/loco_lib.o
+	ld -r -o $(BUILD)/loco_lib.o $^
+	objcopy --wildcard --keep-global-symbol='loco_*' $(BUILD)/loco_lib.o
+	ar rcs $@ $(BUILD)/loco_lib.o
+
+$(BUILD)/libloco_internal.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
@@ -47,11 +57,11 @@ $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 $(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h bench/edit_eval.h $(BUILD)/libloco.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h bench/edit_eval.h $(BUILD)/libloco_internal.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco_internal.a $(LDFLAGS) $(LDLIBS) $(TEST_LDLIBS)
 
-test: $(TESTS) $(BUILD)/loco
+test: $(TESTS) $(BUILD)/loco $(BUILD)/libloco.a
 	@BUILD=$(BUILD) tests/run.sh $(TESTS) $(SH_TESTS)
 
 asan:

@@ -48,10 +48,11 @@ static const char *const usage_text =
     "usage: bench [--quick] [--json] [--only NAMES] [--batch LIST] [--threads N]\n"
     "             [--cache DIR] [--fixtures DIR] [--configs DIR]\n"
     "\n"
-    "  --quick         fewer repetitions; skips ddpm-ema-celebahq-256 at batch 4\n"
+    "  --quick         fewer repetitions; skips the 256x256 models at batch 4\n"
     "  --json          machine-readable output on stdout\n"
     "  --only NAMES    comma-separated subset of: sgemm, unet-small,\n"
-    "                  ddpm-cifar10-32, ddpm-ema-celebahq-256 (a word selects\n"
+    "                  ddpm-cifar10-32, ddpm-ema-celebahq-256, adm-p2-256 (the\n"
+    "                  P2-weighting guided-diffusion UNet; a word selects\n"
     "                  every name containing it, e.g. 'celebahq')\n"
     "  --batch LIST    comma-separated batch sizes (default 1,4)\n"
     "  --threads N     threads for loco and OpenBLAS (default: loco's automatic choice)\n"
@@ -85,7 +86,8 @@ static int selected(const char *name) {
     return 0;
 }
 
-static const char *const all_names[] = {"sgemm", "unet-small", "ddpm-cifar10-32", "ddpm-ema-celebahq-256"};
+static const char *const all_names[] = {"sgemm", "unet-small", "ddpm-cifar10-32", "ddpm-ema-celebahq-256",
+                                        "adm-p2-256"};
 
 /* every word of --only must select something */
 static int check_only(void) {
@@ -106,7 +108,7 @@ static int check_only(void) {
     return 1;
 bad:
     fprintf(stderr, "bench: --only '%s': each comma-separated word must be part of one of: sgemm, unet-small, "
-                    "ddpm-cifar10-32, ddpm-ema-celebahq-256\n", opt.only);
+                    "ddpm-cifar10-32, ddpm-ema-celebahq-256, adm-p2-256\n", opt.only);
     return 0;
 }
 
@@ -669,14 +671,15 @@ int main(int argc, char **argv) {
     }
 
     /* (b) forward passes */
-    static model_spec specs[3] = {
+    static model_spec specs[4] = {
         {"unet-small", NULL, ""},
         {"ddpm-cifar10-32", "ddpm-cifar10-32", ""},
         {"ddpm-ema-celebahq-256", "ddpm-ema-celebahq-256", ""},
+        {"adm-p2-256", "adm-p2-256", ""},
     };
-    fwd_row rows[3 * 16];
+    fwd_row rows[4 * 16];
     int nrows = 0, failures = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         model_spec *sp = &specs[k];
         if (!selected(sp->name)) continue;
         if (!sp->config) {
@@ -684,7 +687,7 @@ int main(int argc, char **argv) {
         } else {
             snprintf(sp->dir, sizeof sp->dir, "%s/%s", opt.cache, sp->name);
             char w[1200];
-            snprintf(w, sizeof w, "%s/diffusion_pytorch_model.safetensors", sp->dir);
+            snprintf(w, sizeof w, "%s/config.json", sp->dir); /* written last by loco_model_init_random */
             if (!file_exists(w)) {
                 if (!mkdir_p(opt.cache)) {
                     fprintf(stderr, "bench: cannot create %s: %s\n", opt.cache, strerror(errno));
@@ -702,7 +705,7 @@ int main(int argc, char **argv) {
         }
         for (int j = 0; j < nb; j++) {
             int B = batches[j];
-            if (opt.quick && B > 1 && k == 2) continue; /* celebahq at batch > 1 takes minutes */
+            if (opt.quick && B > 1 && k >= 2) continue; /* 256x256 at batch > 1 takes minutes */
             fwd_arg fa = {sp, B};
             fwd_row *row = &rows[nrows++];
             row->name = sp->name;

@@ -23,6 +23,7 @@
  * iris colour, gaze) are shared by the two eyes, so a direction found in
  * one eye's mask rightly changes the other too. */
 #include "edit_eval.h"
+#include "loco_train.h"
 #include "loco.h"
 
 #include <math.h>

@@ -12,6 +12,7 @@
  * Prints one line per band and the mean over bands (the expected training
  * loss under uniform t). */
 #include "loco.h"
+#include "loco_train.h"
 
 #include <math.h>
 #include <stdint.h>

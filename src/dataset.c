@@ -10,6 +10,7 @@
  * the build is ISO C (no FMA contraction), so images are reproducible. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
+#include "loco_train.h"
 
 #include <errno.h>
 #include <fcntl.h>

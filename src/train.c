@@ -1,6 +1,7 @@
 /* train.c - the trainer: eps-prediction MSE, AdamW, EMA, checkpoints
  * (see the Training section of loco.h). */
 #include "families/unet2d.h"
+#include "loco_train.h"
 #include "graph/backward.h"
 #include "schedule.h"
 

@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include "testutil.h"
+#include "loco_train.h"
 
 #include <png.h>
 

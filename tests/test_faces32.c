@@ -6,6 +6,7 @@
  *
  * The model folder is $LOCO_MODELS/faces32 (default models/faces32). */
 #include "testutil.h"
+#include "loco_train.h"
 
 #include "../bench/edit_eval.h"
 

@@ -1,6 +1,7 @@
 /* test_train.c - the trainer: the loss falls on faces, runs are deterministic,
  * resume equals one run, the folder opens as a model, bad arguments fail. */
 #include "testutil.h"
+#include "loco_train.h"
 
 #include <unistd.h>
 

@@ -2,6 +2,7 @@
  * PNGs, contact sheets) and `loco mask` (a part mask from a label map). */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "loco_train.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -2,6 +2,7 @@
  * a folder of PNGs (loco_train). */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "loco_train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
