@@ -49,84 +49,60 @@ static int run(const char *model, int rank, int null_rank, int max_iter, int inv
     loco_model_get_info(m, &inf);
     const int C = inf.in_channels, H = inf.height, W = inf.width;
     const size_t n = (size_t)C * H * W;
-    float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 3);
-    uint8_t *mask = malloc(n), *out = malloc(n);
+    float *x0 = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 3);
+    uint8_t *mask = malloc((size_t)H * W);
     for (size_t i = 0; i < n; i++) x0[i] = (float)sin(0.001 * (double)i) * 0.8f;
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                int in = y >= H / 4 && y < H / 2 && x >= W / 4 && x < 3 * W / 4;
-                mask[((size_t)c * H + y) * W + x] = (uint8_t)in;
-                out[((size_t)c * H + y) * W + x] = (uint8_t)!in;
-            }
-    loco_edit_params ep;
-    loco_edit_params_init(&ep);
-    ep.invert_full = invert_full;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) mask[(size_t)y * W + x] = y >= H / 4 && y < H / 2 && x >= W / 4 && x < 3 * W / 4;
+    /* the recipe (loco_edit_prepare) at the authors' settings */
+    loco_edit_recipe rp;
+    loco_edit_recipe_init(&rp);
+    rp.edit.invert_full = invert_full;
+    rp.rank = rank;
+    rp.null_rank = null_rank;
+    rp.max_iter = max_iter;
+    rp.min_iter = max_iter < 10 ? max_iter : 10;
+    rp.tol = 1e-4;
+    rp.oversample = g_oversample;
+    loco_edit_directions *d = NULL;
+    int nfe_dec = 0;
+    loco_status st = loco_edit_prepare(m, &rp, x0, mask, &d);
     double t0 = now();
-    int nfe_inv = 0, nfe_dec = 0;
-    float tv;
-    loco_edit_timestep(m, &ep, &tv, NULL);
-    loco_status st = loco_edit_encode(m, &ep, x0, xt, &nfe_inv);
-    double t_inv = now() - t0;
-    loco_lin *L = NULL;
-    t0 = now();
-    if (!st) st = loco_linearize(m, xt, tv, &L);
-    double t_lin = now() - t0;
-    loco_subspace_params p;
-    loco_subspace_params_init(&p);
-    p.rank = rank;
-    p.max_iter = max_iter;
-    p.min_iter = max_iter < 10 ? max_iter : 10;
-    p.tol = 1e-4;
-    p.oversample = g_oversample;
-    loco_subspace roi = {0}, nul = {0};
-    t0 = now();
-    if (!st) st = loco_subspace_iteration(L, mask, &p, &roi);
-    double t_roi = now() - t0;
-    p.rank = null_rank;
-    p.seed = 1;
-    t0 = now();
-    if (!st) st = loco_subspace_iteration(L, out, &p, &nul);
-    double t_null = now() - t0;
-    float *dirs = malloc(sizeof(float) * n * rank);
     if (!st) {
-        memcpy(dirs, roi.vT, sizeof(float) * n * rank);
-        st = loco_project_directions(rank, n, dirs, null_rank, nul.vT);
-    }
-    t0 = now();
-    if (!st) {
-        for (int k = 0; k < 3; k++)
-            for (size_t i = 0; i < n; i++) batch[k * n + i] = xt[i] + (float)(k - 1) * 8.0f * dirs[i];
-        st = loco_edit_decode(m, &ep, 3, batch, &nfe_dec);
+        /* the first direction at -8, 0, +8 */
+        const float *v = loco_edit_directions_vectors(d);
+        const loco_edit_move mv[3] = {{v, -8.0f}, {v, 0.0f}, {v, 8.0f}};
+        st = loco_edit_render(m, &rp.edit, loco_edit_directions_xt(d), 3, NULL, mv, 3, batch, &nfe_dec);
     }
     double t_dec = now() - t0;
     if (st) {
         fprintf(stderr, "bench_edit: %s\n", loco_last_error());
         return 1;
     }
+    loco_edit_info ei;
+    loco_edit_directions_info(d, &ei);
+    const loco_subspace *roi = loco_edit_directions_subspace(d, LOCO_BASIS_ROI),
+                        *nul = loco_edit_directions_subspace(d, LOCO_BASIS_NULL);
+    const double t_inv = ei.seconds_inversion, t_lin = ei.seconds_linearize, t_roi = ei.seconds_roi,
+                 t_null = ei.seconds_null;
     /* extrapolate an iteration that --max-iter cut short (not one that
      * converged) to the authors' 50 */
     const int full = 50;
-    double f_roi = (!roi.converged && roi.iters < full) ? (double)full / roi.iters : 1.0;
-    double f_null = (!nul.converged && nul.iters < full) ? (double)full / nul.iters : 1.0;
+    double f_roi = (!roi->converged && roi->iters < full) ? (double)full / roi->iters : 1.0;
+    double f_null = (!nul->converged && nul->iters < full) ? (double)full / nul->iters : 1.0;
     int ext = f_roi > 1 || f_null > 1;
     double total = t_inv + t_lin + t_roi * f_roi + t_null * f_null + t_dec;
     printf("| %-40s | %d / %d | %6.1f s (%3d) | %5.1f s | %7.1f s%s (%2d it, %4d+%4d vec) | %7.1f s%s (%2d it, %4d+%4d vec) | "
            "%6.1f s (%3d) | %7.1f s%s | %6.0f |\n",
-           model, rank, null_rank, t_inv, nfe_inv, t_lin, t_roi * f_roi, ext ? "*" : "", roi.iters, roi.jvp_vectors,
-           roi.vjp_vectors, t_null * f_null, ext ? "*" : "", nul.iters, nul.jvp_vectors, nul.vjp_vectors, t_dec, nfe_dec,
-           total, ext ? "*" : "", peak_mib());
+           model, rank, null_rank, t_inv, ei.nfe_inversion, t_lin, t_roi * f_roi, ext ? "*" : "", roi->iters,
+           roi->jvp_vectors, roi->vjp_vectors, t_null * f_null, ext ? "*" : "", nul->iters, nul->jvp_vectors,
+           nul->vjp_vectors, t_dec, nfe_dec, total, ext ? "*" : "", peak_mib());
     fflush(stdout);
-    loco_subspace_free(&roi);
-    loco_subspace_free(&nul);
-    loco_lin_free(L);
+    loco_edit_directions_free(d);
     loco_model_free(m);
     free(x0);
-    free(xt);
     free(batch);
     free(mask);
-    free(out);
-    free(dirs);
     return 0;
 }
 

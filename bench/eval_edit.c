@@ -111,8 +111,8 @@ int main(int argc, char **argv) {
     uint64_t data_seed = 99;
     double strength = 4;
     int ring = 0, by_label = 0, first = 0;
-    ev_setup es;
-    ev_setup_init(&es);
+    loco_edit_recipe es;
+    loco_edit_recipe_init(&es);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -124,16 +124,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--parts")) snprintf(partbuf, sizeof partbuf, "%s", v);
         else if (!strcmp(a, "--data-seed")) data_seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--strength")) strength = atof(v);
-        else if (!strcmp(a, "--t-edit")) es.ep.t_edit = (float)atof(v);
-        else if (!strcmp(a, "--steps")) es.ep.steps = atoi(v);
-        else if (!strcmp(a, "--inv-steps")) es.ep.inv_steps = atoi(v);
-        else if (!strcmp(a, "--invert-to")) es.ep.invert_full = strcmp(v, "edit") != 0;
+        else if (!strcmp(a, "--t-edit")) es.edit.t_edit = (float)atof(v);
+        else if (!strcmp(a, "--steps")) es.edit.steps = atoi(v);
+        else if (!strcmp(a, "--inv-steps")) es.edit.inv_steps = atoi(v);
+        else if (!strcmp(a, "--invert-to")) es.edit.invert_full = strcmp(v, "edit") != 0;
         else if (!strcmp(a, "--rank")) es.rank = atoi(v);
         else if (!strcmp(a, "--null-rank")) es.null_rank = atoi(v);
         else if (!strcmp(a, "--min-iter")) es.min_iter = atoi(v);
         else if (!strcmp(a, "--max-iter")) es.max_iter = atoi(v);
         else if (!strcmp(a, "--oversample")) es.oversample = atoi(v);
-        else if (!strcmp(a, "--null-mode")) es.constrain = !strcmp(v, "constrain");
+        else if (!strcmp(a, "--null-mode")) es.null_mode = !strcmp(v, "constrain") ? LOCO_NULL_CONSTRAIN : LOCO_NULL_PROJECT;
         else if (!strcmp(a, "--strips")) strips = v;
         else if (!strcmp(a, "--ring")) ring = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
@@ -167,10 +167,10 @@ int main(int argc, char **argv) {
     const size_t n = (size_t)C * H * W, hw = (size_t)H * W;
     float *x0 = malloc(sizeof(float) * n * count), *xt = malloc(sizeof(float) * n * count);
     float *recon = malloc(sizeof(float) * n * count), *dp0 = malloc(sizeof(float) * n);
-    float *dproj = malloc(sizeof(float) * n), *draw = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 5);
+    float *dproj = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 5);
     uint8_t *masks = malloc(hw * count), rgb[32 * 32 * 3], labels[32 * 32];
     float *strip_imgs = malloc(sizeof(float) * n * 6);
-    if (!x0 || !xt || !recon || !dp0 || !dproj || !draw || !batch || !masks || !strip_imgs) return 1;
+    if (!x0 || !xt || !recon || !dp0 || !dproj || !batch || !masks || !strip_imgs) return 1;
     FILE *jf = NULL;
     if (json && !(jf = fopen(json, "w"))) {
         fprintf(stderr, "eval_edit: cannot write %s\n", json);
@@ -181,13 +181,13 @@ int main(int argc, char **argv) {
                     "\"steps\": %d, \"inv_steps\": %d, \"invert_to\": \"%s\", \"rank\": %d, \"null_rank\": %d, \"ring\": %d,\n"
                     "  \"min_iter\": %d, \"max_iter\": %d, \"oversample\": %d, \"null_mode\": \"%s\",\n"
                     "  \"parts\": {\n",
-                model, count, (unsigned long long)data_seed, strength, (double)es.ep.t_edit, es.ep.steps,
-                es.ep.inv_steps, es.ep.invert_full ? "full" : "edit", es.rank, es.null_rank, ring, es.min_iter,
-                es.max_iter, es.oversample, es.constrain ? "constrain" : "project");
+                model, count, (unsigned long long)data_seed, strength, (double)es.edit.t_edit, es.edit.steps,
+                es.edit.inv_steps, es.edit.invert_full ? "full" : "edit", es.rank, es.null_rank, ring, es.min_iter,
+                es.max_iter, es.oversample, es.null_mode == LOCO_NULL_CONSTRAIN ? "constrain" : "project");
     printf("model %s: %d faces (seed %llu) x %d parts, strength %g, t_edit %g, rank %d, null rank %d, "
            "%d-%d iterations, oversample %d, null space: %s\n",
-           model, count, (unsigned long long)data_seed, np, strength, (double)es.ep.t_edit, es.rank, es.null_rank,
-           es.min_iter, es.max_iter, es.oversample, es.constrain ? "constrained iteration" : "projection");
+           model, count, (unsigned long long)data_seed, np, strength, (double)es.edit.t_edit, es.rank, es.null_rank,
+           es.min_iter, es.max_iter, es.oversample, es.null_mode == LOCO_NULL_CONSTRAIN ? "constrained iteration" : "projection");
     int rc = 0;
     stats all_p = {0}, all_r = {0}, all_t = {0};
     for (int pi = 0; pi < np && !rc; pi++) {
@@ -196,7 +196,6 @@ int main(int argc, char **argv) {
         for (int i = 0; i < count && !rc; i++) {
             float *x0i = x0 + n * i, *xti = xt + n * i;
             uint8_t *mi = masks + hw * i;
-            float sv0 = 0;
             loco_status st = loco_faces_generate(data_seed, first + i, rgb, labels, NULL);
             if (!st) st = loco_part_mask(labels, H, W, parts[pi], 1, mi);
             if (!st && ring > 0) {
@@ -212,17 +211,14 @@ int main(int argc, char **argv) {
             es.seed = (uint64_t)i;
             uint8_t roi[32 * 32];
             for (size_t p = 0; p < hw; p++) roi[p] = mi[p] == 1;
-            if (!st) st = ev_directions(m, &es, C, H, W, x0i, roi, xti, dproj, draw, &sv0);
+            /* recon, -/+ strength with and without the null space (edit_eval.h) */
+            loco_edit_directions *ed = NULL;
+            if (!st) st = ev_edit(m, &es, x0i, roi, (float)strength, batch, &ed);
             if (!st) {
-                for (size_t e = 0; e < n; e++) {
-                    batch[e] = xti[e];
-                    batch[n + e] = xti[e] - (float)strength * dproj[e];
-                    batch[2 * n + e] = xti[e] + (float)strength * dproj[e];
-                    batch[3 * n + e] = xti[e] - (float)strength * draw[e];
-                    batch[4 * n + e] = xti[e] + (float)strength * draw[e];
-                }
-                st = loco_edit_decode(m, &es.ep, 5, batch, NULL);
+                memcpy(xti, loco_edit_directions_xt(ed), sizeof(float) * n);
+                memcpy(dproj, loco_edit_directions_vectors(ed), sizeof(float) * n);
             }
+            loco_edit_directions_free(ed);
             if (st) {
                 fprintf(stderr, "eval_edit: part %s image %d: %s\n", parts[pi], i, loco_last_error());
                 rc = 1;
@@ -255,12 +251,8 @@ int main(int argc, char **argv) {
         /* transfer of image 0's direction */
         float *tr_imgs = malloc(sizeof(float) * n * 16);
         for (int i = 1; i < count && !rc; i++) {
-            const float *xti = xt + n * i;
-            for (size_t e = 0; e < n; e++) {
-                batch[e] = xti[e] - (float)strength * dp0[e];
-                batch[n + e] = xti[e] + (float)strength * dp0[e];
-            }
-            if (loco_edit_decode(m, &es.ep, 2, batch, NULL)) {
+            const loco_edit_move mv[2] = {{dp0, -(float)strength}, {dp0, (float)strength}};
+            if (loco_edit_render(m, &es.edit, xt + n * i, 2, NULL, mv, 2, batch, NULL)) {
                 fprintf(stderr, "eval_edit: transfer %d: %s\n", i, loco_last_error());
                 rc = 1;
                 break;
@@ -336,7 +328,7 @@ int main(int argc, char **argv) {
         fprintf(jf, "  }\n}\n");
         fclose(jf);
     }
-    free(x0), free(xt), free(recon), free(dp0), free(dproj), free(draw), free(batch), free(masks), free(strip_imgs);
+    free(x0), free(xt), free(recon), free(dp0), free(dproj), free(batch), free(masks), free(strip_imgs);
     loco_model_free(m);
     return rc;
 }

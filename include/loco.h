@@ -642,6 +642,152 @@ loco_status loco_project_directions(int r, size_t n, float *dirs, int r_null, co
 void loco_canonical_sign(int r, size_t n, float *X);
 
 
+/* ======================================================================== */
+/* Edit recipe: LOCO Edit of one image end to end (src/edit_recipe.c)       */
+/* ======================================================================== */
+
+/* What loco_edit_prepare computes, in order (docs/loco-edit.md):
+ *  1. x0 -> x_t by DDIM inversion (loco_edit_encode_full; also x_T);
+ *  2. one recorded forward pass at (x_t, t) (loco_linearize);
+ *  3. the ROI basis: top-`rank` right singular vectors of the Jacobian of
+ *     x0_hat (or eps, `of`) restricted to every channel of the masked pixels,
+ *     by subspace iteration (loco_subspace_iteration, seed, init_roi),
+ *     canonical signs (loco_canonical_sign);
+ *  4. when null_rank > 0, the null basis: the same outside the mask
+ *     (seed + 1, init_null), canonical signs;
+ *  5. the edit directions: LOCO_NULL_PROJECT (the authors') removes from each
+ *     ROI vector its component in the null basis, normalises it and fixes
+ *     its sign (loco_project_directions; with null_rank 0 this only
+ *     normalises); LOCO_NULL_CONSTRAIN instead runs a third iteration inside
+ *     the mask on J P, P = I - N^T N (seed + 2, random start; see
+ *     loco_subspace_params.constrain), canonical signs.
+ * Then x_t + s v is denoised with loco_edit_render. */
+typedef enum loco_null_mode {
+    LOCO_NULL_PROJECT = 0,   /* project the ROI directions afterwards        */
+    LOCO_NULL_CONSTRAIN = 1  /* iterate in the complement of the null basis  */
+} loco_null_mode;
+
+typedef struct loco_edit_recipe {
+    loco_edit_params edit;   /* the schedule: t_edit, steps, inv_steps,
+                                invert_full, boost_t, seed (the noise of
+                                stochastic steps). edit.progress and
+                                edit.user are not used by loco_edit_prepare
+                                (progress below is).                        */
+    int rank;                /* r, ROI directions (5)                        */
+    int null_rank;           /* size of the null basis outside the mask; 0:
+                                none, the directions are the ROI basis
+                                (normalised) (5)                             */
+    int min_iter, max_iter;  /* of each subspace iteration (10, 50)          */
+    double tol;              /* sin of the largest principal angle (1e-4)    */
+    int oversample;          /* extra iterated vectors, 0..1000 (0)          */
+    uint64_t seed;           /* random starting bases: ROI seed, null
+                                seed + 1, constrained seed + 2 (0)           */
+    loco_output of;          /* LOCO_OUT_X0 (the paper) or LOCO_OUT_EPS      */
+    loco_null_mode null_mode;/* LOCO_NULL_PROJECT                            */
+    const float *init_roi;   /* NULL (random), or init_roi_rows >= rank rows
+                                of C*H*W floats: the ROI iteration starts
+                                from the first rank rows (caller-owned)      */
+    int init_roi_rows;
+    const float *init_null;  /* the same for the null iteration             */
+    int init_null_rows;
+    loco_progress_fn progress; /* every phase: "inversion" and "sampling"
+                                (DDIM), "roi", "null", "constrained" (one
+                                unit per iteration, of max_iter); may be NULL */
+    void *user;
+} loco_edit_recipe;
+
+/* Fills the defaults above (pointers NULL, loco_edit_params_init). */
+void loco_edit_recipe_init(loco_edit_recipe *p);
+
+/* Checks everything loco_edit_prepare can check before any network
+ * evaluation, and computes nothing: arguments not NULL; a model with
+ * in_channels == out_channels; the schedule (as loco_edit_timestep); mask
+ * ([H, W] of the model's sample size, nonzero = inside) not empty, and not
+ * the whole image when null_rank > 0; 1 <= rank <= the masked entries
+ * (pixels x channels); 0 <= null_rank <= the entries outside; with
+ * LOCO_NULL_CONSTRAIN null_rank >= 1 and rank + null_rank <= C*H*W;
+ * 0 <= min_iter <= max_iter (1..100000), tol >= 0, oversample in [0, 1000];
+ * init rows >= rank (null_rank) when an init basis is given. Errors are
+ * LOCO_E_INVALID_ARGUMENT (LOCO_E_UNSUPPORTED for the model) with a message
+ * saying which. */
+loco_status loco_edit_recipe_check(const loco_model *m, const loco_edit_recipe *p, const uint8_t *mask);
+
+/* The result of loco_edit_prepare for one image: opaque, freed with
+ * loco_edit_directions_free. */
+typedef struct loco_edit_directions loco_edit_directions;
+
+/* Runs the recipe above on x0 [C, H, W] (values in [-1, 1], finite) with the
+ * ROI mask [H, W] (nonzero = inside, every channel of a pixel alike), after
+ * loco_edit_recipe_check. On success *out is a new handle the caller frees
+ * with loco_edit_directions_free; on failure *out is NULL and the message
+ * names the phase that failed ("inversion: ...", "linearize: ...",
+ * "directions inside the mask: ...", "null space outside the mask: ...",
+ * "constrained directions inside the mask: ..."; a direction lost to the
+ * projection is LOCO_E_NUMERIC). Results are deterministic: the same
+ * arguments give the same bytes. The model is used, not kept. */
+loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const float *x0, const uint8_t *mask,
+                              loco_edit_directions **out);
+void loco_edit_directions_free(loco_edit_directions *d);
+
+/* Figures of a prepared edit (copied into *info, caller-owned). */
+typedef struct loco_edit_info {
+    int channels, height, width;
+    size_t n;                  /* C*H*W                                      */
+    int rank, null_rank;
+    loco_null_mode null_mode;
+    float t_value;             /* edit timestep (network time)               */
+    int grid_index;            /* its index in the sampling grid             */
+    size_t mask_pixels;        /* pixels inside the mask                     */
+    int nfe_inversion;         /* network evaluations of the inversion       */
+    double seconds_inversion, seconds_linearize, seconds_roi, seconds_null, seconds_constrained;
+} loco_edit_info;
+loco_status loco_edit_directions_info(const loco_edit_directions *d, loco_edit_info *info);
+
+/* Arrays owned by the handle, valid until loco_edit_directions_free:
+ * vectors: the edit directions [rank, C*H*W], unit rows, each with its
+ *   largest-magnitude entry positive, orthogonal to the null basis (to
+ *   rounding) when null_rank > 0;
+ * xt: x_t [C, H, W], the point they were found at;
+ * xT: the top of the inversion (x_T with edit.invert_full, else x_t). */
+const float *loco_edit_directions_vectors(const loco_edit_directions *d);
+const float *loco_edit_directions_xt(const loco_edit_directions *d);
+const float *loco_edit_directions_xT(const loco_edit_directions *d);
+
+typedef enum loco_edit_basis {
+    LOCO_BASIS_ROI = 0,        /* inside the mask (orthonormal rows)         */
+    LOCO_BASIS_NULL = 1,       /* outside it, when null_rank > 0             */
+    LOCO_BASIS_CONSTRAINED = 2 /* with LOCO_NULL_CONSTRAIN                   */
+} loco_edit_basis;
+/* A subspace iteration's full result (bases, singular values, history,
+ * counts, timings), owned by the handle; NULL when that one was not run. */
+const loco_subspace *loco_edit_directions_subspace(const loco_edit_directions *d, loco_edit_basis which);
+
+/* One move of an edit: x += strength * direction. */
+typedef struct loco_edit_move {
+    const float *direction;    /* [C, H, W], caller-owned (e.g. a row of
+                                  loco_edit_directions_vectors)             */
+    float strength;            /* finite                                     */
+} loco_edit_move;
+
+/* Denoises n_images edits of one x_t [C, H, W] (at the edit timestep of
+ * ep) to t = 0. Image i starts from x_t plus its moves, the next
+ * moves_per_image[i] entries of moves (0: the reconstruction), added left to
+ * right in float: x[e] = x_t[e] + s1 v1[e] + s2 v2[e] ...; moves_per_image
+ * NULL means one move per image. n_moves is the length of moves and must
+ * equal the moves used. The images go through loco_edit_decode in batches
+ * sized to keep activations near 1 GiB: 1 to 16 images, a number fixed by
+ * the model (the network's rounding can depend on the batch size, so an
+ * image's bytes are reproduced by the same n_images and moves, as `loco
+ * apply` reproduces `loco edit`). out: [n_images, C, H, W], caller-owned.
+ * *nfe (may be NULL): network evaluations (images x steps). ep->progress
+ * gets the sampling progress. Errors are those of loco_edit_decode, without
+ * a phase prefix. */
+loco_status loco_edit_render(loco_model *m, const loco_edit_params *ep, const float *xt, int n_images,
+                             const int *moves_per_image, const loco_edit_move *moves, int n_moves, float *out,
+                             int *nfe);
+
+/* ==== end of edit recipe section ========================================= */
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,31 +66,22 @@ static void test_denoises(void **s) {
 static void edit_ratio(loco_model *m, const char *part, double *ratio_proj, double *ratio_raw, double *inside) {
     const int C = 3, H = 32, W = 32;
     const size_t n = (size_t)C * H * W;
-    float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *dp = malloc(sizeof(float) * n);
-    float *dr = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 5);
+    float *x0 = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 5);
     uint8_t labels[1024], mask[1024];
     face(0, x0, labels);
     CHECK_OK(loco_part_mask(labels, H, W, part, 1, mask));
-    ev_setup es;
-    ev_setup_init(&es);
-    es.ep.steps = 20;
-    es.ep.inv_steps = 20;
-    es.ep.invert_full = 0;
+    loco_edit_recipe es;
+    loco_edit_recipe_init(&es);
+    es.edit.steps = 20;
+    es.edit.inv_steps = 20;
+    es.edit.invert_full = 0;
     es.rank = 3;
     es.null_rank = 3;
     es.min_iter = 5;
     es.max_iter = 10;
-    float sv0;
-    CHECK_OK(ev_directions(m, &es, C, H, W, x0, mask, xt, dp, dr, &sv0));
     const float strength = 4;
-    for (size_t e = 0; e < n; e++) {
-        batch[e] = xt[e];
-        batch[n + e] = xt[e] - strength * dp[e];
-        batch[2 * n + e] = xt[e] + strength * dp[e];
-        batch[3 * n + e] = xt[e] - strength * dr[e];
-        batch[4 * n + e] = xt[e] + strength * dr[e];
-    }
-    CHECK_OK(loco_edit_decode(m, &es.ep, 5, batch, NULL));
+    /* recon, -/+ strength with the null-space projection, -/+ without */
+    CHECK_OK(ev_edit(m, &es, x0, mask, strength, batch, NULL));
     double i1, o1, i2, o2, i3, o3, i4, o4;
     ev_change(batch + n, batch, mask, C, H, W, &i1, &o1);
     ev_change(batch + 2 * n, batch, mask, C, H, W, &i2, &o2);
@@ -102,7 +93,7 @@ static void edit_ratio(loco_model *m, const char *part, double *ratio_proj, doub
     printf("  %s edit, strength %g: mean |change| inside %.1f, outside %.1f (8-bit levels): ratio %.2f with "
            "null-space projection, %.2f without\n",
            part, (double)strength, *inside, 127.5 * (o1 + o2) / 2, *ratio_proj, *ratio_raw);
-    free(x0), free(xt), free(dp), free(dr), free(batch);
+    free(x0), free(batch);
 }
 
 /* Measures all three parts first (so a failure shows every number), then

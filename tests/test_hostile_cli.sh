@@ -106,6 +106,8 @@ run_err "analyze --out a file" 'not a folder' "$LOCO" analyze rank "$SMALL" --ou
 echo "-- masks"
 run_err "a whole-image mask is refused before the inversion" 'covers the whole image' "$LOCO" edit "$M" --image "$IMG" --rect 0,32,0,32 --out "$T/e" $SHORT
 run_err "an empty ellipse" 'empty' "$LOCO" edit "$M" --image "$IMG" --ellipse 100,100,1,1 --out "$T/e" $SHORT
+# (not --quiet: "inverting" on stderr would mean the work had started)
+run_err "a rank beyond the mask's entries is refused before the inversion" 'rank 4 must be in \[1, 3\]' "$LOCO" edit "$M" --image "$IMG" --rect 0,1,0,1 --rank 4 --null-rank 1 --min-iter 1 --max-iter 1 --inv-steps 10 --steps 10 --out "$T/e"
 
 echo "-- a long --out path (was cut at 1024 bytes)"
 long="$T"

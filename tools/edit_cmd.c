@@ -88,24 +88,6 @@ static void strength_name(char *buf, size_t n, int dir, double s) {
     snprintf(buf, n, "edit_d%d_s%+g.png", dir, s);
 }
 
-/* Decodes n images [n, C, H, W] at the edit timestep in batches sized to keep
- * activations near 1 GiB. */
-static loco_status decode_all(loco_model *m, const loco_edit_params *ep, const loco_model_info *inf, int n, float *x,
-                              int *nfe) {
-    size_t per = (size_t)inf->in_channels * inf->height * inf->width;
-    int B = inf->activation_bytes ? (int)((size_t)1 << 30) / (int)(inf->activation_bytes > 1 ? inf->activation_bytes : 1) : 8;
-    if (B < 1) B = 1;
-    if (B > 16) B = 16;
-    *nfe = 0;
-    for (int i = 0; i < n; i += B) {
-        int b = n - i < B ? n - i : B, e = 0;
-        loco_status st = loco_edit_decode(m, ep, b, x + (size_t)i * per, &e);
-        if (st) return st;
-        *nfe += e;
-    }
-    return LOCO_OK;
-}
-
 /* Builds the 2-D mask from --mask/--rect/--ellipse. Returns 0 or exit code. */
 static int build_mask(const char *maskp, const char *rect, const char *ell, int H, int W, uint8_t *pix) {
     int given = (maskp != NULL) + (rect != NULL) + (ell != NULL);
@@ -249,15 +231,15 @@ int cmd_edit(args *a) {
     const char *dir = od.tmp; /* where this run writes until it commits */
     double t_start = now();
     loco_model *m = NULL;
-    loco_lin *L = NULL;
-    loco_subspace roi = {0}, nul = {0};
-    float *x0 = NULL, *xt = NULL, *dirs = NULL, *batch = NULL, *v0m = NULL, *v0n = NULL;
-    uint8_t *pix = NULL, *mask = NULL, *outside = NULL;
+    loco_edit_directions *ed = NULL;
+    float *x0 = NULL, *batch = NULL, *v0m = NULL, *v0n = NULL;
+    uint8_t *pix = NULL;
+    loco_edit_move *moves = NULL;
+    int *counts = NULL;
     cJSON *rep = NULL;
     char *text = NULL;
     int rc = 0;
     loco_status st;
-    float *xT = NULL;
     if ((st = open_model(model, &m))) {
         out_dir_end(&od);
         return fail(st);
@@ -273,33 +255,28 @@ int cmd_edit(args *a) {
         return 1;
     }
     x0 = malloc(sizeof(float) * n);
-    xt = malloc(sizeof(float) * n);
-    xT = malloc(sizeof(float) * n);
     pix = malloc((size_t)H * W);
-    mask = malloc(n);
-    outside = malloc(n);
-    if (!x0 || !xt || !xT || !pix || !mask || !outside) {
+    if (!x0 || !pix) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
     if ((rc = load_input(image, &inf, drop_alpha, do_resize, x0))) goto done;
     if ((rc = build_mask(maskp, rect, ell, H, W, pix))) goto done;
-    size_t inside = 0; /* pixels, not entries: the mask is the same for every channel */
-    for (int i = 0; i < H * W; i++) inside += pix[i] != 0;
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < H * W; i++) {
-            mask[(size_t)c * H * W + i] = pix[i] != 0;
-            outside[(size_t)c * H * W + i] = pix[i] == 0;
-        }
-    if (inside == 0) {
-        fprintf(stderr, "loco: error: the mask is empty\n");
-        rc = 2;
-        goto done;
-    }
-    if (null_rank > 0 && inside == (size_t)H * W) {
-        fprintf(stderr, "loco: error: the mask covers the whole image, so there is no outside for the null-space "
-                        "projection (use --null-rank 0)\n");
-        rc = 2;
+    /* the recipe (src/edit_recipe.c); everything it can refuse is refused
+     * here, before any work */
+    loco_edit_recipe rp;
+    loco_edit_recipe_init(&rp);
+    rp.edit = ep;
+    rp.rank = rank;
+    rp.null_rank = null_rank;
+    rp.min_iter = min_iter;
+    rp.max_iter = max_iter;
+    rp.oversample = oversample;
+    rp.tol = tol;
+    rp.seed = (uint64_t)seed;
+    rp.progress = progress_cb;
+    if ((st = loco_edit_recipe_check(m, &rp, pix))) {
+        rc = fail(st);
         goto done;
     }
     if (init_basis) {
@@ -312,11 +289,19 @@ int cmd_edit(args *a) {
             fprintf(stderr, "loco: error: %s: 'v0_modify' must be [>= %d, %zu]\n", init_basis, rank, n);
             st = LOCO_E_SHAPE;
         }
+        if (!st) {
+            rp.init_roi = v0m;
+            rp.init_roi_rows = (int)sh[0];
+        }
         if (!st && null_rank > 0) {
             st = loco_tensors_read_f32(f, "v0_null", &v0n, &nd, sh, 0);
             if (!st && (nd != 2 || sh[0] < null_rank || (size_t)sh[1] != n)) {
                 fprintf(stderr, "loco: error: %s: 'v0_null' must be [>= %d, %zu]\n", init_basis, null_rank, n);
                 st = LOCO_E_SHAPE;
+            }
+            if (!st) {
+                rp.init_null = v0n;
+                rp.init_null_rows = (int)sh[0];
             }
         }
         loco_tensors_close(f);
@@ -326,86 +311,41 @@ int cmd_edit(args *a) {
         }
     }
 
-    /* 1. invert to x_t */
+    /* 1-2. invert to x_t and find the local directions there */
     float t_value;
     int edit_idx;
     if ((st = loco_edit_timestep(m, &ep, &t_value, &edit_idx))) goto err;
     char tbuf[64];
     snprintf(tbuf, sizeof tbuf, "%.4f", t_value);
     say("loco: inverting to t = %s\n", tbuf);
-    double t0 = now();
-    int nfe_inv = 0;
-    if ((st = loco_edit_encode_full(m, &ep, x0, xT, xt, &nfe_inv))) {
-        rc = fail_in("inversion", st);
-        goto done;
-    }
-    double t_inv = now() - t0;
-
-    /* 2. local directions */
-    t0 = now();
-    if ((st = loco_linearize(m, xt, t_value, &L))) {
-        rc = fail_in("linearize", st);
-        goto done;
-    }
-    double t_lin = now() - t0;
-    loco_subspace_params sp;
-    loco_subspace_params_init(&sp);
-    sp.rank = rank;
-    sp.min_iter = min_iter;
-    sp.max_iter = max_iter;
-    sp.oversample = oversample;
-    sp.tol = tol;
-    sp.seed = (uint64_t)seed;
-    sp.init = v0m;
-    sp.progress = progress_cb;
-    sp.phase = "roi";
-    t0 = now();
-    if ((st = loco_subspace_iteration(L, mask, &sp, &roi))) {
-        rc = fail_in("directions inside the mask", st);
-        goto done;
-    }
-    double t_roi = now() - t0;
-    loco_canonical_sign(rank, n, roi.vT);
-    double t_null = 0;
-    if (null_rank > 0) {
-        sp.rank = null_rank;
-        sp.seed = (uint64_t)seed + 1;
-        sp.init = v0n;
-        sp.phase = "null";
-        t0 = now();
-        if ((st = loco_subspace_iteration(L, outside, &sp, &nul))) {
-            rc = fail_in("null space outside the mask", st);
-            goto done;
-        }
-        t_null = now() - t0;
-        loco_canonical_sign(null_rank, n, nul.vT);
-    }
-    dirs = malloc(sizeof(float) * (size_t)rank * n);
-    if (!dirs) {
-        st = LOCO_E_NOMEM;
-        goto err;
-    }
-    memcpy(dirs, roi.vT, sizeof(float) * (size_t)rank * n);
-    if ((st = loco_project_directions(rank, n, dirs, null_rank, null_rank > 0 ? nul.vT : NULL))) goto err;
+    if ((st = loco_edit_prepare(m, &rp, x0, pix, &ed))) goto err;
+    loco_edit_info ei;
+    loco_edit_directions_info(ed, &ei);
+    static const loco_subspace none; /* the null basis when --null-rank is 0 */
+    const loco_subspace *roi = loco_edit_directions_subspace(ed, LOCO_BASIS_ROI),
+                        *nul = null_rank > 0 ? loco_edit_directions_subspace(ed, LOCO_BASIS_NULL) : &none;
+    const float *xt = loco_edit_directions_xt(ed), *xT = loco_edit_directions_xT(ed),
+                *dirs = loco_edit_directions_vectors(ed);
 
     /* 3. edits: reconstruction first, then directions outer, strengths inner */
     const int n_img = 1 + n_dir * n_str;
     batch = malloc(sizeof(float) * n * (size_t)n_img);
-    if (!batch) {
+    moves = malloc(sizeof(loco_edit_move) * (size_t)(n_dir * n_str));
+    counts = malloc(sizeof(int) * (size_t)n_img);
+    if (!batch || !moves || !counts) {
         st = LOCO_E_NOMEM;
         goto err;
     }
-    memcpy(batch, xt, sizeof(float) * n);
+    counts[0] = 0;
     for (int di = 0; di < n_dir; di++)
         for (int si = 0; si < n_str; si++) {
-            float *dst = batch + n * (size_t)(1 + di * n_str + si);
-            const float *dv = dirs + n * (size_t)dirs_d[di];
-            for (size_t e = 0; e < n; e++) dst[e] = xt[e] + (float)strengths[si] * dv[e];
+            moves[di * n_str + si] = (loco_edit_move){dirs + n * (size_t)dirs_d[di], (float)strengths[si]};
+            counts[1 + di * n_str + si] = 1;
         }
     say("loco: denoising %s images\n", n_img == 1 ? "1" : "the");
-    t0 = now();
+    double t0 = now();
     int nfe_dec = 0;
-    if ((st = decode_all(m, &ep, &inf, n_img, batch, &nfe_dec))) {
+    if ((st = loco_edit_render(m, &ep, xt, n_img, counts, moves, n_dir * n_str, batch, &nfe_dec))) {
         rc = fail_in("denoising", st);
         goto done;
     }
@@ -448,12 +388,12 @@ int cmd_edit(args *a) {
                               "mask_kind", mk, "image", image};
         loco_tensor_ref refs[7] = {
             {"directions", LOCO_DTYPE_F32, 4, {rank, C, H, W}, dirs},
-            {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi.vT},
-            {"roi_singular_values", LOCO_DTYPE_F32, 1, {rank}, roi.s},
+            {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi->vT},
+            {"roi_singular_values", LOCO_DTYPE_F32, 1, {rank}, roi->s},
             {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
             {"mask", LOCO_DTYPE_U8, 2, {H, W}, pix},
-            {"null_basis", LOCO_DTYPE_F32, 4, {null_rank, C, H, W}, nul.vT},
-            {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul.s},
+            {"null_basis", LOCO_DTYPE_F32, 4, {null_rank, C, H, W}, nul->vT},
+            {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul->s},
         };
         char *dp = path_join(dir, "directions.safetensors");
         st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 13) : LOCO_E_NOMEM;
@@ -482,7 +422,7 @@ int cmd_edit(args *a) {
     cJSON_AddStringToObject(par, "image", image);
     cJSON_AddStringToObject(par, "mask", maskp ? maskp : rect ? rect : ell);
     cJSON_AddStringToObject(par, "mask_kind", maskp ? "png" : rect ? "rect" : "ellipse");
-    cJSON_AddNumberToObject(par, "mask_pixels", (double)inside);
+    cJSON_AddNumberToObject(par, "mask_pixels", (double)ei.mask_pixels);
     cJSON_AddNumberToObject(par, "t_edit", ep.t_edit);
     cJSON_AddNumberToObject(par, "t_edit_value", t_value);
     cJSON_AddNumberToObject(par, "edit_grid_index", edit_idx);
@@ -501,22 +441,22 @@ int cmd_edit(args *a) {
     cJSON_AddItemToObject(par, "directions", cJSON_CreateDoubleArray(dirs_d, n_dir));
     cJSON_AddStringToObject(par, "init_basis", init_basis ? init_basis : "random");
     cJSON *tm = cJSON_AddObjectToObject(rep, "timings_seconds");
-    cJSON_AddNumberToObject(tm, "inversion", t_inv);
-    cJSON_AddNumberToObject(tm, "linearize", t_lin);
-    cJSON_AddNumberToObject(tm, "roi_iteration", t_roi);
-    cJSON_AddNumberToObject(tm, "null_iteration", t_null);
+    cJSON_AddNumberToObject(tm, "inversion", ei.seconds_inversion);
+    cJSON_AddNumberToObject(tm, "linearize", ei.seconds_linearize);
+    cJSON_AddNumberToObject(tm, "roi_iteration", ei.seconds_roi);
+    cJSON_AddNumberToObject(tm, "null_iteration", ei.seconds_null);
     cJSON_AddNumberToObject(tm, "denoise_edits", t_dec);
     cJSON_AddNumberToObject(tm, "total", now() - t_start);
     cJSON *ne = cJSON_AddObjectToObject(rep, "network_evaluations");
-    cJSON_AddNumberToObject(ne, "inversion", nfe_inv);
+    cJSON_AddNumberToObject(ne, "inversion", ei.nfe_inversion);
     cJSON_AddNumberToObject(ne, "linearize", 1);
-    cJSON_AddNumberToObject(ne, "roi_jvp_vectors", roi.jvp_vectors);
-    cJSON_AddNumberToObject(ne, "roi_vjp_vectors", roi.vjp_vectors);
-    cJSON_AddNumberToObject(ne, "null_jvp_vectors", nul.jvp_vectors);
-    cJSON_AddNumberToObject(ne, "null_vjp_vectors", nul.vjp_vectors);
+    cJSON_AddNumberToObject(ne, "roi_jvp_vectors", roi->jvp_vectors);
+    cJSON_AddNumberToObject(ne, "roi_vjp_vectors", roi->vjp_vectors);
+    cJSON_AddNumberToObject(ne, "null_jvp_vectors", nul->jvp_vectors);
+    cJSON_AddNumberToObject(ne, "null_vjp_vectors", nul->vjp_vectors);
     cJSON_AddNumberToObject(ne, "denoise_images_x_steps", nfe_dec);
-    cJSON_AddItemToObject(rep, "roi", json_subspace(&roi, t_roi));
-    if (null_rank > 0) cJSON_AddItemToObject(rep, "null", json_subspace(&nul, t_null));
+    cJSON_AddItemToObject(rep, "roi", json_subspace(roi, ei.seconds_roi));
+    if (null_rank > 0) cJSON_AddItemToObject(rep, "null", json_subspace(nul, ei.seconds_null));
     cJSON *outs = cJSON_AddArrayToObject(rep, "outputs");
     cJSON_AddItemToArray(outs, cJSON_CreateString("recon.png"));
     for (int di = 0; di < n_dir; di++)
@@ -532,9 +472,9 @@ int cmd_edit(args *a) {
     if (json) printf("%s\n", text);
     if (!g_quiet) {
         fprintf(stderr, "loco: ROI singular values:");
-        for (int i = 0; i < rank; i++) fprintf(stderr, " %.4g", roi.s[i]);
-        fprintf(stderr, " (%d iterations, %s)\nloco: wrote %s/strip.png and %d edit(s) in %.1f s\n", roi.iters,
-                roi.converged ? "converged" : "not converged", out, n_img - 1, now() - t_start);
+        for (int i = 0; i < rank; i++) fprintf(stderr, " %.4g", roi->s[i]);
+        fprintf(stderr, " (%d iterations, %s)\nloco: wrote %s/strip.png and %d edit(s) in %.1f s\n", roi->iters,
+                roi->converged ? "converged" : "not converged", out, n_img - 1, now() - t_start);
     }
     goto done;
 err:
@@ -542,19 +482,14 @@ err:
 done:
     free(text);
     cJSON_Delete(rep);
-    loco_subspace_free(&roi);
-    loco_subspace_free(&nul);
-    loco_lin_free(L);
+    loco_edit_directions_free(ed);
     free(x0);
-    free(xt);
-    free(dirs);
     free(batch);
+    free(moves);
+    free(counts);
     free(pix);
-    free(mask);
-    free(outside);
     loco_free(v0m);
     loco_free(v0n);
-    free(xT);
     loco_model_free(m);
     out_dir_end(&od);
     return rc;
@@ -695,6 +630,8 @@ int cmd_apply(args *a) {
     int *mv_file = calloc((size_t)n_moves, sizeof(int)), *mv_idx = calloc((size_t)n_moves, sizeof(int));
     double *mv_s = calloc((size_t)n_moves, sizeof(double));
     float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *batch = NULL;
+    loco_edit_move *moves = NULL;
+    int *counts = NULL;
     if (!mv_file || !mv_idx || !mv_s || !x0 || !xt) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
@@ -767,10 +704,17 @@ int cmd_apply(args *a) {
     ep.progress = progress_cb;
     const int n_out = dfile ? 1 + n_moves : 2; /* recon + each move, or recon + composition */
     batch = malloc(sizeof(float) * n * (size_t)n_out);
-    if (!batch) {
+    moves = malloc(sizeof(loco_edit_move) * (size_t)n_moves);
+    counts = malloc(sizeof(int) * (size_t)n_out);
+    if (!batch || !moves || !counts) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
+    /* the reconstruction, then each move alone or all of them together */
+    counts[0] = 0;
+    for (int i = 1; i < n_out; i++) counts[i] = dfile ? 1 : n_moves;
+    for (int k = 0; k < n_moves; k++)
+        moves[k] = (loco_edit_move){files[mv_file[k]].dirs + n * (size_t)mv_idx[k], (float)mv_s[k]};
     for (int im = 0; im < n_images; im++) {
         if ((rc = load_input(images[im], &inf, drop_alpha, do_resize, x0))) goto done;
         int nfe;
@@ -778,22 +722,7 @@ int cmd_apply(args *a) {
             rc = fail_in("inversion", st);
             goto done;
         }
-        memcpy(batch, xt, sizeof(float) * n);
-        if (dfile) {
-            for (int k = 0; k < n_moves; k++) {
-                const float *dv = files[0].dirs + n * (size_t)mv_idx[k];
-                float *dst = batch + n * (size_t)(1 + k);
-                for (size_t e = 0; e < n; e++) dst[e] = xt[e] + (float)mv_s[k] * dv[e];
-            }
-        } else {
-            float *dst = batch + n;
-            memcpy(dst, xt, sizeof(float) * n);
-            for (int k = 0; k < n_moves; k++) {
-                const float *dv = files[mv_file[k]].dirs + n * (size_t)mv_idx[k];
-                for (size_t e = 0; e < n; e++) dst[e] += (float)mv_s[k] * dv[e];
-            }
-        }
-        if ((st = decode_all(m, &ep, &inf, n_out, batch, &nfe))) {
+        if ((st = loco_edit_render(m, &ep, xt, n_out, counts, moves, n_moves, batch, &nfe))) {
             rc = fail_in("denoising", st);
             goto done;
         }
@@ -836,6 +765,8 @@ done:
     free(x0);
     free(xt);
     free(batch);
+    free(moves);
+    free(counts);
     loco_model_free(m);
     out_dir_end(&od);
     return rc;
