@@ -236,6 +236,11 @@ typedef struct loco_model_info {
     size_t weight_bytes;           /* float32 parameters in memory         */
     size_t activation_bytes;       /* forward arena + scratch at batch 1   */
     int train_timesteps;           /* schedule length (default 1000)       */
+    /* The edit settings the model's authors use for this family: t_edit
+     * and boost_t (loco_edit_params) where they differ from
+     * loco_edit_params_init's, else those defaults (0.6 and 0). ADM (P2):
+     * 0.7 and 0.2, as the AFHQ, Flowers and MetFaces scripts. */
+    float default_t_edit, default_boost_t;
 } loco_model_info;
 
 loco_status loco_model_get_info(const loco_model *m, loco_model_info *info);

@@ -29,6 +29,9 @@ typedef struct denoiser_info {
     double flops;              /* per image, 2 x multiply-adds                    */
     double flops_executed;     /* with the Winograd convolutions at their cost    */
     size_t weight_bytes, activation_bytes; /* activation_bytes: per image, batch 1 */
+    /* the authors' edit settings for this family where they differ from
+     * loco_edit_params_init's (0: no opinion) */
+    float edit_t, edit_boost_t;
 } denoiser_info;
 
 typedef struct denoiser_vtable {

@@ -145,6 +145,18 @@ static cJSON *json_subspace(const loco_subspace *s, double secs) {
 /* loco edit                                                                */
 /* ======================================================================== */
 
+/* The authors' per-dataset scripts (LOCO Edit's src/scripts/): edit_t,
+ * performance_boosting_t, pca_rank, pca_rank_null. */
+typedef struct edit_settings {
+    const char *name;
+    float t_edit, boost_t;
+    int rank, null_rank;
+} edit_settings;
+static const edit_settings edit_settings_table[] = {
+    {"celeba", 0.6f, 0.2f, 1, 5},  {"ffhq", 0.2f, 0.2f, 3, 5},    {"afhq", 0.7f, 0.2f, 1, 10},
+    {"flowers", 0.7f, 0.2f, 5, 5}, {"metfaces", 0.7f, 0.2f, 1, 10},
+};
+
 int cmd_edit(args *a) {
     const char *model = NULL, *image = NULL, *maskp = NULL, *rect = NULL, *ell = NULL, *out = NULL, *init_basis = NULL,
                *v;
@@ -155,10 +167,17 @@ int cmd_edit(args *a) {
     int n_str = 2, n_dir = 1;
     long long seed = 0, ll;
     double d;
-    int rc0, writing = 0;
+    int rc0, writing = 0, given_t = 0, given_boost = 0, given_rank = 0, given_null = 0;
+    const edit_settings *settings = NULL;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--image"))) image = v;
+        else if ((v = opt(a, "--settings"))) {
+            for (size_t k = 0; k < sizeof edit_settings_table / sizeof edit_settings_table[0]; k++)
+                if (strcmp(v, edit_settings_table[k].name) == 0) settings = &edit_settings_table[k];
+            if (!settings)
+                return usage_error("edit: --settings '%s' must be celeba, ffhq, afhq, flowers or metfaces", v);
+        }
         else if ((v = opt(a, "--mask"))) maskp = v;
         else if ((v = opt(a, "--rect"))) rect = v;
         else if ((v = opt(a, "--ellipse"))) ell = v;
@@ -167,9 +186,11 @@ int cmd_edit(args *a) {
         else if ((v = opt(a, "--t-edit"))) {
             if (!parse_float(v, &d) || d <= 0 || d >= 1) return usage_error("edit: --t-edit '%s' must be in (0, 1)", v);
             ep.t_edit = (float)d;
+            given_t = 1;
         } else if ((v = opt(a, "--boost-t"))) {
             if (!parse_float(v, &d) || d < 0 || d >= 1) return usage_error("edit: --boost-t '%s' must be in [0, 1)", v);
             ep.boost_t = (float)d;
+            given_boost = 1;
         } else if ((v = opt(a, "--steps"))) {
             if (!parse_long(v, 2, 100000, &ll)) return usage_error("edit: bad --steps '%s'", v);
             ep.steps = (int)ll;
@@ -179,9 +200,11 @@ int cmd_edit(args *a) {
         } else if ((v = opt(a, "--rank"))) {
             if (!parse_long(v, 1, 4096, &ll)) return usage_error("edit: bad --rank '%s'", v);
             rank = (int)ll;
+            given_rank = 1;
         } else if ((v = opt(a, "--null-rank"))) {
             if (!parse_long(v, 0, 4096, &ll)) return usage_error("edit: bad --null-rank '%s'", v);
             null_rank = (int)ll;
+            given_null = 1;
         } else if ((v = opt(a, "--min-iter"))) {
             if (!parse_long(v, 0, 100000, &ll)) return usage_error("edit: bad --min-iter '%s'", v);
             min_iter = (int)ll;
@@ -246,6 +269,12 @@ int cmd_edit(args *a) {
     }
     loco_model_info inf;
     loco_model_get_info(m, &inf);
+    /* what was not given: --settings (the authors' script for a dataset),
+     * else the model family's defaults */
+    if (!given_t) ep.t_edit = settings ? settings->t_edit : inf.default_t_edit;
+    if (!given_boost) ep.boost_t = settings ? settings->boost_t : inf.default_boost_t;
+    if (settings && !given_rank) rank = settings->rank;
+    if (settings && !given_null) null_rank = settings->null_rank;
     const int C = inf.in_channels, H = inf.height, W = inf.width;
     const size_t n = (size_t)C * H * W;
     if (inf.out_channels != C) {

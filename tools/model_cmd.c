@@ -32,9 +32,11 @@ int cmd_info(args *a) {
         printf("{\"model\": \"%s\", \"family\": \"%s\", \"in_channels\": %d, \"out_channels\": %d, \"height\": %d, \"width\": %d, "
                "\"blocks\": %d, \"parameters\": %lld, \"gflop_per_image\": %.4f, \"gflop_executed_per_image\": %.4f, "
                "\"weight_bytes\": %zu, "
-               "\"activation_bytes_per_image\": %zu, \"train_timesteps\": %d}\n",
+               "\"activation_bytes_per_image\": %zu, \"train_timesteps\": %d, \"default_t_edit\": %.9g, "
+               "\"default_boost_t\": %.9g}\n",
                model, inf.family, inf.in_channels, inf.out_channels, inf.height, inf.width, inf.n_blocks, (long long)inf.n_params,
-               inf.flops / 1e9, inf.flops_executed / 1e9, inf.weight_bytes, inf.activation_bytes, inf.train_timesteps);
+               inf.flops / 1e9, inf.flops_executed / 1e9, inf.weight_bytes, inf.activation_bytes, inf.train_timesteps,
+               (double)inf.default_t_edit, (double)inf.default_boost_t);
     } else {
         char *text;
         if ((st = loco_model_describe(m, &text))) {
