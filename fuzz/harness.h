@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "schedule.h"
+#include "families/adm.h"
 #include "families/unet2d.h"
 
 #include <stdio.h>
@@ -60,13 +61,21 @@ static inline void fz_safetensors(const uint8_t *d, size_t n) {
     close(fd);
 }
 
-/* config.json of a UNet2DModel (parse and build the graph), and the same
- * text as a scheduler_config.json */
+/* config.json of a UNet2DModel and of a guided-diffusion UNet (parse and
+ * build the graph; written back as JSON), and the same text as a
+ * scheduler_config.json */
 static inline void fz_config(const uint8_t *d, size_t n) {
     unet_config c;
     if (unet_config_parse(&c, (const char *)d, n, "fuzz/config.json") == LOCO_OK) {
         graph u;
         if (unet2d_build(&u, &c) == LOCO_OK) graph_free(&u);
+    }
+    adm_config ac;
+    if (adm_config_parse(&ac, (const char *)d, n, "fuzz/config.json") == LOCO_OK) {
+        graph u;
+        if (adm_build(&u, &ac) == LOCO_OK) graph_free(&u);
+        char *json = NULL;
+        if (adm_config_to_json(&ac, &json) == LOCO_OK) free(json);
     }
     char path[64];
     int fd = fz_memfd(d, n, path);

@@ -174,10 +174,8 @@ loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
     info->weight_bytes = d->weight_bytes;
     info->activation_bytes = d->activation_bytes;
     info->train_timesteps = m->sched.T;
-    loco_edit_params ep;
-    loco_edit_params_init(&ep);
-    info->default_t_edit = d->edit_t > 0 ? d->edit_t : ep.t_edit;
-    info->default_boost_t = d->edit_t > 0 ? d->edit_boost_t : ep.boost_t;
+    info->default_t_edit = d->edit_t > 0 ? d->edit_t : MODEL_DEFAULT_T_EDIT;
+    info->default_boost_t = d->edit_t > 0 ? d->edit_boost_t : MODEL_DEFAULT_BOOST_T;
     return LOCO_OK;
 }
 

@@ -7,6 +7,11 @@
 
 #include "denoiser.h"
 
+/* The edit timestep and boost of loco_edit_params_init, which
+ * loco_model_get_info reports for families without settings of their own. */
+#define MODEL_DEFAULT_T_EDIT 0.6f
+#define MODEL_DEFAULT_BOOST_T 0.0f
+
 struct loco_model {
     char *path;          /* what was opened (folder or file), owned        */
     denoiser d;          /* the family instance                            */

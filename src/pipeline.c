@@ -188,7 +188,8 @@ loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, 
 
 void loco_edit_params_init(loco_edit_params *p) {
     memset(p, 0, sizeof *p);
-    p->t_edit = 0.6f;
+    p->t_edit = MODEL_DEFAULT_T_EDIT;
+    p->boost_t = MODEL_DEFAULT_BOOST_T;
     p->steps = 100;
     p->inv_steps = 100;
     p->invert_full = 1;
