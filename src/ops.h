@@ -181,7 +181,8 @@ void linear_bwd(int B, int in, int out, const float *x, const float *W, const fl
                 float *db);
 
 /* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
- * t [B] -> y [B, dim], all in float32 in diffusers' order. */
+ * t [B] -> y [B, dim], all in float32 in diffusers' order. With
+ * flip_sin_to_cos = 1, freq_shift = 0 also guided-diffusion's (ADM's). */
 void timestep_embedding_fwd(int B, int dim, int flip_sin_to_cos, float freq_shift, const float *t, float *y);
 
 /* ======================================================================== */
