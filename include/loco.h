@@ -378,7 +378,9 @@ loco_status loco_model_weights_path(const char *model, char **path);
 loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtype);
 /* loco_convert for any family: a guided-diffusion checkpoint (a folder, or a
  * bare file opened with p) becomes a folder with config.json (the inferred
- * flags) and model.safetensors; a diffusers folder as loco_convert. */
+ * flags) and model.safetensors, or, when out_dir ends in ".pt", a bare
+ * PyTorch state dict as guided-diffusion saves it; a diffusers folder as
+ * loco_convert. */
 loco_status loco_convert_with(const char *model, const loco_open_params *p, const char *out_dir, loco_dtype dtype);
 
 /* ------------------------------------------------------------------------ */

@@ -295,6 +295,25 @@ static void test_pt_and_safetensors(void **state) {
     a = eps_of(fixture_path("adm-small"), NULL, &n1);
     b = eps_of(out, NULL, &n2);
     assert_memory_equal(a, b, n1 * sizeof(float));
+    /* written back as a bare .pt (as guided-diffusion saves), opened with the
+     * flags the shapes cannot tell: the same eps */
+    const char *pt_out = tpath("again.pt");
+    CHECK_OK(loco_convert_with(out, NULL, pt_out, LOCO_DTYPE_COUNT));
+    loco_open_params p;
+    loco_open_params_init(&p);
+    p.image_size = 32;
+    p.head_channels = 16;
+    float *c = eps_of(pt_out, &p, &n2);
+    assert_memory_equal(a, c, n1 * sizeof(float));
+    printf("  adm-small: the bare .pt written back gives identical eps\n");
+    free(c);
+    /* fp16 weights: within half-precision rounding of the f32 eps */
+    const char *h16 = tpath("converted-f16");
+    CHECK_OK(loco_convert_with(fixture_path("adm-small"), NULL, h16, LOCO_DTYPE_F16));
+    c = eps_of(h16, NULL, &n2);
+    check_rel("f16 weights: eps vs f32", c, a, n1, 5e-3);
+    assert_true(max_abs_diff(c, a, n1) > 0); /* really rounded */
+    free(c);
     free(a);
     free(b);
 }

@@ -354,10 +354,12 @@ int cmd_convert(args *a) {
         loco_free(wpath);
         return fail(st);
     }
+    const int bare_pt = adm && strlen(out) > 3 && strcmp(out + strlen(out) - 3, ".pt") == 0;
     if (!g_quiet)
-        fprintf(stderr, "loco: wrote %s/%s (from %s%s)\n", out,
-                adm ? "config.json and model.safetensors" : "diffusion_pytorch_model.safetensors", wpath ? wpath : model,
-                dt == LOCO_DTYPE_F32 ? ", as f32" : dt == LOCO_DTYPE_F16 ? ", as f16" : "");
+        fprintf(stderr, "loco: wrote %s%s%s (from %s%s)\n", out, bare_pt ? "" : "/",
+                bare_pt ? " as a bare PyTorch checkpoint"
+                        : adm ? "config.json and model.safetensors" : "diffusion_pytorch_model.safetensors",
+                wpath ? wpath : model, dt == LOCO_DTYPE_F32 ? ", as f32" : dt == LOCO_DTYPE_F16 ? ", as f16" : "");
     loco_free(wpath);
     return 0;
 }

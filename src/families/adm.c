@@ -247,7 +247,8 @@ static loco_status init_adm(const char *config_path, const char *text, size_t le
 }
 
 /* A bare checkpoint (or a folder) as a folder: config.json written from the
- * inferred flags, model.safetensors with every tensor under its name. */
+ * inferred flags, model.safetensors with every tensor under its name; or,
+ * when out_dir ends in ".pt", as a bare PyTorch checkpoint. */
 static loco_status convert_adm(const char *path, const loco_open_params *p, const char *out_dir, loco_dtype dtype) {
     adm_config c;
     char *wpath = NULL, *report = NULL, *json = NULL;
@@ -307,12 +308,19 @@ static loco_status convert_adm(const char *path, const loco_open_params *p, cons
         refs[i].data = bufs[i];
     }
     char *wout = NULL, *cout = NULL;
-    if (!s && (!(wout = join(out_dir, ADM_WEIGHTS_ST)) || !(cout = join(out_dir, "config.json"))))
-        s = loco_fail(LOCO_E_NOMEM, "out of memory");
-    if (!s) s = loco_mkdir_p(out_dir);
-    const char *meta[] = {"format", "pt"};
-    if (!s) s = loco_tensors_write(wout, refs, n, meta, 1);
-    if (!s) s = loco_write_file_atomic(cout, json, strlen(json));
+    const size_t lo = strlen(out_dir);
+    if (lo > 3 && strcmp(out_dir + lo - 3, ".pt") == 0) {
+        /* OUT.pt: a bare state dict, as guided-diffusion's training loop
+         * saves it (the form the published P2 checkpoints have) */
+        if (!s) s = loco_pt_write(out_dir, refs, n);
+    } else {
+        if (!s && (!(wout = join(out_dir, ADM_WEIGHTS_ST)) || !(cout = join(out_dir, "config.json"))))
+            s = loco_fail(LOCO_E_NOMEM, "out of memory");
+        if (!s) s = loco_mkdir_p(out_dir);
+        const char *meta[] = {"format", "pt"};
+        if (!s) s = loco_tensors_write(wout, refs, n, meta, 1);
+        if (!s) s = loco_write_file_atomic(cout, json, strlen(json));
+    }
     for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);
     free(refs);
