@@ -238,5 +238,37 @@ void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, c
 void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 
+
+/* ==== Stable Diffusion ops (layernorm.c, activation.c, mha.c) ==== */
+void layer_norm_fwd(int B, int C, int T, float eps, const float *gamma, const float *beta, const float *x, float *y,
+                    float *mean, float *rstd);
+void layer_norm_jvp(int B, int C, int T, const float *gamma, const float *x, const float *mean, const float *rstd,
+                    const float *dx, float *dy);
+void layer_norm_vjp(int B, int C, int T, const float *gamma, const float *x, const float *mean, const float *rstd,
+                    const float *dy, float *dx);
+typedef enum act_kind { ACT_GELU = 0, ACT_QUICK_GELU = 1 } act_kind;
+void act_fwd(act_kind k, size_t n, const float *x, float *y);
+void act_jvp(act_kind k, int B, size_t n, const float *x, const float *dx, float *dy);
+void act_vjp(act_kind k, int B, size_t n, const float *x, const float *dy, float *dx);
+void geglu_fwd(int B, int F, int T, const float *x, float *y);
+void geglu_jvp(int B, int F, int T, const float *x, const float *dx, float *dy);
+void geglu_vjp(int B, int F, int T, const float *x, const float *dy, float *dx);
+typedef struct mha_params {
+    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+    int heads, causal;
+} mha_params;
+typedef struct mha_saved {
+    float *q, *k, *v, *o, *P;
+} mha_saved;
+size_t mha_saved_floats(int C, int Tq, int Tk, int heads);
+mha_saved mha_saved_at(float *base, int C, int Tq, int Tk, int heads);
+size_t mha_scratch(int C, int Dc, int Tq, int Tk, int heads, int B);
+void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const float *x, const float *c, float *y,
+             float *scratch, const mha_saved *save);
+void mha_jvp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dx,
+             float *dy, float *scratch);
+void mha_vjp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dy,
+             float *dx, float *scratch);
+
 #endif
 

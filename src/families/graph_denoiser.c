@@ -67,17 +67,21 @@ static loco_status reserve_arena(graph_denoiser *gd, int batch) {
 loco_status gd_predict(void *self, int B, const float *x, const float *t, const void *cond, float *y, act_tap_fn tap,
                        void *tap_user) {
     graph_denoiser *gd = self;
-    if (cond) return loco_fail(LOCO_E_UNSUPPORTED, "a %s model takes no conditioning", gd->family);
+    if ((cond != NULL) != (gd->g.cond_in >= 0))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, cond ? "a %s model takes no conditioning" : "a %s model needs its conditioning",
+                         gd->family);
     loco_status s = reserve_arena(gd, B);
     if (s) return s;
-    graph_forward(&gd->g, B, x, t, y, gd->arena, gd->scratch, tap, tap_user);
+    graph_forward(&gd->g, B, x, t, cond, y, gd->arena, gd->scratch, tap, tap_user);
     return LOCO_OK;
 }
 
 loco_status gd_linearize(void *self, const float *x, float t, const void *cond, void **lin) {
     graph_denoiser *gd = self;
-    if (cond) return loco_fail(LOCO_E_UNSUPPORTED, "a %s model takes no conditioning", gd->family);
-    return graph_lin_new(&gd->g, x, t, (graph_lin **)lin);
+    if ((cond != NULL) != (gd->g.cond_in >= 0))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, cond ? "a %s model takes no conditioning" : "a %s model needs its conditioning",
+                         gd->family);
+    return graph_lin_new(&gd->g, x, t, cond, (graph_lin **)lin);
 }
 
 const float *gd_lin_output(const void *lin) { return graph_lin_output(lin); }

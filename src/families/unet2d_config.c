@@ -1,5 +1,6 @@
 /* unet2d_config.c - diffusers UNet2DModel config.json: parsed strictly
  * (types, ranges, known keys, duplicates) into a unet_config. */
+#include "families/json_cfg.h"
 #include "families/unet2d.h"
 
 #include <cjson/cJSON.h>
@@ -14,106 +15,6 @@
 
 #define CFG_MAX_CH 65536
 #define CFG_MAX_RES 8192
-
-typedef struct cfg_ctx {
-    const cJSON *root;
-    const char *path;
-} cfg_ctx;
-
-static const cJSON *cfg_get(const cfg_ctx *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
-static loco_status cfg_int(const cfg_ctx *c, const char *key, int def, int lo, int hi, int *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = def;
-        return LOCO_OK;
-    }
-    /* integral and in range before the cast (a double outside int, such as
-     * 1e300 or the inf of 1e999, converts with undefined behaviour); the
-     * negated test also refuses NaN */
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an integer", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%d, %d]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (int)v->valuedouble;
-    return LOCO_OK;
-}
-
-static loco_status cfg_num(const cfg_ctx *c, const char *key, double def, double lo, double hi, float *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = (float)def;
-        return LOCO_OK;
-    }
-    if (!cJSON_IsNumber(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be a number", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%g, %g]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (float)v->valuedouble;
-    return LOCO_OK;
-}
-
-static loco_status cfg_bool(const cfg_ctx *c, const char *key, int def, int *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = def;
-        return LOCO_OK;
-    }
-    if (!cJSON_IsBool(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be true or false", c->path, key);
-    *out = cJSON_IsTrue(v);
-    return LOCO_OK;
-}
-
-/* A string key that must equal `want` when present. */
-static loco_status cfg_expect_str(const cfg_ctx *c, const char *key, const char *want) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) return LOCO_OK;
-    if (!cJSON_IsString(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be a string", c->path, key);
-    if (strcmp(v->valuestring, want) != 0)
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = \"%s\" is not supported (only \"%s\")", c->path, key,
-                         v->valuestring, want);
-    return LOCO_OK;
-}
-
-static loco_status cfg_expect_null(const cfg_ctx *c, const char *key) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) return LOCO_OK;
-    char *s = cJSON_PrintUnformatted(v);
-    loco_status st = loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %s is not supported (only null)", c->path, key,
-                               s ? s : "?");
-    free(s);
-    return st;
-}
-
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* A key that appears twice: parsers disagree on which one wins (cJSON the
- * first, Python's json the last), so such a config is refused. Returns the
- * name or NULL. Sorting keeps this fast on hostile files with many keys. */
-static const char *cfg_duplicate_key(const cJSON *root, loco_status *s, const char *path) {
-    int n = cJSON_GetArraySize(root);
-    if (n < 2) return NULL;
-    const char **k = malloc((size_t)n * sizeof *k);
-    if (!k) {
-        *s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, root) k[i++] = it->string;
-    qsort(k, (size_t)n, sizeof *k, cmp_str_ptr);
-    const char *dup = NULL;
-    for (i = 1; i < n && !dup; i++)
-        if (strcmp(k[i - 1], k[i]) == 0) dup = k[i];
-    free(k);
-    return dup;
-}
 
 /* Scratch floats of one attention (heads score matrices of hw x hw) must stay
  * within the allocator's limit; computed without overflow. */

@@ -181,6 +181,12 @@ static loco_status train_plan(const graph *u, int B, graph_train **out) {
     if (B < 1 || B > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "training: batch %d out of range [1, 4096]", B);
     graph_train *tr = calloc(1, sizeof *tr);
     if (!tr) return loco_fail(LOCO_E_NOMEM, "training: out of memory");
+    for (int i = 0; i < u->n_nodes; i++)
+        if (!graph_node_ops[u->nodes[i].kind].bwd) {
+            free(tr);
+            return loco_fail(LOCO_E_UNSUPPORTED, "training: no backward pass for %s nodes yet",
+                             graph_node_ops[u->nodes[i].kind].name);
+        }
     tr->u = u;
     tr->B = B;
     tr->n_in = graph_value_size(u, u->x_in);

@@ -346,6 +346,7 @@ loco_status gb_finish(gbuilder *b, int x_in, int out) {
     if (!s) {
         b->g->x_in = x_in;
         b->g->t_out = out;
+        if (!b->g->has_cond) b->g->cond_in = -1;
         s = graph_plan(b->g);
     }
     if (s) graph_free(b->g);
@@ -360,4 +361,92 @@ void graph_free(graph *g) {
     free(g->pdata);
     free(g->fwd_off);
     memset(g, 0, sizeof *g);
+}
+
+int gb_cond_input(gbuilder *b, int c, int h, int w) {
+    if (b->err) return -1;
+    if (b->g->has_cond) {
+        b->err = loco_fail(LOCO_E_INVALID_ARGUMENT, "a graph has one conditioning input");
+        return -1;
+    }
+    int v = gb_value(b, c, h, w, 0);
+    if (v < 0) return -1;
+    b->g->cond_in = v;
+    b->g->has_cond = 1;
+    return v;
+}
+
+int gb_linear_tok(gbuilder *b, const char *prefix, int in, int cout, int bias) {
+    if (b->err) return -1;
+    int out = conv_nd(b, prefix, in, cout, 1, 1, 0, 0, -1, 2);
+    if (out >= 0 && !bias) {
+        /* drop the bias parameter conv_nd made (the last one added) */
+        node *n = &b->g->nodes[b->g->n_nodes - 1];
+        param *pb = &b->g->params[n->pb];
+        b->g->total_params -= pb->numel;
+        b->g->n_params--;
+        n->pb = -1;
+    }
+    return out;
+}
+
+int gb_layer_norm(gbuilder *b, const char *prefix, int in, float eps) {
+    if (b->err) return -1;
+    const value xv = *V(b, in), *x = &xv;
+    char n1[160], n2[160]; /* a longer name is refused by gb_param (n1 > param.name) */
+    snprintf(n1, sizeof n1, "%s.weight", prefix);
+    snprintf(n2, sizeof n2, "%s.bias", prefix);
+    int64_t s1[1] = {x->c};
+    int pw = gb_param(b, n1, NULL, 1, s1, 0, 1);
+    int pb = gb_param(b, n2, NULL, 1, s1, 0, 0);
+    int out = gb_value(b, x->c, x->h, x->w, x->depends_on_x);
+    node *n = gb_node(b, NODE_LN, in, -1, out);
+    if (!n) return -1;
+    n->pw = pw;
+    n->pb = pb;
+    n->eps = eps;
+    return out;
+}
+
+int gb_geglu(gbuilder *b, int in) {
+    if (b->err) return -1;
+    const value xv = *V(b, in), *x = &xv;
+    if (x->c % 2) {
+        b->err = loco_fail(LOCO_E_UNSUPPORTED, "GEGLU of an odd number of channels (%d)", x->c);
+        return -1;
+    }
+    int out = gb_value(b, x->c / 2, x->h, x->w, x->depends_on_x);
+    gb_node(b, NODE_GEGLU, in, -1, out);
+    return out;
+}
+
+int gb_mha(gbuilder *b, const char *prefix, int in, int ctx, int heads, int qkv_bias) {
+    if (b->err) return -1;
+    const value xv = *V(b, in), *x = &xv;
+    const int C = x->c, Tq = x->h * x->w;
+    const int Dc = ctx >= 0 ? V(b, ctx)->c : C, Tk = ctx >= 0 ? V(b, ctx)->h * V(b, ctx)->w : Tq;
+    if (heads < 1 || C % heads) {
+        b->err = loco_fail(LOCO_E_UNSUPPORTED, "%s: %d heads do not divide %d channels", prefix, heads, C);
+        return -1;
+    }
+    static const char *const names[4] = {"to_q", "to_k", "to_v", "to_out.0"};
+    int ids[10] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    char n1[160]; /* a longer name is refused by gb_param (n1 > param.name) */
+    for (int i = 0; i < 4; i++) {
+        const int cin = (i == 1 || i == 2) ? Dc : C;
+        int64_t ws[2] = {C, cin}, bs[1] = {C};
+        snprintf(n1, sizeof n1, "%s.%s.weight", prefix, names[i]);
+        ids[2 + 2 * i] = gb_param(b, n1, NULL, 2, ws, (float)cin, 0);
+        if (i == 3 || qkv_bias) {
+            snprintf(n1, sizeof n1, "%s.%s.bias", prefix, names[i]);
+            ids[3 + 2 * i] = gb_param(b, n1, NULL, 1, bs, (float)cin, 0);
+        }
+    }
+    int out = gb_value(b, C, x->h, x->w, x->depends_on_x);
+    node *n = gb_node(b, NODE_MHA, in, ctx, out);
+    if (!n) return -1;
+    memcpy(n->pattn, ids, sizeof ids);
+    n->heads = heads;
+    b->g->flops += 2.0 * 2.0 * C * C * Tq + 2.0 * 2.0 * C * (double)Dc * Tk + 2 * 2.0 * (double)Tq * Tk * C;
+    return out;
 }

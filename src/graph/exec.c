@@ -261,6 +261,89 @@ static void attn_bwd_n(const node_io *io) {
     }
 }
 
+/* ---- LayerNorm over channels ----------------------------------------------------------------------------- */
+static size_t ln_lin_save(const graph *g, const node *n) { return 2 * graph_value_size(g, n->out) / (size_t)g->values[n->out].c; }
+static void ln_fwd_n(const node_io *io) {
+    const node *n = io->n;
+    const int T = (int)HW(OUT(io));
+    layer_norm_fwd(io->B, OUT(io)->c, T, n->eps, P(n->pw), P(n->pb), io->a, io->y, io->save,
+                   io->save ? io->save + (size_t)io->B * T : NULL);
+}
+static void ln_jvp_n(const node_io *io) {
+    const int T = (int)HW(OUT(io));
+    layer_norm_jvp(io->B, OUT(io)->c, T, P(io->n->pw), io->a, io->save, io->save + T, io->da, io->dy);
+}
+static void ln_vjp_n(const node_io *io) {
+    const int T = (int)HW(OUT(io));
+    layer_norm_vjp(io->B, OUT(io)->c, T, P(io->n->pw), io->a, io->save, io->save + T, io->gy, io->ga);
+}
+
+/* ---- GEGLU ------------------------------------------------------------------------------------------------- */
+static void geglu_fwd_n(const node_io *io) { geglu_fwd(io->B, OUT(io)->c, (int)HW(OUT(io)), io->a, io->y); }
+static void geglu_jvp_n(const node_io *io) { geglu_jvp(io->B, OUT(io)->c, (int)HW(OUT(io)), io->a, io->da, io->dy); }
+static void geglu_vjp_n(const node_io *io) { geglu_vjp(io->B, OUT(io)->c, (int)HW(OUT(io)), io->a, io->gy, io->ga); }
+
+/* ---- attention with projections (self or cross) -------------------------------------------------------------- */
+/* images or vectors per mha call: its scratch grows with the batch */
+#define MHA_CHUNK 4
+static mha_params mha_of(const graph *g, const node *n) {
+    mha_params p = {graph_param(g, n->pattn[2]), graph_param(g, n->pattn[3]), graph_param(g, n->pattn[4]),
+                    graph_param(g, n->pattn[5]), graph_param(g, n->pattn[6]), graph_param(g, n->pattn[7]),
+                    graph_param(g, n->pattn[8]), graph_param(g, n->pattn[9]), n->heads, 0};
+    return p;
+}
+typedef struct mha_dims { int C, Tq, Dc, Tk; } mha_dims;
+static mha_dims mha_dims_of(const graph *g, const node *n) {
+    const value *x = &g->values[n->in0], *c = n->in1 >= 0 ? &g->values[n->in1] : x;
+    mha_dims d = {x->c, x->h * x->w, c->c, c->h * c->w};
+    return d;
+}
+static size_t mha_lin_save(const graph *g, const node *n) {
+    mha_dims d = mha_dims_of(g, n);
+    return mha_saved_floats(d.C, d.Tq, d.Tk, n->heads);
+}
+size_t graph_mha_scratch(const graph *g, const node *n) {
+    mha_dims d = mha_dims_of(g, n);
+    return mha_scratch(d.C, d.Dc, d.Tq, d.Tk, n->heads, MHA_CHUNK);
+}
+static void mha_fwd_n(const node_io *io) {
+    mha_params p = mha_of(io->g, io->n);
+    mha_dims d = mha_dims_of(io->g, io->n);
+    const float *c = io->c ? io->c : io->a;
+    if (io->save) { /* recording: batch 1 */
+        mha_saved sv = mha_saved_at(io->save, d.C, d.Tq, d.Tk, io->n->heads);
+        mha_fwd(&p, 1, d.C, d.Tq, d.Dc, d.Tk, io->a, c, io->y, io->scratch, &sv);
+        return;
+    }
+    for (int b = 0; b < io->B; b += MHA_CHUNK) {
+        const int nb = io->B - b < MHA_CHUNK ? io->B - b : MHA_CHUNK;
+        mha_fwd(&p, nb, d.C, d.Tq, d.Dc, d.Tk, io->a + (size_t)b * d.C * d.Tq, c + (size_t)b * d.Dc * d.Tk,
+                io->y + (size_t)b * d.C * d.Tq, io->scratch, NULL);
+    }
+}
+static void mha_jvp_n(const node_io *io) {
+    mha_params p = mha_of(io->g, io->n);
+    mha_dims d = mha_dims_of(io->g, io->n);
+    mha_saved sv = mha_saved_at(io->save, d.C, d.Tq, d.Tk, io->n->heads);
+    const int self = io->n->in1 < 0;
+    for (int b = 0; b < io->B; b += MHA_CHUNK) {
+        const int nb = io->B - b < MHA_CHUNK ? io->B - b : MHA_CHUNK;
+        const size_t o = (size_t)b * d.C * d.Tq;
+        mha_jvp(&p, self, d.C, d.Tq, d.Dc, d.Tk, &sv, nb, io->da + o, io->dy + o, io->scratch);
+    }
+}
+static void mha_vjp_n(const node_io *io) {
+    mha_params p = mha_of(io->g, io->n);
+    mha_dims d = mha_dims_of(io->g, io->n);
+    mha_saved sv = mha_saved_at(io->save, d.C, d.Tq, d.Tk, io->n->heads);
+    const int self = io->n->in1 < 0;
+    for (int b = 0; b < io->B; b += MHA_CHUNK) {
+        const int nb = io->B - b < MHA_CHUNK ? io->B - b : MHA_CHUNK;
+        const size_t o = (size_t)b * d.C * d.Tq;
+        mha_vjp(&p, self, d.C, d.Tq, d.Dc, d.Tk, &sv, nb, io->gy + o, io->ga + o, io->scratch);
+    }
+}
+
 /* ---- the table ------------------------------------------------------------------------------------------ */
 const node_ops graph_node_ops[NODE_KIND_COUNT] = {
     [NODE_TEMB] = {"temb", temb_fwd, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0},
@@ -277,15 +360,21 @@ const node_ops graph_node_ops[NODE_KIND_COUNT] = {
     [NODE_FILM] = {"film", film_fwd_n, film_jvp_n, film_vjp_n, film_bwd_n, NULL, NULL, NULL, 3, 3},
     [NODE_AVGPOOL] = {"avgpool", pool_fwd_n, pool_jvp_n, pool_vjp_n, pool_vjp_n, NULL, NULL, NULL, 0, 0},
     [NODE_SLICE] = {"slice", slice_fwd_n, slice_jvp_n, slice_vjp_n, slice_vjp_n, NULL, NULL, NULL, 0, 0},
+    /* no training backward yet for the text-to-image ops (the trainer
+       builds UNet2DModels) */
+    [NODE_LN] = {"layer_norm", ln_fwd_n, ln_jvp_n, ln_vjp_n, NULL, ln_lin_save, NULL, NULL, 1, 0},
+    [NODE_GEGLU] = {"geglu", geglu_fwd_n, geglu_jvp_n, geglu_vjp_n, NULL, NULL, NULL, NULL, 1, 0},
+    [NODE_MHA] = {"attention_proj", mha_fwd_n, mha_jvp_n, mha_vjp_n, NULL, mha_lin_save, NULL, NULL, 0, 0},
 };
-static_assert(NODE_KIND_COUNT == 13, "graph_node_ops needs an entry for every node kind");
+static_assert(NODE_KIND_COUNT == 16, "graph_node_ops needs an entry for every node kind");
 
 /* ---- the forward pass ------------------------------------------------------------------------------------ */
-void graph_forward(const graph *g, int B, const float *x, const float *t, float *y, float *arena, float *scratch,
-                   act_tap_fn tapfn, void *tap_user) {
+void graph_forward(const graph *g, int B, const float *x, const float *t, const float *cond, float *y, float *arena,
+                   float *scratch, act_tap_fn tapfn, void *tap_user) {
     const size_t *off = g->fwd_off;
 #define PTR(id) (arena + off[id] * (size_t)B)
     memcpy(PTR(g->x_in), x, sizeof(float) * graph_value_size(g, g->x_in) * (size_t)B);
+    if (g->cond_in >= 0) memcpy(PTR(g->cond_in), cond, sizeof(float) * graph_value_size(g, g->cond_in) * (size_t)B);
     for (int i = 0; i < g->n_nodes; i++) {
         const node *n = &g->nodes[i];
         node_io io = {.g = g, .i = i, .n = n, .B = B, .t = t, .scratch = scratch};

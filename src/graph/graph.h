@@ -25,6 +25,10 @@ typedef enum node_kind {
     NODE_FILM,        /* y = silu?(in0 * (1 + scale) + shift), in1 = [2C] (scale, shift) */
     NODE_AVGPOOL,     /* 2x2 average pooling, stride 2                            */
     NODE_SLICE,       /* the first c channels of in0                              */
+    NODE_LN,          /* LayerNorm over the channels of each position             */
+    NODE_GEGLU,       /* [2F, T] -> [F, T]: hidden * gelu(gate)                   */
+    NODE_MHA,         /* attention with projections: queries from in0, keys and
+                         values from in1 (the conditioning) or in0 (in1 = -1)     */
     NODE_KIND_COUNT
 } node_kind;
 
@@ -82,6 +86,8 @@ typedef struct graph {
     node *nodes;
     int n_nodes, cap_nodes;
     int x_in, t_out;      /* input value, output (prediction) value          */
+    int cond_in;          /* conditioning input value (constant in x), or -1 */
+    int has_cond;         /* building: gb_cond_input was called              */
     size_t *fwd_off;      /* [n_values] per-image offsets of the forward plan */
     size_t arena_per_image; /* floats, from the plan                         */
     size_t scratch_floats;
@@ -123,6 +129,19 @@ int gb_upsample(gbuilder *b, int in);
 int gb_avgpool(gbuilder *b, int in);
 int gb_slice(gbuilder *b, int in, int c);
 int gb_scale_shift(gbuilder *b, int in, float scale, float shift);
+/* a linear map of the channels at every position: prefix.weight [cout, cin]
+ * (a torch Linear applied to tokens), prefix.bias [cout] when bias */
+int gb_linear_tok(gbuilder *b, const char *prefix, int in, int cout, int bias);
+/* LayerNorm over channels: prefix.weight, prefix.bias [C] */
+int gb_layer_norm(gbuilder *b, const char *prefix, int in, float eps);
+int gb_geglu(gbuilder *b, int in);
+/* diffusers' Attention without norm or residual: prefix.to_q/to_k/to_v
+ * (weights only when !qkv_bias), prefix.to_out.0 (weight, bias); keys and
+ * values from ctx (a conditioning value) or, ctx = -1, from in itself */
+int gb_mha(gbuilder *b, const char *prefix, int in, int ctx, int heads, int qkv_bias);
+/* The conditioning input: a constant-in-x value [c, h, w] per image (e.g.
+ * text embeddings as [width, 1, tokens]); at most one per graph. */
+int gb_cond_input(gbuilder *b, int c, int h, int w);
 int gb_film(gbuilder *b, int in, int ss, int silu);
 /* diffusers' Attention: prefix.group_norm, to_q/to_k/to_v/to_out.0 (older
  * names query/key/value/proj_attn accepted) */
@@ -174,10 +193,11 @@ loco_status graph_load_weights(graph *g, const char *wpath);
 void graph_init_random(const graph *g, float *w, uint64_t seed);
 
 /* ---- execution (exec.c) ---------------------------------------------------- */
-/* The network output for batch B. arena: B * arena_per_image floats;
+/* The network output for batch B. cond: [B, cond value size] when the graph
+ * has a conditioning input, else NULL. arena: B * arena_per_image floats;
  * scratch: scratch_floats. */
-void graph_forward(const graph *g, int B, const float *x, const float *t, float *y, float *arena, float *scratch,
-                   act_tap_fn tap, void *tap_user);
+void graph_forward(const graph *g, int B, const float *x, const float *t, const float *cond, float *y, float *arena,
+                   float *scratch, act_tap_fn tap, void *tap_user);
 
 /* What one node does, for each pass. Every function gets the node and its
  * buffers in a node_io; the passes fill the fields they use. */
@@ -218,5 +238,7 @@ typedef struct node_ops {
 
 /* The one dispatch table, indexed by node_kind. */
 extern const node_ops graph_node_ops[NODE_KIND_COUNT];
+/* floats of scratch a NODE_MHA needs (graph_plan) */
+size_t graph_mha_scratch(const graph *g, const node *n);
 
 #endif

@@ -126,7 +126,7 @@ void graph_lin_free(graph_lin *L) {
     free(L);
 }
 
-loco_status graph_lin_new(const graph *g, const float *x, float t, graph_lin **out) {
+loco_status graph_lin_new(const graph *g, const float *x, float t, const float *cond, graph_lin **out) {
     *out = NULL;
     graph_lin *L = calloc(1, sizeof *L);
     if (!L) return loco_fail(LOCO_E_NOMEM, "linearize: out of memory");
@@ -148,6 +148,7 @@ loco_status graph_lin_new(const graph *g, const float *x, float t, graph_lin **o
         return loco_fail(LOCO_E_NOMEM, "linearize: cannot allocate the record (%zu bytes)", bytes);
     }
     memcpy(L->rec + L->rec_off[g->x_in], x, L->n_in * sizeof(float));
+    if (g->cond_in >= 0) memcpy(L->rec + L->rec_off[g->cond_in], cond, graph_value_size(g, g->cond_in) * sizeof(float));
     for (int i = 0; i < g->n_nodes; i++) {
         const node *n = &g->nodes[i];
         node_io io = {.g = g, .i = i, .n = n, .B = 1, .t = &L->t, .scratch = L->scratch};

@@ -7,10 +7,10 @@
 
 typedef struct graph_lin graph_lin;
 
-/* Records the forward pass of g at x [n_in] and timestep t (batch 1). g must
- * outlive the handle and its parameters must not change. *out: free with
- * graph_lin_free. */
-loco_status graph_lin_new(const graph *g, const float *x, float t, graph_lin **out);
+/* Records the forward pass of g at x [n_in], timestep t and conditioning
+ * cond (NULL when g has none; else copied) (batch 1). g must outlive the
+ * handle and its parameters must not change. *out: free with graph_lin_free. */
+loco_status graph_lin_new(const graph *g, const float *x, float t, const float *cond, graph_lin **out);
 void graph_lin_free(graph_lin *L);
 /* y at the point, [n_out] (owned by L) */
 const float *graph_lin_output(const graph_lin *L);

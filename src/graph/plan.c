@@ -52,6 +52,7 @@ size_t graph_plan_forward(const graph *u, const char *keep, size_t *off) {
     planner pl;
     planner_init(&pl);
     off[u->x_in] = planner_alloc(&pl, graph_value_size(u, u->x_in), u->x_in);
+    if (u->cond_in >= 0) off[u->cond_in] = planner_alloc(&pl, graph_value_size(u, u->cond_in), u->cond_in);
     for (int i = 0; i < u->n_nodes; i++) {
         const node *n = &u->nodes[i];
         off[n->out] = planner_alloc(&pl, graph_value_size(u, n->out), n->out);
@@ -101,6 +102,7 @@ loco_status graph_plan(graph *u) {
             const value *x = &u->values[n->in0];
             need = attention_scratch(x->c, x->h * x->w);
         }
+        if (n->kind == NODE_MHA) need = graph_mha_scratch(u, n);
         if (need > sc) sc = need;
     }
     u->scratch_floats = sc ? sc : 1;
