@@ -238,37 +238,70 @@ void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, c
 void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
 
+/* ======================================================================== */
+/* Stable Diffusion: LayerNorm, GELU, GEGLU, multi-head attention           */
+/* (ops/layernorm.c, ops/activation.c, ops/mha.c)                           */
+/* ======================================================================== */
 
-/* ==== Stable Diffusion ops (layernorm.c, activation.c, mha.c) ==== */
+/* LayerNorm over the channels of each position: x, y [B, C, T]; gamma, beta
+ * [C]; eps as torch (biased variance, rstd = 1 / sqrt(var + eps)). mean,
+ * rstd [B, T] when non-NULL (forward records them). In place allowed. */
 void layer_norm_fwd(int B, int C, int T, float eps, const float *gamma, const float *beta, const float *x, float *y,
                     float *mean, float *rstd);
+/* Linearisation: x [C, T], mean, rstd [T] recorded at batch 1; dx, dy
+ * [B, C, T] tangents (dy = J dx) / cotangents (dx += J^T dy). */
 void layer_norm_jvp(int B, int C, int T, const float *gamma, const float *x, const float *mean, const float *rstd,
                     const float *dx, float *dy);
 void layer_norm_vjp(int B, int C, int T, const float *gamma, const float *x, const float *mean, const float *rstd,
                     const float *dy, float *dx);
-typedef enum act_kind { ACT_GELU = 0, ACT_QUICK_GELU = 1 } act_kind;
-void act_fwd(act_kind k, size_t n, const float *x, float *y);
-void act_jvp(act_kind k, int B, size_t n, const float *x, const float *dx, float *dy);
-void act_vjp(act_kind k, int B, size_t n, const float *x, const float *dy, float *dx);
+
+typedef enum act_kind {
+    ACT_GELU = 0,      /* exact, erf: torch F.gelu        */
+    ACT_QUICK_GELU = 1 /* x sigmoid(1.702 x)              */
+} act_kind;
+void act_fwd(act_kind k, size_t n, const float *x, float *y);                          /* in place allowed */
+void act_jvp(act_kind k, int B, size_t n, const float *x, const float *dx, float *dy); /* x [n] recorded; dx, dy [B, n] */
+void act_vjp(act_kind k, int B, size_t n, const float *x, const float *dy, float *dx); /* dx += */
+
+/* diffusers' GEGLU after its projection: x [B, 2F, T] (channels 0..F-1 the
+ * hidden part, F..2F-1 the gate) -> y [B, F, T] = hidden * gelu(gate) (exact
+ * gelu). y must not overlap x. */
 void geglu_fwd(int B, int F, int T, const float *x, float *y);
-void geglu_jvp(int B, int F, int T, const float *x, const float *dx, float *dy);
-void geglu_vjp(int B, int F, int T, const float *x, const float *dy, float *dx);
+void geglu_jvp(int B, int F, int T, const float *x /*[2F, T] recorded*/, const float *dx, float *dy);
+void geglu_vjp(int B, int F, int T, const float *x, const float *dy, float *dx); /* dx += */
+
+/* Multi-head attention with projections, channels-first, as diffusers'
+ * Attention (no norm, no residual):
+ *   q = Wq x + bq, k = Wk c + bk, v = Wv c + bv (c = the context; c == x for
+ *   self-attention), heads split the C channels in contiguous blocks of
+ *   d = C/heads, P = softmax over keys of (q_h^T k_h) / sqrt(d) (causal:
+ *   query i sees keys j <= i), o_h = v_h P^T, y = Wo o + bo.
+ * x [B, C, Tq]; c [B, Dc, Tk]; y [B, C, Tq] (not overlapping x or c);
+ * Wq [C, C], Wk, Wv [C, Dc], Wo [C, C]; any bias may be NULL. heads divides
+ * C. */
 typedef struct mha_params {
     const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
     int heads, causal;
 } mha_params;
-typedef struct mha_saved {
-    float *q, *k, *v, *o, *P;
-} mha_saved;
+/* What the forward keeps for the derivative passes (batch 1): q [C, Tq],
+ * k, v [C, Tk], o [C, Tq], P [heads, Tq, Tk] (0 where causality masks). */
+typedef struct mha_saved { float *q, *k, *v, *o, *P; } mha_saved;
+/* Floats of one record (each part starts on a multiple of 16 floats from
+ * base), and its layout at base. */
 size_t mha_saved_floats(int C, int Tq, int Tk, int heads);
 mha_saved mha_saved_at(float *base, int C, int Tq, int Tk, int heads);
+/* Floats of scratch mha_fwd, mha_jvp and mha_vjp need (the same for all
+ * three; images are processed one at a time, so it does not grow with B). */
 size_t mha_scratch(int C, int Dc, int Tq, int Tk, int heads, int B);
+/* save: NULL, or (B must be 1) where q, k, v, o and P are kept. */
 void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const float *x, const float *c, float *y,
              float *scratch, const mha_saved *save);
+/* J V and U^T J with respect to x: self (c is x: its tangent enters k and v
+ * too; then Dc == C and Tk == Tq) or cross (c constant). s: the batch-1
+ * record of mha_fwd; dx, dy [B, C, Tq]. mha_vjp accumulates into dx. */
 void mha_jvp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dx,
              float *dy, float *scratch);
 void mha_vjp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dy,
              float *dx, float *scratch);
 
 #endif
-
