@@ -37,6 +37,9 @@ static void sdu_open(sdu *u, int max_batch) {
     char *text = read_text(fixture_path("sd-tiny/pipeline/unet/config.json"), &len);
     CHECK_OK(sd_unet_config_parse(&u->c, text, len, "unet/config.json"));
     free(text);
+    /* the fixtures' latents are 16x16 (images 32x32); sample_size is only
+     * the default size */
+    u->c.height = u->c.width = 16;
     CHECK_OK(sd_unet_build(&u->g, &u->c));
     CHECK_OK(graph_load_weights(&u->g, fixture_path("sd-tiny/pipeline/unet/diffusion_pytorch_model.safetensors")));
     u->arena = malloc(sizeof(float) * u->g.arena_per_image * (size_t)max_batch);
@@ -136,7 +139,7 @@ static void test_jacobians(void **state) {
     /* x0 = (z - s1 eps) / sa: J_x0 V = (V - s1 J_eps V) / sa, masked */
     size_t l = 0;
     for (size_t i = 0; i < nm; i++) l += maskf[i] != 0;
-    float *JV = malloc(sizeof(float) * k * l);
+    float *JV = calloc((size_t)k * l, sizeof(float));
     for (int b = 0; b < k; b++) {
         size_t j = 0;
         for (size_t i = 0; i < n; i++) {

@@ -9,7 +9,9 @@
 #define SD_MAX_BLOCKS 8
 
 typedef struct sd_unet_config {
-    int in_ch, out_ch, height, width;  /* latent channels and sample_size       */
+    int in_ch, out_ch;                  /* latent channels                        */
+    int height, width;                  /* the latent size the graph is built for:
+                                           sample_size unless the caller sets it */
     int n_blocks;
     int boc[SD_MAX_BLOCKS];             /* block_out_channels                    */
     int down_xattn[SD_MAX_BLOCKS];      /* CrossAttnDownBlock2D?                 */
