@@ -256,6 +256,31 @@ loco_status loco_model_describe(const loco_model *m, char **text);
  * the same model (it reuses its activation arena). */
 loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps);
 
+/* Conditioning of a text-to-image model (Stable Diffusion): the guided eps
+ * is eps(uncond) + guidance (eps(prompt) - eps(uncond)) [+ edit_guidance
+ * (eps(edit_prompt) - eps(uncond))], uncond being the negative prompt ("" by
+ * default), as the diffusers pipeline and the T-LOCO authors compute it. */
+typedef struct loco_cond loco_cond;
+typedef struct loco_cond_params {
+    const char *prompt;           /* required                                */
+    const char *negative_prompt;  /* NULL: ""                                */
+    float guidance;               /* 7.5; 1 evaluates the prompt alone       */
+    const char *edit_prompt;      /* NULL: none                              */
+    float edit_guidance;          /* 4.0 (with edit_prompt)                  */
+} loco_cond_params;
+void loco_cond_params_init(loco_cond_params *p);
+/* Encodes the prompts with the model's tokenizer and text encoder. *out is
+ * freed with loco_cond_free and must not outlive m. A model that takes no
+ * conditioning refuses (LOCO_E_UNSUPPORTED). */
+loco_status loco_cond_new(loco_model *m, const loco_cond_params *p, loco_cond **out);
+void loco_cond_free(loco_cond *c);
+/* loco_model_eps / loco_model_x0_hat / loco_linearize with conditioning
+ * (c NULL: as those functions; a text-to-image model needs c). */
+loco_status loco_model_eps_cond(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c,
+                                float *eps);
+loco_status loco_model_x0_hat_cond(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c,
+                                   float *x0_hat, float *eps);
+
 /* alphas_cumprod of the model's noise schedule: *n entries, owned by the
  * model. */
 const float *loco_model_alphas_cumprod(const loco_model *m, int *n);
@@ -444,6 +469,9 @@ typedef enum loco_output {
  * the model may be made in between (the record has its own memory). *out is a
  * new handle freed with loco_lin_free(). */
 loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **out);
+/* loco_linearize with conditioning (c: see loco_cond_new; borrowed, it must
+ * outlive the linearisation). */
+loco_status loco_linearize_cond(loco_model *m, const float *x, float t, const loco_cond *c, loco_lin **out);
 void loco_lin_free(loco_lin *lin);
 
 /* The function value at the linearization point: eps or x0_hat, [C,H,W],

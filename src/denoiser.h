@@ -58,6 +58,10 @@ typedef struct denoiser_vtable {
     void (*free)(void *self);
     /* graph families: their graph (tests look inside); NULL otherwise */
     struct graph *(*graph_of)(void *self);
+    /* Conditional families: the family's conditioning from p (prompts and
+     * guidance), *cond freed with cond_free. NULL: unconditional. */
+    loco_status (*cond_new)(void *self, const loco_cond_params *p, void **cond);
+    void (*cond_free)(void *cond);
 } denoiser_vtable;
 
 /* An open family instance. */
@@ -90,6 +94,6 @@ loco_status registry_family_of_path(const char *path, const family_entry **fam);
 loco_status registry_family_of_config(const char *config_path, const char *text, size_t len,
                                       const family_entry **fam);
 
-extern const family_entry family_unet2d, family_adm, family_molrg;
+extern const family_entry family_unet2d, family_adm, family_molrg, family_sd;
 
 #endif

@@ -32,8 +32,15 @@ void loco_lin_free(loco_lin *L) {
 }
 
 loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **out) {
+    return loco_linearize_cond(m, x, t, NULL, out);
+}
+
+loco_status loco_linearize_cond(loco_model *m, const float *x, float t, const loco_cond *c, loco_lin **out) {
     if (!m || !x || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_linearize: NULL argument");
     *out = NULL;
+    const void *fc;
+    loco_status s = model_cond_of(m, c, &fc);
+    if (s) return s;
     if (!isfinite(t) || t < 0) return loco_fail(LOCO_E_NUMERIC, "loco_linearize: t = %g is not a finite timestep", t);
     if (t > (float)(m->sched.T - 1))
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_linearize: t = %g is outside the model's timesteps [0, %d]",
@@ -57,7 +64,7 @@ loco_status loco_linearize(loco_model *m, const float *x, float t, loco_lin **ou
     }
     memcpy(L->x, x, n_in * sizeof(float));
     threads_for_work(m->info.flops);
-    loco_status s = m->d.vt->linearize(m->d.self, x, t, NULL, &L->flin);
+    s = m->d.vt->linearize(m->d.self, x, t, fc, &L->flin);
     if (s) {
         L->flin = NULL;
         loco_lin_free(L);

@@ -94,11 +94,65 @@ loco_status model_check_finite(const float *y, size_t n, const char *what) {
     return LOCO_OK;
 }
 
+/* ======================================================================== */
+/* Conditioning                                                             */
+/* ======================================================================== */
+
+void loco_cond_params_init(loco_cond_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->guidance = 7.5f;
+    p->edit_guidance = 4.0f;
+}
+
+loco_status loco_cond_new(loco_model *m, const loco_cond_params *p, loco_cond **out) {
+    if (!m || !p || !out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_cond_new: NULL argument");
+    *out = NULL;
+    if (!m->d.vt->cond_new)
+        return loco_fail(LOCO_E_UNSUPPORTED, "%s: a %s model takes no prompt", m->path, m->info.family);
+    if (!p->prompt) return loco_fail(LOCO_E_INVALID_ARGUMENT, "a prompt is required");
+    if (!isfinite(p->guidance) || fabsf(p->guidance) > 1000 || !isfinite(p->edit_guidance) ||
+        fabsf(p->edit_guidance) > 1000)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "guidance %g / edit guidance %g: each must be finite, |g| <= 1000",
+                         (double)p->guidance, (double)p->edit_guidance);
+    loco_cond *c = calloc(1, sizeof *c);
+    if (!c) return loco_fail(LOCO_E_NOMEM, "out of memory");
+    loco_status s = m->d.vt->cond_new(m->d.self, p, &c->fc);
+    if (s) {
+        free(c);
+        return s;
+    }
+    c->m = m;
+    *out = c;
+    return LOCO_OK;
+}
+
+void loco_cond_free(loco_cond *c) {
+    if (!c) return;
+    if (c->fc) c->m->d.vt->cond_free(c->fc);
+    free(c);
+}
+
+loco_status model_cond_of(const loco_model *m, const loco_cond *c, const void **fc) {
+    *fc = NULL;
+    if (!c) {
+        if (m->d.vt->cond_new)
+            return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: a %s model needs a prompt", m->path, m->info.family);
+        return LOCO_OK;
+    }
+    if (c->m != m) return loco_fail(LOCO_E_INVALID_ARGUMENT, "the conditioning belongs to another model");
+    *fc = c->fc;
+    return LOCO_OK;
+}
+
 /* The family's prediction y [batch, out_ch, H, W], checked finite. */
-static loco_status forward_raw(loco_model *m, int batch, const float *x, const float *t, float *y, act_tap_fn tap,
-                               void *user) {
+static loco_status forward_raw(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *y,
+                               act_tap_fn tap, void *user) {
+    const void *fc;
+    loco_status s = model_cond_of(m, c, &fc);
+    if (s) return s;
     threads_for_work(m->info.flops);
-    loco_status s = m->d.vt->predict(m->d.self, batch, x, t, NULL, y, tap, user);
+    s = m->d.vt->predict(m->d.self, batch, x, t, fc, y, tap, user);
     if (s) return s;
     return model_check_finite(y, (size_t)batch * m->info.out_ch * m->info.height * m->info.width, "the model output");
 }
@@ -115,17 +169,22 @@ static void from_prediction(const loco_model *m, loco_output out, int batch, con
     }
 }
 
-loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, act_tap_fn tap,
-                          void *user) {
+loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *eps,
+                          act_tap_fn tap, void *user) {
     loco_status s = check_inputs(m, batch, x, t, eps);
     if (s) return s;
-    if ((s = forward_raw(m, batch, x, t, eps, tap, user))) return s;
+    if ((s = forward_raw(m, batch, x, t, c, eps, tap, user))) return s;
     if (m->sched.pred != PRED_EPSILON) from_prediction(m, LOCO_OUT_EPS, batch, x, t, eps, eps);
     return LOCO_OK;
 }
 
 loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
-    return model_eps_tap(m, batch, x, t, eps, NULL, NULL);
+    return model_eps_tap(m, batch, x, t, NULL, eps, NULL, NULL);
+}
+
+loco_status loco_model_eps_cond(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c,
+                                float *eps) {
+    return model_eps_tap(m, batch, x, t, c, eps, NULL, NULL);
 }
 
 const float *loco_model_alphas_cumprod(const loco_model *m, int *n) {
@@ -136,6 +195,11 @@ const float *loco_model_alphas_cumprod(const loco_model *m, int *n) {
 float loco_model_abar(const loco_model *m, float t) { return schedule_abar(&m->sched, t); }
 
 loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const float *t, float *x0_hat, float *eps) {
+    return loco_model_x0_hat_cond(m, batch, x, t, NULL, x0_hat, eps);
+}
+
+loco_status loco_model_x0_hat_cond(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c,
+                                   float *x0_hat, float *eps) {
     loco_status s = check_inputs(m, batch, x, t, x0_hat);
     if (s) return s;
     if (m->info.in_ch != m->info.out_ch)
@@ -144,7 +208,7 @@ loco_status loco_model_x0_hat(loco_model *m, int batch, const float *x, const fl
     size_t per = model_image_size(m);
     float *y = eps ? eps : loco_malloc(per * (size_t)batch * sizeof(float));
     if (!y) return loco_fail(LOCO_E_NOMEM, "out of memory");
-    if ((s = forward_raw(m, batch, x, t, y, NULL, NULL))) {
+    if ((s = forward_raw(m, batch, x, t, c, y, NULL, NULL))) {
         if (!eps) free(y);
         return s;
     }

@@ -20,11 +20,20 @@ struct loco_model {
     denoiser_info info;  /* cached at open                                  */
 };
 
+/* A conditioning: the family's object and the model it belongs to. */
+struct loco_cond {
+    const loco_model *m;
+    void *fc;            /* the family's conditioning, owned */
+};
+/* the family's conditioning of c for m (checked to belong to m), or NULL */
+loco_status model_cond_of(const loco_model *m, const loco_cond *c, const void **fc);
+
 /* LOCO_E_NUMERIC naming `what` and the first non-finite element of y[n] */
 loco_status model_check_finite(const float *y, size_t n, const char *what);
-/* eps with an activation tap (tests compare block outputs). */
-loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, float *eps, act_tap_fn tap,
-                          void *user);
+/* eps with a conditioning (or NULL) and an activation tap (tests compare
+ * block outputs). */
+loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *eps,
+                          act_tap_fn tap, void *user);
 /* Floats of one image (C*H*W of the input). */
 static inline size_t model_image_size(const loco_model *m) {
     return (size_t)m->info.in_ch * m->info.height * m->info.width;

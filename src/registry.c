@@ -1,6 +1,8 @@
 /* registry.c - which family opens a path, or reads a config.
  *
  *   a MoLRG model file                      -> MoLRG (families/molrg.c)
+ *   a folder (or a file inside one) with model_index.json
+ *                                           -> Stable Diffusion (families/sd.c)
  *   a folder (or a file inside one) with config.json:
  *       "_class_name": "ADMUNetModel"       -> ADM (families/adm.c)
  *       anything else                       -> UNet2DModel (families/unet2d.c,
@@ -55,11 +57,18 @@ loco_status registry_family_of_path(const char *path, const family_entry **fam) 
         const char *slash = strrchr(path, '/');
         dir = !slash ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
     }
-    size_t n = dir ? strlen(dir) + sizeof "/config.json" : 0;
+    size_t n = dir ? strlen(dir) + sizeof "/model_index.json" : 0;
     char *cfg = dir ? malloc(n) : NULL;
     if (!cfg) {
         free(dir);
         return loco_fail(LOCO_E_NOMEM, "out of memory");
+    }
+    snprintf(cfg, n, "%s/model_index.json", dir);
+    if (loco_check_file(cfg) == LOCO_OK) {
+        *fam = &family_sd;
+        free(cfg);
+        free(dir);
+        return LOCO_OK;
     }
     snprintf(cfg, n, "%s/config.json", dir);
     loco_status s = loco_check_file(cfg);

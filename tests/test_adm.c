@@ -65,7 +65,7 @@ static void check_forward(const char *name) {
     float *eps = malloc(n * sizeof(float)), *x0 = malloc(n * sizeof(float));
     /* every act.* tensor, act.out being the whole model_output */
     tap_ctx tc = {vec, 0};
-    CHECK_OK(model_eps_tap(m, 1, x, t, eps, tap, &tc));
+    CHECK_OK(model_eps_tap(m, 1, x, t, NULL, eps, tap, &tc));
     printf("  %d block outputs checked\n", tc.checked);
     assert_int_equal(tc.checked, count_act(vec));
     size_t no;

@@ -42,7 +42,7 @@ static void check_model(const char *name) {
     float *x0_ref = load_tensor(vec, "x0_hat", NULL);
     float *eps = malloc(n * sizeof(float)), *x0 = malloc(n * sizeof(float));
     tap_ctx tc = {vec, 0, 0};
-    CHECK_OK(model_eps_tap(m, 1, x, t, eps, tap, &tc));
+    CHECK_OK(model_eps_tap(m, 1, x, t, NULL, eps, tap, &tc));
     assert_int_equal(tc.checked, 10); /* conv_in, time_embedding, 3 down, mid, 3 up, conv_norm_out */
     CHECK_CLOSE("eps", eps, eps_ref, n, 1e-4);
     printf("  abar(t) = %.9g, reference %.9g\n", loco_model_abar(m, t[0]), alpha[0]);

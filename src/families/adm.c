@@ -56,8 +56,9 @@ static void info(const void *self, denoiser_info *in) {
     in->edit_boost_t = 0.2f;
 }
 
-static const denoiser_vtable vtable = {"ADM",   gd_predict, gd_linearize, gd_lin_output, gd_jvp, gd_vjp, gd_lin_bytes,
-                                       gd_lin_free, info,     describe,     gd_free,       gd_graph_of};
+static const denoiser_vtable vtable = {"ADM",       gd_predict, gd_linearize, gd_lin_output, gd_jvp, gd_vjp,
+                                       gd_lin_bytes, gd_lin_free, info,       describe,      gd_free, gd_graph_of,
+                                       NULL,        NULL};
 
 /* names and shapes of a weights file, for inference */
 typedef struct tensor_list {
