@@ -7,8 +7,10 @@
  *   vjp: g = gamma dy, dx += rstd (g - mean(g) - x_hat mean(g x_hat))
  * The channels of one position are T floats apart, so the statistics are
  * gathered a row at a time over a tile of LN_TILE positions (contiguous,
- * vectorisable), in double. Each tile is computed by one thread, so the
- * results do not depend on the thread count, nor an image's on the batch. */
+ * vectorisable), in double; the forward subtracts the mean as two floats
+ * (its float rounding and the rest), so x - mean loses nothing to it. Each
+ * tile is computed by one thread, so the results do not depend on the
+ * thread count, nor an image's on the batch. */
 #include "ops.h"
 
 #include <math.h>
@@ -28,7 +30,7 @@ void layer_norm_fwd(int B, int C, int T, float eps, const float *gamma, const fl
         const float *xb = x + (size_t)b * C * T + t0;
         float *yb = y + (size_t)b * C * T + t0;
         double s[LN_TILE], m[LN_TILE];
-        float mf[LN_TILE], rf[LN_TILE];
+        float mf[LN_TILE], ml[LN_TILE], rf[LN_TILE];
         /* two passes (mean, then centred squares) for accuracy */
         for (int i = 0; i < n; i++) s[i] = 0;
         for (int c = 0; c < C; c++) {
@@ -48,6 +50,7 @@ void layer_norm_fwd(int B, int C, int T, float eps, const float *gamma, const fl
         }
         for (int i = 0; i < n; i++) {
             mf[i] = (float)m[i];
+            ml[i] = (float)(m[i] - mf[i]); /* the mean as mf + ml: x - mean without mf's rounding */
             rf[i] = (float)(1.0 / sqrt(s[i] / C + (double)eps));
         }
         if (mean)
@@ -58,7 +61,7 @@ void layer_norm_fwd(int B, int C, int T, float eps, const float *gamma, const fl
             const float *xc = xb + (size_t)c * T;
             float *yc = yb + (size_t)c * T;
             const float ga = gamma[c], be = beta[c];
-            for (int i = 0; i < n; i++) yc[i] = (xc[i] - mf[i]) * rf[i] * ga + be;
+            for (int i = 0; i < n; i++) yc[i] = (xc[i] - mf[i] - ml[i]) * rf[i] * ga + be;
         }
     }
 }
