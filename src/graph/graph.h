@@ -188,6 +188,11 @@ double graph_flops_executed(const graph *g);
  * new g->pdata: names (or their alt), shapes and dtypes checked, missing and
  * unexpected tensors refused, layouts applied. wpath names the file. */
 loco_status graph_load_weights(graph *g, const char *wpath);
+/* The same for a file that also holds another graph's tensors (a VAE's
+ * encoder and decoder): a tensor the graph does not use whose name starts
+ * with one of ignore[] (NULL-terminated; NULL: none) is skipped; any other
+ * unused tensor is still refused. */
+loco_status graph_load_weights_subset(graph *g, const char *wpath, const char *const *ignore);
 /* Random initialisation as PyTorch's default (uniform +-1/sqrt(fan_in); norm
  * weights 1, biases 0) from seed, into w [total_params]. */
 void graph_init_random(const graph *g, float *w, uint64_t seed);

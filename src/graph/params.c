@@ -25,8 +25,16 @@ static void place(const param *p, const float *src, float *dst) {
     }
 }
 
+static int has_prefix(const char *name, const char *const *prefixes) {
+    for (; prefixes && *prefixes; prefixes++)
+        if (strncmp(name, *prefixes, strlen(*prefixes)) == 0) return 1;
+    return 0;
+}
+
 /* wpath: safetensors or a PyTorch checkpoint (loco_weights, pytorch.c) */
-loco_status graph_load_weights(graph *u, const char *wpath) {
+loco_status graph_load_weights(graph *u, const char *wpath) { return graph_load_weights_subset(u, wpath, NULL); }
+
+loco_status graph_load_weights_subset(graph *u, const char *wpath, const char *const *ignore) {
     loco_weights *f;
     loco_status s = loco_weights_open(wpath, &f);
     if (s) return s;
@@ -92,7 +100,7 @@ loco_status graph_load_weights(graph *u, const char *wpath) {
         free(data);
     }
     for (size_t j = 0; !s && j < nf; j++)
-        if (!used[j])
+        if (!used[j] && !has_prefix(loco_weights_name(f, j), ignore))
             s = loco_fail(LOCO_E_FORMAT, "%s: unexpected tensor '%s' (not part of the model the config describes)", wpath,
                           loco_weights_name(f, j));
     free(used);
