@@ -16,7 +16,9 @@ static const char *const usage_text =
     "  init OUT_DIR --config CONFIG.json [--seed N] [--dtype f32|f16]\n"
     "                                      write a random-initialised checkpoint folder\n"
     "  eps MODEL --x X.safetensors --t T --out OUT.safetensors\n"
-    "                                      eps(x, t) and x0_hat for tensor x [B,C,H,W]\n"
+    "      [--prompt P [--negative-prompt N] [--guidance 7.5]]\n"
+    "                                      eps(x, t) and x0_hat for tensor x [B,C,H,W]; a\n"
+    "                                      text-to-image model: the guided eps of the prompt\n"
     "  jacobian MODEL --x X.safetensors --t T --mode jvp|vjp --in IN.safetensors\n"
     "           --out OUT.safetensors [--mask M.png | --rect y0,y1,x0,x1] [--of eps|x0]\n"
     "                                      J V (IN has V [k,C,H,W]; OUT gets JV) or U^T J\n"
@@ -83,7 +85,9 @@ static const char *const usage_text =
     "  a bare guided-diffusion checkpoint such as ffhq_p2.pt: give --preset p2, or\n"
     "    --image-size N and --head-channels N (or --heads N); the rest is read from the\n"
     "    tensor shapes (loco info prints what was inferred; loco convert writes a folder);\n"
-    "  a MoLRG model file (loco molrg).\n"
+    "  a MoLRG model file (loco molrg);\n"
+    "  a Stable Diffusion pipeline folder (model_index.json, unet/, vae/, text_encoder/,\n"
+    "    tokenizer/, scheduler/): --image-size N picks the image (and latent) size.\n"
     "Global options: --threads N, --quiet, --preset p2, --image-size N, --head-channels N, --heads N,\n"
     "--heads-upsample N.\n";
 

@@ -91,10 +91,18 @@ static int check_t(const char *cmd, const char *model, const loco_model_info *in
 
 int cmd_eps(args *a) {
     const char *model = NULL, *xpath = NULL, *outp = NULL, *v;
-    double t = NAN;
+    double t = NAN, g;
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--x"))) xpath = v;
+        else if ((v = opt(a, "--prompt"))) cp.prompt = v;
+        else if ((v = opt(a, "--negative-prompt"))) cp.negative_prompt = v;
+        else if ((v = opt(a, "--guidance"))) {
+            if (!parse_float(v, &g) || fabs(g) > 1000) return usage_error("eps: bad --guidance '%s' (|g| <= 1000)", v);
+            cp.guidance = (float)g;
+        }
         else if ((v = opt(a, "--out"))) outp = v;
         else if ((v = opt(a, "--t"))) {
             if (!parse_float(v, &t) || t < 0) return usage_error("eps: bad --t '%s' (a timestep >= 0)", v);
@@ -107,10 +115,13 @@ int cmd_eps(args *a) {
     int rc = check_out_file(outp, "--out");
     if (rc) return rc;
     loco_model *m = NULL;
+    loco_cond *cond = NULL;
     loco_tensors *xf = NULL;
     float *x = NULL, *eps = NULL, *x0 = NULL, *ts = NULL;
     loco_status st;
     if ((st = open_model(model, &m))) return fail(st);
+    /* a text-to-image model: the prompts' guided eps */
+    if (cp.prompt && (st = loco_cond_new(m, &cp, &cond))) goto err;
     loco_model_info inf;
     loco_model_get_info(m, &inf);
     if ((rc = check_t("eps", model, &inf, t))) {
@@ -139,8 +150,8 @@ int cmd_eps(args *a) {
     }
     for (int b = 0; b < B; b++) ts[b] = (float)t;
     int have_x0 = inf.in_channels == inf.out_channels;
-    if (have_x0) st = loco_model_x0_hat(m, B, x, ts, x0, eps);
-    else st = loco_model_eps(m, B, x, ts, eps);
+    if (have_x0) st = loco_model_x0_hat_cond(m, B, x, ts, cond, x0, eps);
+    else st = loco_model_eps_cond(m, B, x, ts, cond, eps);
     if (st) goto err;
     loco_tensor_ref refs[2] = {
         {"eps", LOCO_DTYPE_F32, 4, {B, inf.out_channels, inf.height, inf.width}, eps},
@@ -160,6 +171,7 @@ done:
     free(x0);
     free(ts);
     loco_tensors_close(xf);
+    loco_cond_free(cond);
     loco_model_free(m);
     return rc;
 }
