@@ -443,15 +443,18 @@ static loco_status j_id(jreader *r, const char *what, int32_t *out) {
         return loco_fail(LOCO_E_FORMAT, "%s: byte %zu: the value of %s must be an integer id", r->path, at, what);
     }
     uint64_t v = 0;
+    size_t digits = r->i;
     while (r->i < r->n && r->s[r->i] >= '0' && r->s[r->i] <= '9') {
         if (v < ((uint64_t)1 << 40)) v = v * 10 + (uint64_t)(r->s[r->i] - '0');
         r->i++;
     }
+    digits = r->i - digits;
     if (r->i < r->n && (r->s[r->i] == '.' || r->s[r->i] == 'e' || r->s[r->i] == 'E'))
         return loco_fail(LOCO_E_FORMAT, "%s: byte %zu: the value of %s must be an integer id", r->path, at, what);
     if (neg || v >= CLIP_MAX_ID)
-        return loco_fail(LOCO_E_FORMAT, "%s: byte %zu: id %s%llu of %s is out of range [0, %d)", r->path, at,
-                         neg ? "-" : "", (unsigned long long)v, what, CLIP_MAX_ID);
+        return loco_fail(LOCO_E_FORMAT, "%s: byte %zu: id %s%.*s%s of %s is out of range [0, %d)", r->path, at,
+                         neg ? "-" : "", (int)(digits < 24 ? digits : 24), r->s + r->i - digits, digits > 24 ? "..." : "",
+                         what, CLIP_MAX_ID);
     *out = (int32_t)v;
     return LOCO_OK;
 }
@@ -1113,8 +1116,8 @@ typedef struct enc {
     size_t u8_cap;
     int32_t *sym, *nxt, *prv, *merged;
     size_t sym_cap;
-    heap_e *heap, *round;
-    size_t heap_n, heap_cap, round_cap;
+    heap_e *heap;
+    size_t heap_n, heap_cap;
 } enc;
 
 static void *grow(enc *e, void *p, size_t *cap, size_t need, size_t elem) {
@@ -1154,9 +1157,8 @@ static bool heap_push(enc *e, int32_t rank, int32_t pos) {
     return true;
 }
 
-static heap_e heap_pop(enc *e) {
-    heap_e *h = e->heap, top = h[0], x = h[--e->heap_n];
-    size_t i = 0, n = e->heap_n;
+/* Puts x at hole i of the heap h[0..n) and sifts it down. */
+static void sift_down(heap_e *h, size_t n, size_t i, heap_e x) {
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
@@ -1165,13 +1167,13 @@ static heap_e heap_pop(enc *e) {
         h[i] = h[c];
         i = c;
     }
-    if (n) h[i] = x;
-    return top;
+    h[i] = x;
 }
 
-static int cmp_pos(const void *a, const void *b) {
-    int32_t x = ((const heap_e *)a)->pos, y = ((const heap_e *)b)->pos;
-    return (x > y) - (x < y);
+static heap_e heap_pop(enc *e) {
+    heap_e top = e->heap[0];
+    if (--e->heap_n) sift_down(e->heap, e->heap_n, 0, e->heap[e->heap_n]);
+    return top;
 }
 
 /* Pushes the pair starting at symbol p (if any, and if it merges). */
@@ -1210,27 +1212,28 @@ static void bpe(enc *e, const uint8_t *b, size_t m) {
         nx[i] = i + 1 < m ? (int32_t)i + 1 : -1;
         pv[i] = (int32_t)i - 1;
     }
+    /* the initial pairs, heapified in place */
+    heap_e *h = grow(e, e->heap, &e->heap_cap, m, sizeof *h);
+    if (!h) return;
+    e->heap = h;
     e->heap_n = 0;
-    for (size_t i = 0; i + 1 < m; i++)
-        if (!push_pair(e, (int32_t)i)) return;
+    for (size_t i = 0; i + 1 < m; i++) {
+        int32_t res, r = merge_rank(t, s[i], s[i + 1], &res);
+        if (r >= 0) h[e->heap_n++] = (heap_e){r, (int32_t)i};
+    }
+    for (size_t i = e->heap_n / 2; i-- > 0;) sift_down(h, e->heap_n, i, h[i]);
     /* Python's loop, a rank at a time: every occurrence of the lowest-ranked
-     * pair, left to right (positions only grow along the list), skipping
-     * those an earlier merge of the round used or changed; then the pairs the
-     * round made. A round cannot make a pair of its own rank (the merged
-     * symbol is longer than either half), so none is missed. */
+     * pair, left to right (the heap yields a rank's entries by position, and
+     * positions only grow along the list), skipping those an earlier merge
+     * of the round used or changed; then the pairs the round made, pushed
+     * only after it (a lower-ranked one must wait for the round's end, as in
+     * Python). A round cannot make a pair of its own rank (the merged symbol
+     * is longer than either half), so none is missed. */
     while (e->heap_n) {
         int32_t r = e->heap[0].rank;
-        size_t nr = 0;
-        while (e->heap_n && e->heap[0].rank == r) {
-            heap_e *q = grow(e, e->round, &e->round_cap, nr + 1, sizeof *q);
-            if (!q) return;
-            e->round = q;
-            q[nr++] = heap_pop(e);
-        }
-        if (nr > 1) qsort(e->round, nr, sizeof *e->round, cmp_pos);
         size_t nm = 0;
-        for (size_t k = 0; k < nr; k++) {
-            int32_t p = e->round[k].pos, q = nx[p], res = -1;
+        while (e->heap_n && e->heap[0].rank == r) {
+            int32_t p = heap_pop(e).pos, q = nx[p], res = -1;
             if (s[p] < 0 || q < 0 || merge_rank(t, s[p], s[q], &res) != r) continue;
             s[p] = res;
             s[q] = -1;
@@ -1468,7 +1471,6 @@ loco_status clip_encode(const loco_tokenizer *t, const char *text, size_t len, i
     free(e.prv);
     free(e.merged);
     free(e.heap);
-    free(e.round);
     if (e.oom) return loco_fail(LOCO_E_NOMEM, "tokenize: out of memory (prompt of %zu bytes)", len);
     *n = e.n < cap ? e.n : cap;
     if (more) *more = e.n > cap;
