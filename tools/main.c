@@ -75,6 +75,11 @@ static const char *const usage_text =
     "                                      DDIM samples from pure noise as one PNG grid\n"
     "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
     "                                      a part mask (255 inside) from a label map\n"
+    "  tokenize MODEL (--prompt TEXT | --prompt-file FILE) [--json]\n"
+    "                                      a prompt's CLIP token ids as Stable Diffusion's\n"
+    "                                      pipeline makes them (start, tokens, end, padding to\n"
+    "                                      model_max_length); MODEL: the pipeline folder or its\n"
+    "                                      tokenizer/; --json adds the count and the tokens\n"
     "  help                                this text\n"
     "\n"
     "MODEL is one of:\n"
@@ -100,7 +105,7 @@ static const struct {
     {"info", cmd_info},       {"init", cmd_init},   {"eps", cmd_eps},         {"jacobian", cmd_jacobian},
     {"edit", cmd_edit},       {"apply", cmd_apply}, {"molrg", cmd_molrg},     {"dataset", cmd_dataset},
     {"mask", cmd_mask},       {"analyze", cmd_analyze}, {"convert", cmd_convert}, {"train", cmd_train},
-    {"sample", cmd_sample},
+    {"sample", cmd_sample},   {"tokenize", cmd_tokenize},
 };
 
 int main(int argc, char **argv) {
