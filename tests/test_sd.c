@@ -4,7 +4,6 @@
  * encoder); the guided eps and x0_hat at three timesteps; J V and U^T J of
  * the guided x0_hat on the latent mask; hostile folders. */
 #include "testutil.h"
-#include "tmpdir.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -133,5 +132,5 @@ int main(void) {
         cmocka_unit_test(test_guided_eps),
         cmocka_unit_test(test_hostile),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,7 +79,7 @@ static void test_reference(void **state) {
     const graph *e = sd_vae_encoder(v);
     float *arena = malloc(e->arena_per_image * sizeof(float)), *scratch = malloc((e->scratch_floats + 1) * sizeof(float));
     float *mean = malloc(nl * sizeof(float)), *lat = malloc(nl * sizeof(float)), *img = malloc(ni * sizeof(float));
-    graph_forward(e, 1, image, NULL, mean, arena, scratch, NULL, NULL);
+    graph_forward(e, 1, image, NULL, NULL, mean, arena, scratch, NULL, NULL);
     check_rel("encoder graph: vae_mean", mean, mean_ref, nl, 1e-4);
     CHECK_OK(sd_vae_encode(v, 1, image, lat));
     check_rel("sd_vae_encode: vae_latent", lat, lat_ref, nl, 1e-4);
@@ -161,7 +161,7 @@ static void test_decoder_jacobian(void **state) {
     float *z = load_tensor(fixture_path(VEC), "z", NULL);
     float *dz0_ref = load_tensor(fixture_path(VEC), "vae_decode_z0", NULL);
     graph_lin *L;
-    CHECK_OK(graph_lin_new(sd_vae_decoder(v), z, 0.0f, &L));
+    CHECK_OK(graph_lin_new(sd_vae_decoder(v), z, 0.0f, NULL, &L));
     check_rel("graph_lin output = decode(z[0])", graph_lin_output(L), dz0_ref, ni, 1e-4);
 
     loco_rng rng;

@@ -506,7 +506,7 @@ loco_status sd_vae_encode(sd_vae *v, int B, const float *image, float *latent) {
     loco_status s = reserve_arena(v, &v->enc, B);
     if (s || (s = check_finite("image", image, v->sz.image_floats * (size_t)B))) return s;
     threads_for_work(v->enc.flops);
-    graph_forward(&v->enc, B, image, NULL, latent, v->arena, v->scratch, NULL, NULL);
+    graph_forward(&v->enc, B, image, NULL, NULL, latent, v->arena, v->scratch, NULL, NULL);
     const float sc = v->cfg.scaling_factor, sh = v->cfg.shift_factor;
     const size_t n = v->sz.latent_floats * (size_t)B;
     if (sh != 0.0f)
@@ -520,7 +520,7 @@ loco_status sd_vae_decode(sd_vae *v, int B, const float *latent, float *image) {
     loco_status s = reserve_arena(v, &v->dec, B);
     if (s || (s = check_finite("latent", latent, v->sz.latent_floats * (size_t)B))) return s;
     threads_for_work(v->dec.flops);
-    graph_forward(&v->dec, B, latent, NULL, image, v->arena, v->scratch, NULL, NULL);
+    graph_forward(&v->dec, B, latent, NULL, NULL, image, v->arena, v->scratch, NULL, NULL);
     return LOCO_OK;
 }
 

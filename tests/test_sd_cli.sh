@@ -1,0 +1,39 @@
+#!/bin/sh
+# test_sd_cli.sh - a Stable Diffusion pipeline folder from the command line:
+# loco info, loco eps with a prompt (the guided eps), and the errors a
+# missing or misplaced prompt gives.
+. "$(dirname "$0")/cli_lib.sh"
+cli_setup test_sd_cli.sh
+
+P="${LOCO_FIXTURES:-tests/fixtures}/sd-tiny/pipeline"
+run_ok "info on an SD pipeline folder" "$LOCO" info "$P" --image-size 32
+check "info names the family and the sizes" 'grep -q "Stable Diffusion" "$T/stdout" && grep -q "4x16x16 latents, 32x32 images" "$T/stdout"'
+run_ok "info --json" "$LOCO" info "$P" --image-size 32 --json
+check "info --json: family StableDiffusion" 'grep -q "\"family\": \"StableDiffusion\"" "$T/stdout"'
+
+# a latent of zeros [1, 4, 16, 16]
+st_header "$T/x.safetensors" x 1,4,16,16 4096
+head -c 4096 /dev/zero >>"$T/x.safetensors"
+run_ok "eps with a prompt (guided, 7.5)" "$LOCO" eps "$P" --image-size 32 --x "$T/x.safetensors" --t 500 \
+    --prompt "a photo of a man" --out "$T/e.safetensors"
+check "eps written" '[ -s "$T/e.safetensors" ]'
+run_ok "eps with a negative prompt and guidance 3" "$LOCO" eps "$P" --image-size 32 --x "$T/x.safetensors" --t 500 \
+    --prompt "a photo of a man" --negative-prompt "blurry" --guidance 3 --out "$T/e2.safetensors"
+check "another guidance, another eps" '! cmp -s "$T/e.safetensors" "$T/e2.safetensors"'
+
+"$LOCO" eps "$P" --image-size 32 --x "$T/x.safetensors" --t 500 --out "$T/e3.safetensors" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "eps without a prompt: error naming it (exit $rc)" '[ $rc -ne 0 ] && grep -q "prompt" "$T/stderr" && [ ! -e "$T/e3.safetensors" ]'
+"$LOCO" eps "$P" --image-size 32 --x "$T/x.safetensors" --t 500 --prompt x --guidance 1e9 --out "$T/e4.safetensors" \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "absurd --guidance: usage error (exit $rc)" '[ $rc -eq 2 ]'
+U="${LOCO_FIXTURES:-tests/fixtures}/unet-small"
+st_header "$T/xu.safetensors" x 1,3,32,32 12288
+head -c 12288 /dev/zero >>"$T/xu.safetensors"
+"$LOCO" eps "$U" --x "$T/xu.safetensors" --t 500 --prompt "a face" --out "$T/e5.safetensors" >"$T/stdout" 2>"$T/stderr"
+check "a prompt for an unconditional model: error" 'grep -q "takes no prompt" "$T/stderr"'
+"$LOCO" info "$P" --image-size 30 >"$T/stdout" 2>"$T/stderr"
+check "an image size the VAE and UNet cannot divide: error" 'grep -q "image size 30" "$T/stderr"'
+
+summary
