@@ -182,7 +182,7 @@ static loco_status train_plan(const graph *u, int B, graph_train **out) {
     graph_train *tr = calloc(1, sizeof *tr);
     if (!tr) return loco_fail(LOCO_E_NOMEM, "training: out of memory");
     for (int i = 0; i < u->n_nodes; i++)
-        if (!graph_node_ops[u->nodes[i].kind].bwd) {
+        if (!graph_node_ops[u->nodes[i].kind].bwd && u->nodes[i].kind != NODE_TEMB) { /* TEMB: t is not differentiated */
             free(tr);
             return loco_fail(LOCO_E_UNSUPPORTED, "training: no backward pass for %s nodes yet",
                              graph_node_ops[u->nodes[i].kind].name);
