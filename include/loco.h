@@ -460,8 +460,12 @@ loco_status loco_mask_png(const char *path, int h, int w, uint8_t *mask);
 typedef struct loco_lin loco_lin;
 
 typedef enum loco_output {
-    LOCO_OUT_EPS = 0, /* eps(x, t)                                          */
-    LOCO_OUT_X0 = 1   /* x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar)       */
+    LOCO_OUT_EPS = 0,  /* eps(x, t)                                          */
+    LOCO_OUT_X0 = 1,   /* x0_hat = (x - sqrt(1-abar) eps) / sqrt(abar)       */
+    LOCO_OUT_IMAGE = 2 /* the image x0_hat stands for: a latent model's
+                          decoder applied to x0_hat (T-LOCO's function,
+                          masks select image pixels); x0_hat itself for a
+                          pixel-space model                                 */
 } loco_output;
 
 /* Records the forward pass at x ([C, H, W]) and timestep t. The model must
@@ -477,6 +481,11 @@ void loco_lin_free(loco_lin *lin);
 /* The function value at the linearization point: eps or x0_hat, [C,H,W],
  * owned by the handle. */
 const float *loco_lin_value(const loco_lin *lin, loco_output of);
+
+/* C*H*W of the image LOCO_OUT_IMAGE gives (the output's for pixel-space
+ * models), and the entries of mask (over that image; NULL: all) there. */
+size_t loco_lin_image_size(const loco_lin *lin);
+size_t loco_lin_image_mask_count(const loco_lin *lin, const uint8_t *mask);
 
 /* C*H*W of the input and of the output. */
 size_t loco_lin_input_size(const loco_lin *lin);

@@ -29,6 +29,8 @@ typedef struct denoiser_info {
     double flops;              /* per image, 2 x multiply-adds                    */
     double flops_executed;     /* with the Winograd convolutions at their cost    */
     size_t weight_bytes, activation_bytes; /* activation_bytes: per image, batch 1 */
+    /* latent families: the decoded image's channels and size (0: none) */
+    int image_ch, image_height, image_width;
     /* the authors' edit settings for this family where they differ from
      * loco_edit_params_init's (0: no opinion) */
     float edit_t, edit_boost_t;
@@ -62,6 +64,16 @@ typedef struct denoiser_vtable {
      * guidance), *cond freed with cond_free. NULL: unconditional. */
     loco_status (*cond_new)(void *self, const loco_cond_params *p, void **cond);
     void (*cond_free)(void *cond);
+    /* Latent families: the decoder from latents to images. decode: img
+     * [B, image] of z [B, in]. dec_linearize records the decoder at z; its
+     * products: JV [k, image] of V [k, in], UJ [k, in] of U [k, image]. NULL
+     * for pixel-space families. */
+    loco_status (*decode)(void *self, int B, const float *z, float *img);
+    loco_status (*dec_linearize)(void *self, const float *z, void **lin);
+    const float *(*dec_output)(const void *lin);
+    loco_status (*dec_jvp)(void *lin, int k, const float *V, float *JV);
+    loco_status (*dec_vjp)(void *lin, int k, const float *U, float *UJ);
+    void (*dec_free)(void *lin);
 } denoiser_vtable;
 
 /* An open family instance. */

@@ -83,6 +83,35 @@ static void test_guided_eps(void **state) {
     CHECK_OK(loco_lin_vjp(L, LOCO_OUT_X0, mask, k, U, UJ));
     rel("J V (guided x0_hat, latent mask)", JV, JV_ref, (size_t)k * l, 1e-4);
     rel("U^T J (guided x0_hat, latent mask)", UJ, UJ_ref, (size_t)k * n, 1e-4);
+    /* T-LOCO's function: the decoded x0_hat, on a mask of image pixels */
+    size_t npm;
+    float *mpf = load_tensor(vec, "mask_pixel", &npm), *JVp_ref = load_tensor(vec, "JV_px", NULL),
+          *Up = load_tensor(vec, "U_px", NULL), *UJp_ref = load_tensor(vec, "UJ_px", NULL);
+    assert_int_equal(npm, loco_lin_image_size(L));
+    uint8_t *mp = malloc(npm);
+    for (size_t i = 0; i < npm; i++) mp[i] = mpf[i] != 0;
+    const size_t lp = loco_lin_image_mask_count(L, mp);
+    assert_int_equal(lp, 384);
+    float *JVp = malloc(sizeof(float) * k * lp), *UJp = malloc(sizeof(float) * k * n);
+    CHECK_OK(loco_lin_jvp(L, LOCO_OUT_IMAGE, mp, k, V, JVp));
+    CHECK_OK(loco_lin_vjp(L, LOCO_OUT_IMAGE, mp, k, Up, UJp));
+    rel("J V (decoded x0_hat, pixel mask)", JVp, JVp_ref, (size_t)k * lp, 1e-4);
+    rel("U^T J (decoded x0_hat, pixel mask)", UJp, UJp_ref, (size_t)k * n, 1e-4);
+    for (int b = 0; b < k; b++) {
+        double a1 = 0, a2 = 0;
+        for (size_t j = 0; j < lp; j++) a1 += (double)Up[b * lp + j] * JVp[b * lp + j];
+        for (size_t i = 0; i < n; i++) a2 += (double)UJp[b * n + i] * V[b * n + i];
+        printf("  decoded: <u, J v> %.9g  <U^T J, v> %.9g\n", a1, a2);
+        assert_true(fabs(a1 - a2) <= 1e-4 * (fabs(a1) + 1e-3));
+    }
+    assert_non_null(loco_lin_value(L, LOCO_OUT_IMAGE));
+    free(mp);
+    free(JVp);
+    free(UJp);
+    loco_free(mpf);
+    loco_free(JVp_ref);
+    loco_free(Up);
+    loco_free(UJp_ref);
     loco_lin_free(L);
     free(JV);
     free(UJ);

@@ -230,6 +230,11 @@ static void info(const void *self, denoiser_info *in) {
     const sd_family *f = self;
     gd_info(f->gd, in);
     in->family = "StableDiffusion";
+    sd_vae_sizes sz;
+    sd_vae_get_sizes(f->vae, &sz);
+    in->image_ch = sz.out_ch;
+    in->image_height = sz.height;
+    in->image_width = sz.width;
     /* the T-LOCO authors' Stable Diffusion settings */
     in->edit_t = 0.7f;
     in->edit_boost_t = 0.0f;
@@ -256,6 +261,23 @@ static void describe(const void *self, sbuf *b) {
 
 static struct graph *graph_of(void *self) { return &((sd_family *)self)->gd->g; }
 
+/* ======================================================================== */
+/* The decoder: latents (as the pipeline holds them) to images in [-1, 1]   */
+/* ======================================================================== */
+
+static loco_status decode(void *self, int B, const float *z, float *img) {
+    return sd_vae_decode(((sd_family *)self)->vae, B, z, img);
+}
+
+static loco_status dec_linearize(void *self, const float *z, void **lin) {
+    return graph_lin_new(sd_vae_decoder(((sd_family *)self)->vae), z, 0.0f, NULL, (graph_lin **)lin);
+}
+
+static const float *dec_output(const void *lin) { return graph_lin_output(lin); }
+static loco_status dec_jvp(void *lin, int k, const float *V, float *JV) { return graph_lin_jvp(lin, k, V, JV); }
+static loco_status dec_vjp(void *lin, int k, const float *U, float *UJ) { return graph_lin_vjp(lin, k, U, UJ); }
+static void dec_free(void *lin) { graph_lin_free(lin); }
+
 static void family_free(void *self) {
     sd_family *f = self;
     if (!f) return;
@@ -268,7 +290,8 @@ static void family_free(void *self) {
 
 static const denoiser_vtable vtable = {"StableDiffusion", predict,     linearize, lin_output, jvp,      vjp,
                                        lin_bytes,         lin_free,    info,      describe,   family_free,
-                                       graph_of,          cond_new,    cond_free};
+                                       graph_of,          cond_new,    cond_free, decode,     dec_linearize,
+                                       dec_output,        dec_jvp,     dec_vjp,   dec_free};
 
 /* ======================================================================== */
 /* Opening                                                                  */
