@@ -281,6 +281,14 @@ loco_status loco_model_eps_cond(loco_model *m, int batch, const float *x, const 
 loco_status loco_model_x0_hat_cond(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c,
                                    float *x0_hat, float *eps);
 
+/* A latent model's decoder (Stable Diffusion's VAE): img [B, image] from
+ * latents z [B, C, H, W] as the pipeline holds them (scaled), in [-1, 1]
+ * up to the decoder's overshoot (not clamped). Pixel-space models refuse
+ * (LOCO_E_UNSUPPORTED). The image's size: loco_model_image_info. */
+loco_status loco_model_decode(loco_model *m, int B, const float *z, float *img);
+/* The decoded image's channels and size (a pixel-space model: its own). */
+void loco_model_image_info(const loco_model *m, int *channels, int *height, int *width);
+
 /* alphas_cumprod of the model's noise schedule: *n entries, owned by the
  * model. */
 const float *loco_model_alphas_cumprod(const loco_model *m, int *n);
@@ -529,6 +537,10 @@ loco_status loco_ddim_grid(int n, int T, float *grid);
  * t = 1e-6 rather than 0. */
 loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, int from, int to,
                              loco_progress_fn progress, void *user);
+/* loco_ddim_invert with a text-to-image model's conditioning (NULL: as
+ * loco_ddim_invert). */
+loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
+                                  int to, loco_progress_fn progress, void *user);
 
 /* DDIM sampling of x [B, C, H, W] in place from grid index `from` down to `to`
  * (from > to >= 0). Steps that start at a timestep <= boost_t use eta 1
@@ -538,6 +550,9 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
  * on what else is in the batch; the authors draw per image). */
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user);
+/* loco_ddim_sample with a conditioning (NULL: as loco_ddim_sample). */
+loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
+                                  int to, float boost_t, uint64_t seed, loco_progress_fn progress, void *user);
 
 /* Draws n images from the model: x_T ~ N(0, I), then `steps` DDIM steps
  * down the grid of loco_ddim_grid(steps, T) (eta 0, except that steps
@@ -567,6 +582,8 @@ typedef struct loco_edit_params {
     uint64_t seed;     /* noise of the stochastic steps                       */
     loco_progress_fn progress;
     void *user;
+    const loco_cond *cond; /* a text-to-image model's conditioning (borrowed;
+                              the guidance every network call uses), or NULL */
 } loco_edit_params;
 
 /* Defaults: t_edit 0.6, 100 and 100 steps, invert_full 1, boost off, seed 0. */

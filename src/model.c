@@ -297,3 +297,24 @@ loco_status loco_convert_with(const char *model, const loco_open_params *p, cons
     if (fam->convert) return fam->convert(model, p ? p : &defaults, out_dir, dtype);
     return loco_convert(model, out_dir, dtype);
 }
+
+/* ======================================================================== */
+/* Latent models: the decoder                                               */
+/* ======================================================================== */
+
+void loco_model_image_info(const loco_model *m, int *c, int *h, int *w) {
+    const int lat = m && m->d.vt->decode;
+    if (c) *c = !m ? 0 : lat ? m->info.image_ch : m->info.in_ch;
+    if (h) *h = !m ? 0 : lat ? m->info.image_height : m->info.height;
+    if (w) *w = !m ? 0 : lat ? m->info.image_width : m->info.width;
+}
+
+loco_status loco_model_decode(loco_model *m, int B, const float *z, float *img) {
+    if (!m || !z || !img) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_model_decode: NULL argument");
+    if (!m->d.vt->decode) return loco_fail(LOCO_E_UNSUPPORTED, "%s: a %s model has no decoder", m->path, m->info.family);
+    if (B < 1 || B > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "batch %d out of range [1, 4096]", B);
+    loco_status s = m->d.vt->decode(m->d.self, B, z, img);
+    if (s) return s;
+    return model_check_finite(img, (size_t)B * m->info.image_ch * m->info.image_height * m->info.image_width,
+                              "the decoded image");
+}

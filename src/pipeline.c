@@ -51,11 +51,11 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
 /* One DDIM update of x [B, n] from timestep t (network sees t_net) to t_next. */
 /* clip: clamp the predicted x0 to [-1, 1] (diffusers' clip_sample; eps
  * stays the network's, as with use_clipped_model_output False) */
-static loco_status ddim_step(loco_model *m, int B, float *x, float *eps, float *tb, float t_net, float t, float t_next,
-                             float eta, loco_rng *rng, int clip) {
+static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float *x, float *eps, float *tb, float t_net,
+                             float t, float t_next, float eta, loco_rng *rng, int clip) {
     const size_t n = model_image_size(m);
     for (int b = 0; b < B; b++) tb[b] = t_net;
-    loco_status s = loco_model_eps(m, B, x, tb, eps);
+    loco_status s = loco_model_eps_cond(m, B, x, tb, cond, eps);
     if (s) return s;
     /* float32 arithmetic in the reference's order: near t = T, 1/sqrt(a_t) is
      * ~160 and the result depends on the rounding of each step */
@@ -95,6 +95,11 @@ static loco_status ddim_buffers(loco_model *m, int B, float **eps, float **tb) {
 
 loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, int from, int to,
                              loco_progress_fn progress, void *user) {
+    return loco_ddim_invert_cond(m, NULL, B, x, grid, from, to, progress, user);
+}
+
+loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
+                                  int to, loco_progress_fn progress, void *user) {
     loco_status s = check_grid(m, grid, from, to);
     if (s) return s;
     if (!x || B < 1 || from < 0 || to <= from)
@@ -106,7 +111,7 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
     for (int i = from; i < to && !s; i++) {
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
-        s = ddim_step(m, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL, 0);
+        s = ddim_step(m, cond, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL, 0);
         if (progress) progress("inversion", i - from + 1, to - from, user);
     }
     free(eps);
@@ -114,8 +119,8 @@ loco_status loco_ddim_invert(loco_model *m, int B, float *x, const float *grid, 
     return s;
 }
 
-static loco_status ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
-                               uint64_t seed, int clip, loco_progress_fn progress, void *user) {
+static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
+                               int to, float boost_t, uint64_t seed, int clip, loco_progress_fn progress, void *user) {
     loco_status s = check_grid(m, grid, to, from);
     if (s) return s;
     if (!x || B < 1 || to < 0 || from <= to)
@@ -129,7 +134,7 @@ static loco_status ddim_sample(loco_model *m, int B, float *x, const float *grid
     loco_rng_seed(&rng, seed);
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng, clip);
+        s = ddim_step(m, cond, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng, clip);
         if (progress) progress("sampling", from - i + 1, from - to, user);
     }
     free(eps);
@@ -170,7 +175,7 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
     for (int b = 0; b < nb && !s; b++) {
         const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
         chunk_progress cp = {progress, user, b * (steps - 1), nb * (steps - 1)};
-        s = ddim_sample(m, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
+        s = ddim_sample(m, NULL, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
                         seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
     }
     free(grid);
@@ -179,7 +184,12 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
 
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user) {
-    return ddim_sample(m, B, x, grid, from, to, boost_t, seed, 0, progress, user);
+    return ddim_sample(m, NULL, B, x, grid, from, to, boost_t, seed, 0, progress, user);
+}
+
+loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
+                                  int to, float boost_t, uint64_t seed, loco_progress_fn progress, void *user) {
+    return ddim_sample(m, cond, B, x, grid, from, to, boost_t, seed, 0, progress, user);
 }
 
 /* ======================================================================== */
@@ -258,11 +268,12 @@ loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, cons
     if (p->invert_full) {
         /* up the inversion grid, skipping its last step (as the authors do),
          * then treat the result as x at grid[n-1] and sample down to e */
-        if (p->inv_steps > 2) s = loco_ddim_invert(m, 1, xt, gi, 0, p->inv_steps - 2, p->progress, p->user);
+        if (p->inv_steps > 2)
+            s = loco_ddim_invert_cond(m, p->cond, 1, xt, gi, 0, p->inv_steps - 2, p->progress, p->user);
         evals += p->inv_steps - 2;
         if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
         if (!s && e < p->steps - 1) {
-            s = loco_ddim_sample(m, 1, xt, g, p->steps - 1, e, 0, p->seed, p->progress, p->user);
+            s = loco_ddim_sample_cond(m, p->cond, 1, xt, g, p->steps - 1, e, 0, p->seed, p->progress, p->user);
             evals += p->steps - 1 - e;
         }
     } else {
@@ -271,7 +282,7 @@ loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, cons
         int k = 0;
         while (k < p->inv_steps && gi[k] < g[e]) k++;
         gi[k] = g[e];
-        s = loco_ddim_invert(m, 1, xt, gi, 0, k, p->progress, p->user);
+        s = loco_ddim_invert_cond(m, p->cond, 1, xt, gi, 0, k, p->progress, p->user);
         evals += k;
         if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
     }
@@ -289,7 +300,7 @@ loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, fl
     const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
     float boost = 0;
     if (p->boost_t > 0) boost = g[nearest_start(g, p->steps, (double)p->boost_t * m->sched.T)];
-    s = loco_ddim_sample(m, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
+    s = loco_ddim_sample_cond(m, p->cond, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
     if (!s) {
         s = model_check_finite(x, (size_t)B * model_image_size(m), "denoising: the edited images");
     }
