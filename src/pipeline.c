@@ -416,7 +416,8 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
     memset(out, 0, sizeof *out);
     const int r = p->rank;
     const size_t n = loco_lin_input_size(lin);
-    const size_t l = loco_lin_mask_count(lin, mask);
+    /* a mask over the output, or over the decoded image (LOCO_OUT_IMAGE) */
+    const size_t l = p->of == LOCO_OUT_IMAGE ? loco_lin_image_mask_count(lin, mask) : loco_lin_mask_count(lin, mask);
     if (l == 0) return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: the mask is empty");
     if (r < 1 || (size_t)r > n || (size_t)r > l)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "subspace iteration: rank %d must be in [1, %zu] (mask entries)", r,

@@ -61,9 +61,140 @@ static void test_sampling(void **state) {
     loco_model_free(m);
 }
 
+static double dotd(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* The semantic T-LOCO direction at the fixture's z_t: the null space of the
+ * decoded x0_hat outside the mask (subspace iteration from the authors'
+ * starting rows, their 50 steps), the edit direction J_e^T delta (delta: the
+ * decoded x0 under the edit guidance minus under the plain one, on the
+ * mask), projected off the null space. */
+static void test_semantic_direction(void **state) {
+    const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
+    loco_open_params op;
+    loco_open_params_init(&op);
+    op.image_size = 32;
+    loco_model *m;
+    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
+    cp.prompt = "a photo of a man";
+    loco_cond *c, *ce;
+    CHECK_OK(loco_cond_new(m, &cp, &c));
+    cp.edit_prompt = "a photo of a man wearing glasses";
+    CHECK_OK(loco_cond_new(m, &cp, &ce));
+    size_t n, nm;
+    float *zt = load_tensor(f, "zt", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL);
+    float *vnull_ref = load_tensor(f, "vT_null", NULL), *snull_ref = load_tensor(f, "s_null", NULL);
+    float *vmod_ref = load_tensor(f, "vT_modify", NULL), *vT_ref = load_tensor(f, "vT", NULL);
+    uint8_t *mask = malloc(nm), *outside = malloc(nm);
+    for (size_t i = 0; i < nm; i++) mask[i] = maskf[i] != 0, outside[i] = !mask[i];
+    float grid[100];
+    CHECK_OK(loco_ddim_grid(100, 1000, grid));
+    const float t = grid[69];
+    loco_lin *L, *Le;
+    CHECK_OK(loco_linearize_cond(m, zt, t, c, &L));
+    CHECK_OK(loco_linearize_cond(m, zt, t, ce, &Le));
+    /* the edit direction */
+    const float *x0 = loco_lin_value(L, LOCO_OUT_IMAGE), *x0e = loco_lin_value(Le, LOCO_OUT_IMAGE);
+    assert_non_null(x0);
+    assert_non_null(x0e);
+    const size_t l = loco_lin_image_mask_count(L, mask);
+    float *delta = malloc(sizeof(float) * l), *v = malloc(sizeof(float) * n);
+    size_t j = 0;
+    for (size_t i = 0; i < nm; i++)
+        if (mask[i]) delta[j++] = x0e[i] - x0[i];
+    CHECK_OK(loco_lin_vjp(Le, LOCO_OUT_IMAGE, mask, 1, delta, v));
+    const double nv = sqrt(dotd(v, v, n));
+    for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] / nv);
+    CHECK_CLOSE("J_e^T delta / |.| (vT_modify)", v, vmod_ref, n, 1e-4);
+    /* the null space: 5 directions, 50 iterations from v0_null */
+    loco_subspace_params sp;
+    loco_subspace_params_init(&sp);
+    sp.rank = 5;
+    sp.min_iter = sp.max_iter = 50;
+    sp.tol = 0;
+    sp.init = v0n;
+    sp.of = LOCO_OUT_IMAGE;
+    loco_subspace ns;
+    CHECK_OK(loco_subspace_iteration(L, outside, &sp, &ns));
+    float sq[5];
+    for (int i = 0; i < 5; i++) sq[i] = ns.s[i];
+    CHECK_CLOSE("null-space singular values (s_null)", sq, snull_ref, 5, 1e-3 * snull_ref[0]);
+    /* the same subspace: |det| of the 5x5 overlap is 1 */
+    double G[25];
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 5; b++) G[a * 5 + b] = dotd(ns.vT + (size_t)a * n, vnull_ref + (size_t)b * n, n);
+    /* Gram determinant by elimination */
+    double det = 1;
+    for (int k = 0; k < 5; k++) {
+        int piv = k;
+        for (int i = k + 1; i < 5; i++)
+            if (fabs(G[i * 5 + k]) > fabs(G[piv * 5 + k])) piv = i;
+        if (piv != k)
+            for (int q = 0; q < 5; q++) {
+                double tmp = G[k * 5 + q];
+                G[k * 5 + q] = G[piv * 5 + q];
+                G[piv * 5 + q] = tmp;
+            }
+        det *= G[k * 5 + k];
+        for (int i = k + 1; i < 5; i++) {
+            double fct = G[i * 5 + k] / G[k * 5 + k];
+            for (int q = k; q < 5; q++) G[i * 5 + q] -= fct * G[k * 5 + q];
+        }
+    }
+    printf("  |det(V_null V_null_ref^T)| = %.9f (1: the same subspace)\n", fabs(det));
+    assert_true(fabs(fabs(det) - 1) < 1e-3);
+    /* the direction projected off the null space */
+    CHECK_OK(loco_project_directions(1, n, v, 5, ns.vT));
+    if (dotd(v, vT_ref, n) < 0) fail_msg("the semantic direction points the other way");
+    CHECK_CLOSE("the edit direction vT", v, vT_ref, n, 1e-4);
+    /* the edits: z_t - 8 v, z_t, z_t + 8 v, sampled to the end with the
+     * plain guidance, decoded */
+    size_t ne;
+    float *ez_ref = load_tensor(f, "edit_zt_pc0", &ne), *e0_ref = load_tensor(f, "edit_z0_pc0", NULL),
+          *ei_ref = load_tensor(f, "edit_image_raw_pc0", NULL);
+    assert_int_equal(ne, 3 * n);
+    float *ez = malloc(sizeof(float) * 3 * n), *img = malloc(sizeof(float) * 3 * 3 * 32 * 32);
+    const float s3[3] = {-8, 0, 8};
+    for (int b = 0; b < 3; b++)
+        for (size_t i = 0; i < n; i++) ez[b * n + i] = zt[i] + s3[b] * v[i];
+    CHECK_CLOSE("edited latents at the edit step", ez, ez_ref, 3 * n, 1e-4 * max_abs(ez_ref, 3 * n));
+    CHECK_OK(loco_ddim_sample_cond(m, c, 3, ez, grid, 69, 0, 0, 0, NULL, NULL));
+    CHECK_CLOSE("edited latents at the end", ez, e0_ref, 3 * n, 1e-4 * max_abs(e0_ref, 3 * n));
+    CHECK_OK(loco_model_decode(m, 3, ez, img));
+    CHECK_CLOSE("edited images (raw)", img, ei_ref, 3 * 3 * 32 * 32, 1e-3 * max_abs(ei_ref, 3 * 3 * 32 * 32));
+    free(ez);
+    free(img);
+    loco_free(ez_ref);
+    loco_free(e0_ref);
+    loco_free(ei_ref);
+    loco_subspace_free(&ns);
+    loco_lin_free(L);
+    loco_lin_free(Le);
+    free(delta);
+    free(v);
+    free(mask);
+    free(outside);
+    loco_free(zt);
+    loco_free(maskf);
+    loco_free(v0n);
+    loco_free(vnull_ref);
+    loco_free(snull_ref);
+    loco_free(vmod_ref);
+    loco_free(vT_ref);
+    loco_cond_free(c);
+    loco_cond_free(ce);
+    loco_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_semantic_direction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
