@@ -567,6 +567,10 @@ loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, f
  * all batches. */
 loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, int clip_x0,
                         float *x, loco_progress_fn progress, void *user);
+/* loco_sample with a text-to-image model's conditioning (NULL: as
+ * loco_sample); x receives latents: decode them with loco_model_decode. */
+loco_status loco_sample_cond(loco_model *m, const loco_cond *cond, int n, int steps, float boost_t, uint64_t seed,
+                             int batch, int clip_x0, float *x, loco_progress_fn progress, void *user);
 
 /* The encode/decode halves of an edit, on the authors' schedule. */
 typedef struct loco_edit_params {

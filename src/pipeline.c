@@ -156,6 +156,11 @@ static void chunk_cb(const char *phase, int done, int total, void *user) {
 
 loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, int clip_x0,
                         float *x, loco_progress_fn progress, void *user) {
+    return loco_sample_cond(m, NULL, n, steps, boost_t, seed, batch, clip_x0, x, progress, user);
+}
+
+loco_status loco_sample_cond(loco_model *m, const loco_cond *cond, int n, int steps, float boost_t, uint64_t seed,
+                             int batch, int clip_x0, float *x, loco_progress_fn progress, void *user) {
     if (!m || !x) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_sample: NULL argument");
     if (n < 1 || batch < 1)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need count >= 1 and batch >= 1 (got %d, %d)", n, batch);
@@ -175,7 +180,7 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
     for (int b = 0; b < nb && !s; b++) {
         const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
         chunk_progress cp = {progress, user, b * (steps - 1), nb * (steps - 1)};
-        s = ddim_sample(m, NULL, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
+        s = ddim_sample(m, cond, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
                         seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
     }
     free(grid);

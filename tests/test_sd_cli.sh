@@ -33,6 +33,18 @@ st_header "$T/xu.safetensors" x 1,3,32,32 12288
 head -c 12288 /dev/zero >>"$T/xu.safetensors"
 "$LOCO" eps "$U" --x "$T/xu.safetensors" --t 500 --prompt "a face" --out "$T/e5.safetensors" >"$T/stdout" 2>"$T/stderr"
 check "a prompt for an unconditional model: error" 'grep -q "takes no prompt" "$T/stderr"'
+run_ok "generate one image" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" --steps 10 --seed 3 \
+    --out "$T/g1.png" --tensors "$T/g1.safetensors"
+check "generate wrote a 32x32 PNG and its latents" '[ "$(png_size "$T/g1.png")" = "32x32" ] && [ -s "$T/g1.safetensors" ]'
+run_ok "generate again with the same seed" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" --steps 10 \
+    --seed 3 --out "$T/g2.png"
+check "the same seed gives the same bytes" 'cmp -s "$T/g1.png" "$T/g2.png"'
+run_ok "sample a grid with a prompt" "$LOCO" sample "$P" --image-size 32 --prompt "a cat" --count 4 --steps 5 \
+    --out "$T/grid.png"
+check "a 4-image grid" '[ -s "$T/grid.png" ]'
+"$LOCO" generate "$P" --image-size 32 --out "$T/g3.png" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "generate without a prompt: usage error (exit $rc), no output" '[ $rc -eq 2 ] && [ ! -e "$T/g3.png" ]'
 "$LOCO" info "$P" --image-size 30 >"$T/stdout" 2>"$T/stderr"
 check "an image size the VAE and UNet cannot divide: error" 'grep -q "image size 30" "$T/stderr"'
 

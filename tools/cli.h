@@ -75,7 +75,8 @@ int cmd_dataset(args *a); /* dataset_cmd.c */
 int cmd_mask(args *a);    /* dataset_cmd.c */
 int cmd_analyze(args *a);
 int cmd_train(args *a);   /* train_cmd.c */
-int cmd_sample(args *a);  /* sample_cmd.c */
+int cmd_sample(args *a);
+int cmd_generate(args *a);  /* sample_cmd.c */
 int cmd_tokenize(args *a); /* text_cmd.c */
 /* Writes n images, each [C, H, W] in [-1, 1] (imgs[i]; C <= 4), as one PNG
  * grid with `cols` columns (<= 0: ceil(sqrt(n))), each pixel a zoom x zoom

@@ -73,6 +73,10 @@ static const char *const usage_text =
     "  sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16]\n"
     "        [--cols C] [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"
     "                                      DDIM samples from pure noise as one PNG grid\n"
+    "  generate MODEL --prompt P [--negative-prompt N] [--guidance 7.5] [--steps 50] [--seed 0]\n"
+    "        --out IMG.png [--tensors OUT.safetensors]\n"
+    "                                      one image from a text-to-image model (latents\n"
+    "                                      sampled with guidance on the authors' grid, decoded)\n"
     "  mask LABELS.png --part PART [--dilate N] --out M.png\n"
     "                                      a part mask (255 inside) from a label map\n"
     "  tokenize MODEL (--prompt TEXT | --prompt-file FILE) [--json]\n"
@@ -105,7 +109,7 @@ static const struct {
     {"info", cmd_info},       {"init", cmd_init},   {"eps", cmd_eps},         {"jacobian", cmd_jacobian},
     {"edit", cmd_edit},       {"apply", cmd_apply}, {"molrg", cmd_molrg},     {"dataset", cmd_dataset},
     {"mask", cmd_mask},       {"analyze", cmd_analyze}, {"convert", cmd_convert}, {"train", cmd_train},
-    {"sample", cmd_sample},   {"tokenize", cmd_tokenize},
+    {"sample", cmd_sample},   {"generate", cmd_generate},   {"tokenize", cmd_tokenize},
 };
 
 int main(int argc, char **argv) {

@@ -13,7 +13,9 @@
 
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
-    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]"
+    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"                              \
+    "       [--prompt P [--negative-prompt N] [--guidance 7.5]]   (text-to-image models)\n"                           \
+    "   or: loco generate MODEL --prompt P --out IMG.png [--seed 0] [--steps 50] ... (one image)"
 
 static void sample_progress(const char *phase, int done, int total, void *user) {
     (void)user;
@@ -21,14 +23,21 @@ static void sample_progress(const char *phase, int done, int total, void *user) 
     if (done == total) fputc('\n', stderr);
 }
 
-int cmd_sample(args *a) {
+static int sample_or_generate(args *a, int generate) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
-    long long count = -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
-    double boost = 0;
-    int json = 0, clip = 1;
+    long long count = generate ? 1 : -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
+    double boost = 0, g;
+    int json = 0, clip = 1, clip_given = 0;
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
-        if ((v = opt(a, "--count"))) {
+        if ((v = opt(a, "--prompt"))) cp.prompt = v;
+        else if ((v = opt(a, "--negative-prompt"))) cp.negative_prompt = v;
+        else if ((v = opt(a, "--guidance"))) {
+            if (!parse_float(v, &g) || fabs(g) > 1000) return usage_error("sample: bad --guidance '%s' (|g| <= 1000)", v);
+            cp.guidance = (float)g;
+        } else if (!generate && (v = opt(a, "--count"))) {
             if (!parse_long(v, 1, 65536, &count)) return usage_error("sample: bad --count '%s' (1..65536)", v);
         } else if ((v = opt(a, "--out"))) out = v;
         else if ((v = opt(a, "--steps"))) {
@@ -46,12 +55,12 @@ int cmd_sample(args *a) {
                 return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
         } else if ((v = opt(a, "--tensors"))) tensors = v;
         else if (strcmp(s, "--json") == 0) json = 1;
-        else if (strcmp(s, "--no-clip") == 0) clip = 0;
+        else if (strcmp(s, "--no-clip") == 0) clip = 0, clip_given = 1;
         else if (s[0] == '-') return usage_error("sample: unknown or incomplete option '%s'", s);
         else if (!model) model = s;
         else return usage_error("sample: unexpected argument '%s'", s);
     }
-    if (!model || !out || count < 0) return usage_error("sample: %s", SAMPLE_USAGE);
+    if (!model || !out || count < 0 || (generate && !cp.prompt)) return usage_error("sample: %s", SAMPLE_USAGE);
     int rc0 = check_out_file(out, "--out");
     if (!rc0 && tensors) rc0 = check_out_file(tensors, "--tensors");
     if (rc0) return rc0;
@@ -61,34 +70,54 @@ int cmd_sample(args *a) {
     if (st) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
-    const int C = inf.in_channels, H = inf.height, W = inf.width;
+    loco_cond *cond = NULL;
+    if (cp.prompt && (st = loco_cond_new(m, &cp, &cond))) {
+        loco_model_free(m);
+        return fail(st);
+    }
+    /* a latent model: sample latents (no clamp: the pipeline's scheduler
+     * does not clip), then decode them */
+    int IC, IH, IW;
+    loco_model_image_info(m, &IC, &IH, &IW);
+    const int latent = IC != inf.in_channels || IH != inf.height || IW != inf.width;
+    if (latent && !clip_given) clip = 0;
+    const int C = latent ? IC : inf.in_channels, H = latent ? IH : inf.height, W = latent ? IW : inf.width;
     if (C > 4) {
+        loco_cond_free(cond);
         loco_model_free(m);
         fprintf(stderr, "loco: sample: %s has %d channels; a PNG holds at most 4\n", model, C);
         return 1;
     }
     if (steps > inf.train_timesteps) {
+        loco_cond_free(cond);
         loco_model_free(m);
         return usage_error("sample: --steps is more than the model's training timesteps (%s)", "see loco info");
     }
-    const size_t per = (size_t)C * H * W;
-    float *x = malloc(sizeof(float) * per * (size_t)count);
-    if (!x) {
+    const size_t per = (size_t)C * H * W, lper = (size_t)inf.in_channels * inf.height * inf.width;
+    float *x = malloc(sizeof(float) * per * (size_t)count), *z = latent ? malloc(sizeof(float) * lper * (size_t)count) : x;
+    if (!x || !z) {
+        free(x);
+        if (latent) free(z);
+        loco_cond_free(cond);
         loco_model_free(m);
         return fail(LOCO_E_NOMEM);
     }
     const int prog = !g_quiet && isatty(2);
-    st = loco_sample(m, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, x,
-                     prog ? sample_progress : NULL, NULL);
+    st = loco_sample_cond(m, cond, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, z,
+                          prog ? sample_progress : NULL, NULL);
+    if (!st && latent) st = loco_model_decode(m, (int)count, z, x);
     if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
     if (!st && tensors) {
         char sd[32];
         snprintf(sd, sizeof sd, "%lld", seed);
         const char *meta[] = {"model", model, "seed", sd};
-        loco_tensor_ref ref = {"samples", LOCO_DTYPE_F32, 4, {count, C, H, W}, x};
-        st = loco_tensors_write(tensors, &ref, 1, meta, 4 / 2);
+        loco_tensor_ref ref[2] = {{"samples", LOCO_DTYPE_F32, 4, {count, C, H, W}, x},
+                                  {"latents", LOCO_DTYPE_F32, 4, {count, inf.in_channels, inf.height, inf.width}, z}};
+        st = loco_tensors_write(tensors, ref, latent ? 2 : 1, meta, 4 / 2);
     }
     free(x);
+    if (latent) free(z);
+    loco_cond_free(cond);
     loco_model_free(m);
     if (st) return fail(st);
     if (json)
@@ -99,3 +128,6 @@ int cmd_sample(args *a) {
                 count == 1 ? "" : "s", steps, seed);
     return 0;
 }
+
+int cmd_sample(args *a) { return sample_or_generate(a, 0); }
+int cmd_generate(args *a) { return sample_or_generate(a, 1); }
