@@ -48,4 +48,27 @@ check "generate without a prompt: usage error (exit $rc), no output" '[ $rc -eq 
 "$LOCO" info "$P" --image-size 30 >"$T/stdout" 2>"$T/stderr"
 check "an image size the VAE and UNet cannot divide: error" 'grep -q "image size 30" "$T/stderr"'
 
+# hostile pipeline folders: each a copy with one thing wrong
+bad_copy() { rm -rf "$T/bad"; cp -r "$P" "$T/bad"; chmod -R u+w "$T/bad"; }
+bad_copy
+rm "$T/bad/tokenizer/merges.txt"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "a tokenizer without merges.txt: error naming it" 'grep -q "merges.txt" "$T/stderr"'
+bad_copy
+sed 's/"cross_attention_dim": 8/"cross_attention_dim": 16/' "$P/unet/config.json" >"$T/bad/unet/config.json"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "a text width that is not the UNet's cross-attention width: error" 'grep -q "cross_attention_dim" "$T/stderr"'
+bad_copy
+rm -r "$T/bad/vae"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "no vae/: error naming it" 'grep -q "vae" "$T/stderr"'
+bad_copy
+sed 's/"AutoencoderKL"/"AutoencoderTiny"/' "$P/model_index.json" >"$T/bad/model_index.json"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "a component of another class: error naming it" 'grep -q "AutoencoderTiny" "$T/stderr"'
+bad_copy
+rm "$T/bad/unet/diffusion_pytorch_model.safetensors"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "no UNet weights: error naming the file" 'grep -q "diffusion_pytorch_model" "$T/stderr"'
+
 summary
