@@ -236,6 +236,7 @@ typedef struct loco_model_info {
     size_t weight_bytes;           /* float32 parameters in memory         */
     size_t activation_bytes;       /* forward arena + scratch at batch 1   */
     int train_timesteps;           /* schedule length (default 1000)       */
+    int conditional;               /* 1: takes a prompt (loco_cond_new)    */
     /* The edit settings the model's authors use for this family: t_edit
      * and boost_t (loco_edit_params) where they differ from
      * loco_edit_params_init's, else those defaults (0.6 and 0). ADM (P2):
@@ -286,6 +287,10 @@ loco_status loco_model_x0_hat_cond(loco_model *m, int batch, const float *x, con
  * up to the decoder's overshoot (not clamped). Pixel-space models refuse
  * (LOCO_E_UNSUPPORTED). The image's size: loco_model_image_info. */
 loco_status loco_model_decode(loco_model *m, int B, const float *z, float *img);
+/* The encoder: latents z [B, C, H, W] (scaled as the pipeline holds them;
+ * the posterior mean) of images img [B, image] in [-1, 1]. Pixel-space
+ * models refuse (LOCO_E_UNSUPPORTED). */
+loco_status loco_model_encode(loco_model *m, int B, const float *img, float *z);
 /* The decoded image's channels and size (a pixel-space model: its own). */
 void loco_model_image_info(const loco_model *m, int *channels, int *height, int *width);
 
@@ -755,6 +760,17 @@ typedef struct loco_edit_recipe {
     int init_roi_rows;
     const float *init_null;  /* the same for the null iteration             */
     int init_null_rows;
+    /* Text-to-image (latent) models. edit.cond is the plain guidance every
+     * network call uses (required for them). The directions are then in the
+     * latent, and the edited function is the decoded x0_hat
+     * (LOCO_OUT_IMAGE): the mask selects pixels of the decoded image. */
+    const loco_cond *edit_cond; /* text-supervised T-LOCO: the guidance with the
+                                   edit prompt; the direction (rank 1) is
+                                   J_e^T delta / |.|, J_e the Jacobian under it
+                                   and delta its decoded x0 minus the plain one
+                                   on the mask. NULL: unsupervised           */
+    const float *start_latent;  /* start from this z_T [C, h, w] (sampled down
+                                   to the edit step) instead of an image     */
     loco_progress_fn progress; /* every phase: "inversion" and "sampling"
                                 (DDIM), "roi", "null", "constrained" (one
                                 unit per iteration, of max_iter); may be NULL */

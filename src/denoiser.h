@@ -69,6 +69,7 @@ typedef struct denoiser_vtable {
      * products: JV [k, image] of V [k, in], UJ [k, in] of U [k, image]. NULL
      * for pixel-space families. */
     loco_status (*decode)(void *self, int B, const float *z, float *img);
+    loco_status (*encode)(void *self, int B, const float *img, float *z);
     loco_status (*dec_linearize)(void *self, const float *z, void **lin);
     const float *(*dec_output)(const void *lin);
     loco_status (*dec_jvp)(void *lin, int k, const float *V, float *JV);

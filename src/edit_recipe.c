@@ -36,6 +36,26 @@ static size_t count_inside(const uint8_t *mask, size_t hw) {
     return k;
 }
 
+/* The sizes a recipe works with: the latent (the directions) and the image
+ * the mask covers (the same for pixel-space models). */
+typedef struct recipe_sizes {
+    int latent;            /* a latent model: the edited function is decoded */
+    int C, H, W;           /* the model's input (the directions)            */
+    int IC, IH, IW;        /* the image the mask covers                     */
+    size_t n, hw_img, n_img;
+} recipe_sizes;
+
+static void sizes_of(const loco_model *m, const loco_model_info *inf, recipe_sizes *z) {
+    z->C = inf->in_channels;
+    z->H = inf->height;
+    z->W = inf->width;
+    loco_model_image_info(m, &z->IC, &z->IH, &z->IW);
+    z->latent = z->IC != z->C || z->IH != z->H || z->IW != z->W;
+    z->n = (size_t)z->C * z->H * z->W;
+    z->hw_img = (size_t)z->IH * z->IW;
+    z->n_img = (size_t)z->IC * z->hw_img;
+}
+
 loco_status loco_edit_recipe_check(const loco_model *m, const loco_edit_recipe *p, const uint8_t *mask) {
     if (!m || !p || !mask)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "edit recipe: NULL %s", !m ? "model" : !p ? "recipe" : "mask");
@@ -45,8 +65,14 @@ loco_status loco_edit_recipe_check(const loco_model *m, const loco_edit_recipe *
     if (inf.in_channels != inf.out_channels)
         return loco_fail(LOCO_E_UNSUPPORTED, "editing needs in_channels == out_channels (the model has %d and %d)",
                          inf.in_channels, inf.out_channels);
+    if (inf.conditional && !p->edit.cond)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "a %s model edits under a prompt's guidance: give one", inf.family);
+    if (!inf.conditional && (p->edit.cond || p->edit_cond))
+        return loco_fail(LOCO_E_UNSUPPORTED, "a %s model takes no prompt", inf.family);
     if ((st = loco_edit_timestep(m, &p->edit, NULL, NULL))) return st;
-    const size_t C = (size_t)inf.in_channels, hw = (size_t)inf.height * inf.width, n = C * hw;
+    recipe_sizes z;
+    sizes_of(m, &inf, &z);
+    const size_t C = (size_t)z.IC, hw = z.hw_img, n = z.n;
     const size_t inside = count_inside(mask, hw), in_entries = inside * C, out_entries = (hw - inside) * C;
     if (inside == 0) return loco_fail(LOCO_E_INVALID_ARGUMENT, "the mask is empty");
     if (p->null_rank > 0 && inside == hw)
@@ -57,19 +83,25 @@ loco_status loco_edit_recipe_check(const loco_model *m, const loco_edit_recipe *
         return loco_fail(LOCO_E_INVALID_ARGUMENT,
                          "rank %d must be in [1, %zu] (the mask holds %zu pixels x %zu channels = %zu entries)",
                          p->rank, rmax, inside, C, in_entries);
-    if (p->null_rank < 0 || (size_t)p->null_rank > out_entries)
+    if (p->edit_cond && p->rank != 1)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "a text-supervised edit has one direction (rank %d given)", p->rank);
+    const size_t nmax = out_entries < n ? out_entries : n;
+    if (p->null_rank < 0 || (size_t)p->null_rank > nmax)
         return loco_fail(LOCO_E_INVALID_ARGUMENT,
                          "null rank %d must be in [0, %zu] (outside the mask: %zu pixels x %zu channels)",
-                         p->null_rank, out_entries, hw - inside, C);
+                         p->null_rank, nmax, hw - inside, C);
     if (p->null_mode != LOCO_NULL_PROJECT && p->null_mode != LOCO_NULL_CONSTRAIN)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "null_mode %d is neither project (0) nor constrain (1)",
                          (int)p->null_mode);
-    if (p->null_mode == LOCO_NULL_CONSTRAIN && (p->null_rank < 1 || (size_t)p->rank + (size_t)p->null_rank > n))
+    if (p->null_mode == LOCO_NULL_CONSTRAIN && (p->edit_cond || p->null_rank < 1 ||
+                                                (size_t)p->rank + (size_t)p->null_rank > n))
         return loco_fail(LOCO_E_INVALID_ARGUMENT,
-                         "the constrained iteration needs a null rank >= 1 and rank + null rank <= %zu (got %d + %d)",
+                         "the constrained iteration needs a null rank >= 1, rank + null rank <= %zu (got %d + %d) and "
+                         "no edit prompt",
                          n, p->rank, p->null_rank);
-    if (p->of != LOCO_OUT_X0 && p->of != LOCO_OUT_EPS)
-        return loco_fail(LOCO_E_INVALID_ARGUMENT, "output %d is neither eps (0) nor x0_hat (1)", (int)p->of);
+    if (p->of != LOCO_OUT_X0 && p->of != LOCO_OUT_EPS && p->of != LOCO_OUT_IMAGE)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "output %d is neither eps (0), x0_hat (1) nor the image (2)",
+                         (int)p->of);
     if (p->max_iter < 1 || p->max_iter > 100000 || p->min_iter < 0 || p->min_iter > p->max_iter)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "iterations: need 0 <= min_iter <= max_iter, 1 <= max_iter <= "
                                                   "100000 (got %d, %d)", p->min_iter, p->max_iter);
@@ -82,6 +114,10 @@ loco_status loco_edit_recipe_check(const loco_model *m, const loco_edit_recipe *
     if (p->init_null && p->null_rank > 0 && p->init_null_rows < p->null_rank)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "the initial null basis has %d rows; null rank %d needs at least %d",
                          p->init_null_rows, p->null_rank, p->null_rank);
+    if (p->start_latent)
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(p->start_latent[i]))
+                return loco_fail(LOCO_E_NUMERIC, "the start latent: element %zu is not finite", i);
     return LOCO_OK;
 }
 
@@ -103,22 +139,93 @@ static loco_status fail_in(loco_status s, const char *where) {
     return loco_fail_in(s, where);
 }
 
+/* v [n] minus its projection on the r orthonormal rows of B, normalised;
+ * the sign kept (a text-supervised direction has a meaning) */
+static loco_status project_keep_sign(size_t n, float *v, int r, const float *B) {
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < r; k++) {
+            const float *b = B + (size_t)k * n;
+            double d = 0;
+            for (size_t i = 0; i < n; i++) d += (double)v[i] * b[i];
+            for (size_t i = 0; i < n; i++) v[i] -= (float)(d * b[i]);
+        }
+    double nn = 0;
+    for (size_t i = 0; i < n; i++) nn += (double)v[i] * v[i];
+    if (!(nn > 0)) return loco_fail(LOCO_E_NUMERIC, "the edit direction lies in the null space");
+    const double sc = 1.0 / sqrt(nn);
+    for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] * sc);
+    return LOCO_OK;
+}
+
+/* The text-supervised direction J_e^T delta / |.| as a rank-1 subspace
+ * (vT, s = |J_e^T delta|, u = delta / |delta|). */
+static loco_status semantic_direction(loco_model *m, const loco_edit_recipe *p, const float *xt, float t, loco_lin *L,
+                                      loco_output of, const uint8_t *in, size_t n, loco_subspace *out) {
+    loco_lin *Le = NULL;
+    loco_status st = loco_linearize_cond(m, xt, t, p->edit_cond, &Le);
+    if (st) return st;
+    const size_t l = of == LOCO_OUT_IMAGE ? loco_lin_image_mask_count(Le, in) : loco_lin_mask_count(Le, in);
+    const size_t nf = of == LOCO_OUT_IMAGE ? loco_lin_image_size(Le) : loco_lin_output_size(Le);
+    const float *y = loco_lin_value(L, of), *ye = loco_lin_value(Le, of);
+    memset(out, 0, sizeof *out);
+    out->rank = 1;
+    out->n = n;
+    out->l = l;
+    out->vT = malloc(sizeof(float) * n);
+    out->s = malloc(sizeof(float));
+    out->u = malloc(sizeof(float) * (l ? l : 1));
+    if (!y || !ye) st = loco_fail(LOCO_E_NOMEM, "the decoded predictions: out of memory");
+    else if (!out->vT || !out->s || !out->u) st = loco_fail(LOCO_E_NOMEM, "out of memory");
+    if (!st) {
+        size_t j = 0;
+        double dn = 0;
+        for (size_t i = 0; i < nf; i++)
+            if (in[i]) {
+                out->u[j] = ye[i] - y[i];
+                dn += (double)out->u[j] * out->u[j];
+                j++;
+            }
+        if (!(dn > 0)) st = loco_fail(LOCO_E_NUMERIC, "the edit prompt changes nothing inside the mask");
+    }
+    if (!st) st = loco_lin_vjp(Le, of, in, 1, out->u, out->vT);
+    if (!st) {
+        double nn = 0, dn = 0;
+        for (size_t i = 0; i < n; i++) nn += (double)out->vT[i] * out->vT[i];
+        for (size_t i = 0; i < l; i++) dn += (double)out->u[i] * out->u[i];
+        if (!(nn > 0)) st = loco_fail(LOCO_E_NUMERIC, "J_e^T delta vanishes");
+        else {
+            out->s[0] = (float)sqrt(nn);
+            for (size_t i = 0; i < n; i++) out->vT[i] = (float)(out->vT[i] / sqrt(nn));
+            for (size_t i = 0; i < l; i++) out->u[i] = (float)(out->u[i] / sqrt(dn));
+            out->converged = 1;
+        }
+    }
+    loco_lin_free(Le);
+    return st;
+}
+
 loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const float *x0, const uint8_t *mask,
                               loco_edit_directions **out) {
     if (!out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_edit_prepare: NULL out");
     *out = NULL;
     loco_status st = loco_edit_recipe_check(m, p, mask);
     if (st) return st;
-    if (!x0) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_edit_prepare: NULL image");
+    if (!x0 && !p->start_latent) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_edit_prepare: NULL image");
     loco_model_info inf;
     loco_model_get_info(m, &inf);
-    const int C = inf.in_channels, H = inf.height, W = inf.width, r = p->rank, rn = p->null_rank;
-    const size_t hw = (size_t)H * W, n = (size_t)C * hw;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x0[i])) return loco_fail(LOCO_E_NUMERIC, "the image: element %zu is not finite", i);
+    recipe_sizes z;
+    sizes_of(m, &inf, &z);
+    const int C = z.C, H = z.H, W = z.W, r = p->rank, rn = p->null_rank;
+    const size_t n = z.n, hw = z.hw_img, ni = z.n_img;
+    /* a latent model edits the decoded image */
+    const loco_output of = z.latent ? LOCO_OUT_IMAGE : p->of;
+    if (x0)
+        for (size_t i = 0; i < ni; i++)
+            if (!isfinite(x0[i])) return loco_fail(LOCO_E_NUMERIC, "the image: element %zu is not finite", i);
 
     loco_edit_directions *d = calloc(1, sizeof *d);
-    uint8_t *in = malloc(n), *outside = malloc(n);
+    uint8_t *in = malloc(ni), *outside = malloc(ni);
+    float *z0 = NULL;
     loco_lin *L = NULL;
     if (d) {
         d->xt = malloc(sizeof(float) * n);
@@ -129,8 +236,8 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
         st = loco_fail(LOCO_E_NOMEM, "edit recipe: out of memory for %zu-entry images", n);
         goto done;
     }
-    /* the mask on every channel of a pixel, and its complement */
-    for (int c = 0; c < C; c++)
+    /* the mask on every channel of a pixel of the image, and its complement */
+    for (int c = 0; c < z.IC; c++)
         for (size_t i = 0; i < hw; i++) {
             in[(size_t)c * hw + i] = mask[i] != 0;
             outside[(size_t)c * hw + i] = mask[i] == 0;
@@ -146,26 +253,57 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     inf_out->mask_pixels = count_inside(mask, hw);
     if ((st = loco_edit_timestep(m, &p->edit, &inf_out->t_value, &inf_out->grid_index))) goto done;
 
-    /* 1. invert to x_t */
+    /* 1. x_t: the image inverted (a latent model's image encoded first), or
+     *    a start latent sampled down to the edit step */
     loco_edit_params ep = p->edit;
     ep.progress = p->progress;
     ep.user = p->user;
     double t0 = loco_now();
-    if ((st = loco_edit_encode_full(m, &ep, x0, d->xT, d->xt, &inf_out->nfe_inversion))) {
-        st = fail_in(st, "inversion");
-        goto done;
+    if (p->start_latent) {
+        memcpy(d->xT, p->start_latent, sizeof(float) * n);
+        memcpy(d->xt, p->start_latent, sizeof(float) * n);
+        float *g = malloc(sizeof(float) * (size_t)ep.steps);
+        if (!g) st = loco_fail(LOCO_E_NOMEM, "out of memory");
+        if (!st) st = loco_ddim_grid(ep.steps, inf.train_timesteps, g);
+        if (!st && inf_out->grid_index < ep.steps - 1)
+            st = loco_ddim_sample_cond(m, ep.cond, 1, d->xt, g, ep.steps - 1, inf_out->grid_index, 0, ep.seed,
+                                       ep.progress, ep.user);
+        inf_out->nfe_inversion = ep.steps - 1 - inf_out->grid_index;
+        free(g);
+        if (st) {
+            st = fail_in(st, "sampling to the edit step");
+            goto done;
+        }
+    } else {
+        const float *start = x0;
+        if (z.latent) {
+            if (!(z0 = malloc(sizeof(float) * n))) {
+                st = loco_fail(LOCO_E_NOMEM, "out of memory");
+                goto done;
+            }
+            if ((st = loco_model_encode(m, 1, x0, z0))) {
+                st = fail_in(st, "encoding the image");
+                goto done;
+            }
+            start = z0;
+        }
+        if ((st = loco_edit_encode_full(m, &ep, start, d->xT, d->xt, &inf_out->nfe_inversion))) {
+            st = fail_in(st, "inversion");
+            goto done;
+        }
     }
     inf_out->seconds_inversion = loco_now() - t0;
 
-    /* 2. the linearization at x_t */
+    /* 2. the linearization at x_t (under the plain guidance) */
     t0 = loco_now();
-    if ((st = loco_linearize(m, d->xt, inf_out->t_value, &L))) {
+    if ((st = loco_linearize_cond(m, d->xt, inf_out->t_value, ep.cond, &L))) {
         st = fail_in(st, "linearize");
         goto done;
     }
     inf_out->seconds_linearize = loco_now() - t0;
 
-    /* 3. the ROI basis */
+    /* 3. the ROI basis: the top singular vectors inside the mask, or the
+     *    text-supervised direction */
     loco_subspace_params sp;
     loco_subspace_params_init(&sp);
     sp.rank = r;
@@ -174,18 +312,25 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     sp.oversample = p->oversample;
     sp.tol = p->tol;
     sp.seed = p->seed;
-    sp.of = p->of;
+    sp.of = of;
     sp.init = p->init_roi;
     sp.progress = p->progress;
     sp.user = p->user;
     sp.phase = "roi";
     t0 = loco_now();
-    if ((st = loco_subspace_iteration(L, in, &sp, &d->roi))) {
-        st = fail_in(st, "directions inside the mask");
-        goto done;
+    if (p->edit_cond) {
+        if ((st = semantic_direction(m, p, d->xt, inf_out->t_value, L, of, in, n, &d->roi))) {
+            st = fail_in(st, "the edit prompt's direction");
+            goto done;
+        }
+    } else {
+        if ((st = loco_subspace_iteration(L, in, &sp, &d->roi))) {
+            st = fail_in(st, "directions inside the mask");
+            goto done;
+        }
+        loco_canonical_sign(r, n, d->roi.vT);
     }
     inf_out->seconds_roi = loco_now() - t0;
-    loco_canonical_sign(r, n, d->roi.vT);
 
     /* 4. the null basis outside the mask */
     if (rn > 0) {
@@ -220,12 +365,16 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
         d->has_con = 1;
         memcpy(d->dirs, d->con.vT, sizeof(float) * n * (size_t)r);
         loco_canonical_sign(r, n, d->dirs);
+    } else if (p->edit_cond) {
+        memcpy(d->dirs, d->roi.vT, sizeof(float) * n);
+        st = project_keep_sign(n, d->dirs, rn, rn > 0 ? d->nul.vT : NULL);
     } else {
         memcpy(d->dirs, d->roi.vT, sizeof(float) * n * (size_t)r);
         st = loco_project_directions(r, n, d->dirs, rn, rn > 0 ? d->nul.vT : NULL);
     }
 done:
     loco_lin_free(L);
+    free(z0);
     free(in);
     free(outside);
     if (st) loco_edit_directions_free(d);

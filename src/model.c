@@ -238,6 +238,7 @@ loco_status loco_model_get_info(const loco_model *m, loco_model_info *info) {
     info->weight_bytes = d->weight_bytes;
     info->activation_bytes = d->activation_bytes;
     info->train_timesteps = m->sched.T;
+    info->conditional = m->d.vt->cond_new != NULL;
     info->default_t_edit = d->edit_t > 0 ? d->edit_t : MODEL_DEFAULT_T_EDIT;
     info->default_boost_t = d->edit_t > 0 ? d->edit_boost_t : MODEL_DEFAULT_BOOST_T;
     return LOCO_OK;
@@ -317,4 +318,13 @@ loco_status loco_model_decode(loco_model *m, int B, const float *z, float *img) 
     if (s) return s;
     return model_check_finite(img, (size_t)B * m->info.image_ch * m->info.image_height * m->info.image_width,
                               "the decoded image");
+}
+
+loco_status loco_model_encode(loco_model *m, int B, const float *img, float *z) {
+    if (!m || !z || !img) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_model_encode: NULL argument");
+    if (!m->d.vt->encode) return loco_fail(LOCO_E_UNSUPPORTED, "%s: a %s model has no encoder", m->path, m->info.family);
+    if (B < 1 || B > 4096) return loco_fail(LOCO_E_INVALID_ARGUMENT, "batch %d out of range [1, 4096]", B);
+    loco_status s = m->d.vt->encode(m->d.self, B, img, z);
+    if (s) return s;
+    return model_check_finite(z, (size_t)B * model_image_size(m), "the encoded latent");
 }

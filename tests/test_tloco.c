@@ -191,10 +191,74 @@ static void test_semantic_direction(void **state) {
     loco_model_free(m);
 }
 
+/* The same edit through the library's recipe (loco_edit_prepare and
+ * loco_edit_render), as `loco edit` runs it */
+static void test_recipe(void **state) {
+    const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
+    loco_open_params op;
+    loco_open_params_init(&op);
+    op.image_size = 32;
+    loco_model *m;
+    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
+    cp.prompt = "a photo of a man";
+    loco_cond *c, *ce;
+    CHECK_OK(loco_cond_new(m, &cp, &c));
+    cp.edit_prompt = "a photo of a man wearing glasses";
+    CHECK_OK(loco_cond_new(m, &cp, &ce));
+    size_t n, nm;
+    float *zT = load_tensor(f, "zT", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL);
+    float *zt_ref = load_tensor(f, "zt", NULL), *vT_ref = load_tensor(f, "vT", NULL),
+          *e0_ref = load_tensor(f, "edit_z0_pc0", NULL);
+    uint8_t mask[32 * 32];
+    for (int i = 0; i < 32 * 32; i++) mask[i] = maskf[i] != 0; /* channel 0 of [3, 32, 32] */
+    loco_edit_recipe rp;
+    loco_edit_recipe_init(&rp);
+    rp.edit.t_edit = 0.7f;
+    rp.edit.cond = c;
+    rp.edit_cond = ce;
+    rp.start_latent = zT;
+    rp.rank = 1;
+    rp.null_rank = 5;
+    rp.min_iter = rp.max_iter = 50;
+    rp.tol = 0;
+    rp.init_null = v0n;
+    rp.init_null_rows = 5;
+    loco_edit_directions *d;
+    CHECK_OK(loco_edit_prepare(m, &rp, NULL, mask, &d));
+    CHECK_CLOSE("recipe: z_t", loco_edit_directions_xt(d), zt_ref, n, 1e-4 * max_abs(zt_ref, n));
+    CHECK_CLOSE("recipe: the edit direction", loco_edit_directions_vectors(d), vT_ref, n, 1e-4);
+    loco_edit_move mv[3] = {{loco_edit_directions_vectors(d), -8}, {loco_edit_directions_vectors(d), 0},
+                            {loco_edit_directions_vectors(d), 8}};
+    float *ez = malloc(sizeof(float) * 3 * n);
+    int nfe = 0;
+    CHECK_OK(loco_edit_render(m, &rp.edit, loco_edit_directions_xt(d), 3, NULL, mv, 3, ez, &nfe));
+    CHECK_CLOSE("recipe: edited latents at the end", ez, e0_ref, 3 * n, 1e-4 * max_abs(e0_ref, 3 * n));
+    /* hostile: no prompt for a text-to-image model, rank 2 with an edit prompt */
+    rp.edit.cond = NULL;
+    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &d), LOCO_E_INVALID_ARGUMENT, "prompt", NULL);
+    rp.edit.cond = c;
+    rp.rank = 2;
+    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &d), LOCO_E_INVALID_ARGUMENT, "one direction", NULL);
+    free(ez);
+    loco_edit_directions_free(d);
+    loco_free(zT);
+    loco_free(maskf);
+    loco_free(v0n);
+    loco_free(zt_ref);
+    loco_free(vT_ref);
+    loco_free(e0_ref);
+    loco_cond_free(c);
+    loco_cond_free(ce);
+    loco_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_semantic_direction),
+        cmocka_unit_test(test_recipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,7 +59,7 @@ static void info(const void *self, denoiser_info *in) {
 static const denoiser_vtable vtable = {"ADM",       gd_predict, gd_linearize, gd_lin_output, gd_jvp, gd_vjp,
                                        gd_lin_bytes, gd_lin_free, info,       describe,      gd_free, gd_graph_of,
                                        NULL,        NULL,         NULL,      NULL,          NULL,    NULL,
-                                       NULL,        NULL};
+                                       NULL,        NULL,         NULL};
 
 /* names and shapes of a weights file, for inference */
 typedef struct tensor_list {

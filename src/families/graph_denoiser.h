@@ -37,7 +37,7 @@ struct graph *gd_graph_of(void *self);
 /* A family's table: the graph functions with its describe. */
 #define GRAPH_DENOISER_VTABLE(name, describe_fn)                                                                    \
     {name,   gd_predict,  gd_linearize, gd_lin_output, gd_jvp,     gd_vjp, gd_lin_bytes, gd_lin_free, gd_info,     \
-     describe_fn, gd_free, gd_graph_of, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+     describe_fn, gd_free, gd_graph_of, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /* Writes out_dir/config.json (cfg_text) and out_dir/weights_name with the
  * parameters of u initialised by graph_init_random(seed), as dtype (F32 or

@@ -74,7 +74,7 @@ static void family_free(void *self) {
 
 static const denoiser_vtable vtable = {"MoLRG", predict,  linearize,   lin_output, jvp,  vjp, lin_bytes, lin_free,
                                        info,    describe, family_free, NULL,       NULL, NULL,
-                                       NULL,    NULL,     NULL,        NULL,       NULL, NULL};
+                                       NULL,    NULL,     NULL,        NULL,       NULL, NULL, NULL};
 
 static loco_status open_molrg(const char *path, const loco_open_params *p, denoiser *d, schedule *sched) {
     molrg_family *f = calloc(1, sizeof *f);

@@ -269,6 +269,10 @@ static loco_status decode(void *self, int B, const float *z, float *img) {
     return sd_vae_decode(((sd_family *)self)->vae, B, z, img);
 }
 
+static loco_status encode(void *self, int B, const float *img, float *z) {
+    return sd_vae_encode(((sd_family *)self)->vae, B, img, z);
+}
+
 static loco_status dec_linearize(void *self, const float *z, void **lin) {
     return graph_lin_new(sd_vae_decoder(((sd_family *)self)->vae), z, 0.0f, NULL, (graph_lin **)lin);
 }
@@ -290,7 +294,7 @@ static void family_free(void *self) {
 
 static const denoiser_vtable vtable = {"StableDiffusion", predict,     linearize, lin_output, jvp,      vjp,
                                        lin_bytes,         lin_free,    info,      describe,   family_free,
-                                       graph_of,          cond_new,    cond_free, decode,     dec_linearize,
+                                       graph_of,          cond_new,    cond_free, decode,     encode,  dec_linearize,
                                        dec_output,        dec_jvp,     dec_vjp,   dec_free};
 
 /* ======================================================================== */
