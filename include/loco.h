@@ -102,6 +102,11 @@ int loco_remove_tree(const char *path);
  * never uses more threads than there are free cores). */
 int loco_threads_reexec(char **argv);
 
+/* n standard normal draws from the library's generator (xoshiro256**)
+ * seeded with seed: loco_sample's image i starts from
+ * loco_randn(seed * 0x9E3779B97F4A7C15 + i, ...). */
+loco_status loco_randn(uint64_t seed, size_t n, float *out);
+
 /* Frees memory the library handed to the caller. NULL is fine. */
 void loco_free(void *p);
 

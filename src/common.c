@@ -517,3 +517,11 @@ loco_status loco_mkdir_p(const char *dir) {
     return s;
 }
 
+
+loco_status loco_randn(uint64_t seed, size_t n, float *out) {
+    if (!out && n) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_randn: NULL argument");
+    loco_rng r;
+    loco_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) out[i] = (float)loco_rng_normal(&r);
+    return LOCO_OK;
+}

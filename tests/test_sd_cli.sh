@@ -48,6 +48,33 @@ check "generate without a prompt: usage error (exit $rc), no output" '[ $rc -eq 
 "$LOCO" info "$P" --image-size 30 >"$T/stdout" 2>"$T/stderr"
 check "an image size the VAE and UNet cannot divide: error" 'grep -q "image size 30" "$T/stderr"'
 
+# T-LOCO edits
+run_ok "edit: text-supervised, from a seed" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" \
+    --edit-prompt "a photo of a man wearing glasses" --seed 0 --rect 8,16,8,24 --out "$T/e1" --steps 20 \
+    --max-iter 5 --min-iter 2 --save-tensors
+check "edit outputs (32x32 strip of 4, one direction)" \
+    '[ "$(png_size "$T/e1/strip.png")" = "128x32" ] && [ -s "$T/e1/directions.safetensors" ] && tr -d " \t\n" <"$T/e1/report.json" | grep -q "\"rank\":1,"'
+run_ok "the same edit again" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" \
+    --edit-prompt "a photo of a man wearing glasses" --seed 0 --rect 8,16,8,24 --out "$T/e2" --steps 20 \
+    --max-iter 5 --min-iter 2
+check "the same seed gives the same images" 'cmp -s "$T/e1/strip.png" "$T/e2/strip.png"'
+run_ok "edit: unsupervised, from an image (encoded, inverted)" "$LOCO" edit "$P" --image-size 32 \
+    --prompt "a photo of a man" --image "$T/g1.png" --rect 8,16,8,24 --out "$T/e3" --steps 20 --inv-steps 20 \
+    --rank 2 --null-rank 2 --max-iter 4 --min-iter 2
+check "two directions, edits written" '[ -s "$T/e3/edit_d0_s+8.png" ] && tr -d " \t\n" <"$T/e3/report.json" | grep -q "\"rank\":2,"'
+run_ok "edit: from a latent file" "$LOCO" edit "$P" --image-size 32 --prompt "a man" --latent "$T/g1.safetensors" \
+    --rect 8,16,8,24 --out "$T/e4" --steps 20 --max-iter 3 --min-iter 1
+"$LOCO" edit "$P" --image-size 32 --seed 0 --rect 8,16,8,24 --out "$T/e5" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "edit without a prompt: usage error (exit $rc), no output" '[ $rc -eq 2 ] && [ ! -e "$T/e5" ]'
+"$LOCO" edit "$P" --image-size 32 --prompt "a man" --image "$T/g1.png" --latent "$T/g1.safetensors" --rect 8,16,8,24 \
+    --out "$T/e6" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "--image and --latent together: usage error (exit $rc)" '[ $rc -eq 2 ]'
+"$LOCO" edit "$P" --image-size 32 --prompt "a man" --edit-prompt "a man with a hat" --rank 2 --seed 0 \
+    --rect 8,16,8,24 --out "$T/e7" >"$T/stdout" 2>"$T/stderr"
+check "a text-supervised edit with rank 2: error before any work" 'grep -q "one direction" "$T/stderr" && [ ! -e "$T/e7" ]'
+
 # hostile pipeline folders: each a copy with one thing wrong
 bad_copy() { rm -rf "$T/bad"; cp -r "$P" "$T/bad"; chmod -R u+w "$T/bad"; }
 bad_copy

@@ -159,7 +159,11 @@ static const edit_settings edit_settings_table[] = {
 
 int cmd_edit(args *a) {
     const char *model = NULL, *image = NULL, *maskp = NULL, *rect = NULL, *ell = NULL, *out = NULL, *init_basis = NULL,
-               *v;
+               *v, *latentp = NULL;
+    /* text-to-image models (T-LOCO): the prompts and guidance */
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
+    const char *edit_prompt = NULL;
     loco_edit_params ep;
     loco_edit_params_init(&ep);
     int rank = 5, null_rank = 5, min_iter = 10, max_iter = 50, oversample = 0, save_tensors = 0, drop_alpha = 0, do_resize = 0, json = 0;
@@ -172,6 +176,17 @@ int cmd_edit(args *a) {
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--image"))) image = v;
+        else if ((v = opt(a, "--prompt"))) cp.prompt = v;
+        else if ((v = opt(a, "--negative-prompt"))) cp.negative_prompt = v;
+        else if ((v = opt(a, "--edit-prompt"))) edit_prompt = v;
+        else if ((v = opt(a, "--latent"))) latentp = v;
+        else if ((v = opt(a, "--guidance")) || (v = opt(a, "--edit-guidance"))) {
+            const int edit_g = strcmp(a->argv[a->i - 1], "--edit-guidance") == 0;
+            if (!parse_float(v, &d) || fabs(d) > 1000)
+                return usage_error(edit_g ? "edit: bad --edit-guidance '%s' (|g| <= 1000)" : "edit: bad --guidance '%s' (|g| <= 1000)", v);
+            if (edit_g) cp.edit_guidance = (float)d;
+            else cp.guidance = (float)d;
+        }
         else if ((v = opt(a, "--settings"))) {
             for (size_t k = 0; k < sizeof edit_settings_table / sizeof edit_settings_table[0]; k++)
                 if (strcmp(v, edit_settings_table[k].name) == 0) settings = &edit_settings_table[k];
@@ -234,7 +249,11 @@ int cmd_edit(args *a) {
         else if (!model) model = s;
         else return usage_error("edit: unexpected argument '%s'", s);
     }
-    if (!model || !image || !out) return usage_error("edit: %s", "needs MODEL --image IMG --out DIR and a mask");
+    if (!model || (!image && !cp.prompt) || !out)
+        return usage_error("edit: %s", "needs MODEL --image IMG --out DIR and a mask (a text-to-image model: --prompt P, and "
+                                       "--image IMG, --latent Z.safetensors or --seed S)");
+    if (image && latentp) return usage_error("edit: %s", "--image and --latent are two starting points: give one");
+    if (edit_prompt && !cp.prompt) return usage_error("edit: %s", "--edit-prompt needs --prompt");
     if (min_iter > max_iter) return usage_error("edit: %s", "--min-iter must not exceed --max-iter");
     for (int i = 0; i < n_dir; i++)
         if (dirs_d[i] != floor(dirs_d[i]) || dirs_d[i] < 0 || dirs_d[i] >= rank)
@@ -245,7 +264,8 @@ int cmd_edit(args *a) {
 
     /* every location is checked before any work */
     out_dir od;
-    if ((rc0 = out_dir_begin(&od, out, edit_outputs)) || (rc0 = check_input_outside(image, out, "--image")) ||
+    if ((rc0 = out_dir_begin(&od, out, edit_outputs)) || (image && (rc0 = check_input_outside(image, out, "--image"))) ||
+        (latentp && (rc0 = check_input_outside(latentp, out, "--latent"))) ||
         (maskp && (rc0 = check_input_outside(maskp, out, "--mask"))) ||
         (init_basis && (rc0 = check_input_outside(init_basis, out, "--init-basis")))) {
         out_dir_end(&od);
@@ -255,7 +275,8 @@ int cmd_edit(args *a) {
     double t_start = now();
     loco_model *m = NULL;
     loco_edit_directions *ed = NULL;
-    float *x0 = NULL, *batch = NULL, *v0m = NULL, *v0n = NULL;
+    float *x0 = NULL, *batch = NULL, *v0m = NULL, *v0n = NULL, *zstart = NULL, *imgs = NULL;
+    loco_cond *cond = NULL, *econd = NULL;
     uint8_t *pix = NULL;
     loco_edit_move *moves = NULL;
     int *counts = NULL;
@@ -283,14 +304,81 @@ int cmd_edit(args *a) {
         out_dir_end(&od);
         return 1;
     }
-    x0 = malloc(sizeof(float) * n);
-    pix = malloc((size_t)H * W);
-    if (!x0 || !pix) {
+    /* the image the mask covers and the outputs show: a latent model's
+     * decoded image, else the model's own input */
+    int IC, IH, IW;
+    loco_model_image_info(m, &IC, &IH, &IW);
+    const int latent = IC != C || IH != H || IW != W;
+    const size_t ni = (size_t)IC * IH * IW;
+    loco_model_info iinf = inf;
+    iinf.in_channels = IC;
+    iinf.height = IH;
+    iinf.width = IW;
+    if (inf.conditional && !cp.prompt) {
+        fprintf(stderr, "loco: error: %s: a %s model edits under a prompt: give --prompt\n", model, inf.family);
+        rc = 2;
+        goto done;
+    }
+    if (!image && !inf.conditional) {
+        rc = usage_error("edit: %s", "needs --image IMG");
+        goto done;
+    }
+    if (cp.prompt) {
+        if ((st = loco_cond_new(m, &cp, &cond))) goto err;
+        if (edit_prompt) {
+            loco_cond_params ce = cp;
+            ce.edit_prompt = edit_prompt;
+            if ((st = loco_cond_new(m, &ce, &econd))) goto err;
+            if (!given_rank) rank = 1; /* the authors' text-supervised edit: one direction */
+        }
+        ep.cond = cond;
+    }
+    pix = malloc((size_t)IH * IW);
+    if (image) x0 = malloc(sizeof(float) * ni);
+    if (!pix || (image && !x0)) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
-    if ((rc = load_input(image, &inf, drop_alpha, do_resize, x0))) goto done;
-    if ((rc = build_mask(maskp, rect, ell, H, W, pix))) goto done;
+    if (image && (rc = load_input(image, &iinf, drop_alpha, do_resize, x0))) goto done;
+    if (!image) { /* a start latent: given, or drawn from --seed as loco generate draws it */
+        if (!(zstart = malloc(sizeof(float) * n))) {
+            rc = fail(LOCO_E_NOMEM);
+            goto done;
+        }
+        if (latentp) {
+            loco_tensors *lf;
+            float *zl = NULL;
+            int nd;
+            int64_t sh[LOCO_MAX_DIMS];
+            if ((st = loco_tensors_open(latentp, &lf))) goto err;
+            /* the only tensor, else the first of these names present */
+            const char *nm = loco_tensors_count(lf) == 1 ? loco_tensors_name(lf, 0) : "latent";
+            static const char *const names[] = {"latent", "zT", "xT", "latents", "z"};
+            loco_dtype ldt;
+            int lnd;
+            int64_t lsh[LOCO_MAX_DIMS];
+            for (size_t k = 0; loco_tensors_count(lf) != 1 && k < sizeof names / sizeof names[0]; k++)
+                if (loco_tensors_info(lf, names[k], &ldt, &lnd, lsh) == LOCO_OK) {
+                    nm = names[k];
+                    break;
+                }
+            st = loco_tensors_read_f32(lf, nm, &zl, &nd, sh, 0);
+            loco_tensors_close(lf);
+            if (st) goto err;
+            size_t cnt = 1;
+            for (int k = 0; k < nd; k++) cnt *= (size_t)sh[k];
+            if (cnt != n) {
+                fprintf(stderr, "loco: error: %s: the latent has %zu values; the model's is %dx%dx%d\n", latentp, cnt, C,
+                        H, W);
+                loco_free(zl);
+                rc = 1;
+                goto done;
+            }
+            memcpy(zstart, zl, sizeof(float) * n);
+            loco_free(zl);
+        } else if ((st = loco_randn((uint64_t)seed * 0x9E3779B97F4A7C15ull, n, zstart))) goto err;
+    }
+    if ((rc = build_mask(maskp, rect, ell, IH, IW, pix))) goto done;
     /* the recipe (src/edit_recipe.c); everything it can refuse is refused
      * here, before any work */
     loco_edit_recipe rp;
@@ -304,6 +392,8 @@ int cmd_edit(args *a) {
     rp.tol = tol;
     rp.seed = (uint64_t)seed;
     rp.progress = progress_cb;
+    rp.edit_cond = econd;
+    rp.start_latent = zstart;
     if ((st = loco_edit_recipe_check(m, &rp, pix))) {
         rc = fail(st);
         goto done;
@@ -346,7 +436,7 @@ int cmd_edit(args *a) {
     if ((st = loco_edit_timestep(m, &ep, &t_value, &edit_idx))) goto err;
     char tbuf[64];
     snprintf(tbuf, sizeof tbuf, "%.4f", t_value);
-    say("loco: inverting to t = %s\n", tbuf);
+    say(image ? "loco: inverting to t = %s\n" : "loco: sampling down to t = %s\n", tbuf);
     if ((st = loco_edit_prepare(m, &rp, x0, pix, &ed))) goto err;
     loco_edit_info ei;
     loco_edit_directions_info(ed, &ei);
@@ -379,26 +469,38 @@ int cmd_edit(args *a) {
         goto done;
     }
     double t_dec = now() - t0;
+    /* a latent model: the images are the decoded latents */
+    const float *shown = batch;
+    if (latent) {
+        if (!(imgs = malloc(sizeof(float) * ni * (size_t)n_img))) {
+            st = LOCO_E_NOMEM;
+            goto err;
+        }
+        if ((st = loco_model_decode(m, n_img, batch, imgs))) goto err;
+        shown = imgs;
+    }
+    const float *orig = x0 ? x0 : shown; /* from a latent: the unedited sample */
 
     /* 4. outputs, into the temporary folder (an error there names that
      * folder's file: say what was being done) */
     writing = 1;
-    if ((st = write_png(dir, "original.png", x0, C, H, W)) || (st = write_png(dir, "recon.png", batch, C, H, W))) goto err;
+    if ((st = write_png(dir, "original.png", orig, IC, IH, IW)) || (st = write_png(dir, "recon.png", shown, IC, IH, IW)))
+        goto err;
     const float **strip = malloc(sizeof(float *) * (size_t)(n_img + 1));
     if (!strip) {
         st = LOCO_E_NOMEM;
         goto err;
     }
-    strip[0] = x0;
-    for (int i = 0; i < n_img; i++) strip[i + 1] = batch + n * (size_t)i;
-    st = write_strip(dir, "strip.png", strip, n_img + 1, C, H, W);
+    strip[0] = orig;
+    for (int i = 0; i < n_img; i++) strip[i + 1] = shown + ni * (size_t)i;
+    st = write_strip(dir, "strip.png", strip, n_img + 1, IC, IH, IW);
     free(strip);
     if (st) goto err;
     char name[96];
     for (int di = 0; di < n_dir; di++)
         for (int si = 0; si < n_str; si++) {
             strength_name(name, sizeof name, (int)dirs_d[di], strengths[si]);
-            if ((st = write_png(dir, name, batch + n * (size_t)(1 + di * n_str + si), C, H, W))) goto err;
+            if ((st = write_png(dir, name, shown + ni * (size_t)(1 + di * n_str + si), IC, IH, IW))) goto err;
         }
     {
         char tv[32], sd[32], rk[16], nrk[16], ns[16], nis[16], inv[8], bt[32], te[32], mk[64];
@@ -414,13 +516,13 @@ int cmd_edit(args *a) {
         snprintf(mk, sizeof mk, "%s", maskp ? "png" : rect ? "rect" : "ellipse");
         const char *meta[] = {"model", model, "t", tv, "t_edit", te, "steps", ns, "inv_steps", nis, "invert_to", inv,
                               "boost_t", bt, "rank", rk, "null_rank", nrk, "seed", sd, "mask", maskp ? maskp : rect ? rect : ell,
-                              "mask_kind", mk, "image", image};
+                              "mask_kind", mk, "image", image ? image : latentp ? latentp : "seed"};
         loco_tensor_ref refs[7] = {
             {"directions", LOCO_DTYPE_F32, 4, {rank, C, H, W}, dirs},
             {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi->vT},
             {"roi_singular_values", LOCO_DTYPE_F32, 1, {rank}, roi->s},
             {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
-            {"mask", LOCO_DTYPE_U8, 2, {H, W}, pix},
+            {"mask", LOCO_DTYPE_U8, 2, {IH, IW}, pix},
             {"null_basis", LOCO_DTYPE_F32, 4, {null_rank, C, H, W}, nul->vT},
             {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul->s},
         };
@@ -431,15 +533,16 @@ int cmd_edit(args *a) {
         if (save_tensors) {
             /* xT: the top of the inversion (x_T with --invert-to full, else x_t
              * itself); xt: the edit point the directions were found at */
-            loco_tensor_ref tr[5] = {
-                {"x0", LOCO_DTYPE_F32, 4, {1, C, H, W}, x0},
+            loco_tensor_ref tr[6] = {
+                {"x0", LOCO_DTYPE_F32, 4, {1, IC, IH, IW}, orig},
                 {"xT", LOCO_DTYPE_F32, 4, {1, C, H, W}, xT},
                 {"xt", LOCO_DTYPE_F32, 4, {1, C, H, W}, xt},
                 {"recon", LOCO_DTYPE_F32, 4, {1, C, H, W}, batch},
                 {"edits", LOCO_DTYPE_F32, 4, {n_img - 1, C, H, W}, batch + n},
+                {"images", LOCO_DTYPE_F32, 4, {n_img, IC, IH, IW}, shown},
             };
             char *tp = path_join(dir, "tensors.safetensors");
-            st = tp ? loco_tensors_write(tp, tr, 5, meta, 13) : LOCO_E_NOMEM;
+            st = tp ? loco_tensors_write(tp, tr, latent ? 6 : 5, meta, 13) : LOCO_E_NOMEM;
             free(tp);
             if (st) goto err;
         }
@@ -448,7 +551,16 @@ int cmd_edit(args *a) {
     rep = cJSON_CreateObject();
     cJSON *par = cJSON_AddObjectToObject(rep, "parameters");
     cJSON_AddStringToObject(par, "model", model);
-    cJSON_AddStringToObject(par, "image", image);
+    cJSON_AddStringToObject(par, "image", image ? image : latentp ? latentp : "seed");
+    if (cp.prompt) {
+        cJSON_AddStringToObject(par, "prompt", cp.prompt);
+        cJSON_AddStringToObject(par, "negative_prompt", cp.negative_prompt ? cp.negative_prompt : "");
+        cJSON_AddNumberToObject(par, "guidance", cp.guidance);
+        if (edit_prompt) {
+            cJSON_AddStringToObject(par, "edit_prompt", edit_prompt);
+            cJSON_AddNumberToObject(par, "edit_guidance", cp.edit_guidance);
+        }
+    }
     cJSON_AddStringToObject(par, "mask", maskp ? maskp : rect ? rect : ell);
     cJSON_AddStringToObject(par, "mask_kind", maskp ? "png" : rect ? "rect" : "ellipse");
     cJSON_AddNumberToObject(par, "mask_pixels", (double)ei.mask_pixels);
@@ -512,6 +624,10 @@ done:
     free(text);
     cJSON_Delete(rep);
     loco_edit_directions_free(ed);
+    loco_cond_free(cond);
+    loco_cond_free(econd);
+    free(zstart);
+    free(imgs);
     free(x0);
     free(batch);
     free(moves);
