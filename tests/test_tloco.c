@@ -254,11 +254,99 @@ static void test_recipe(void **state) {
     loco_model_free(m);
 }
 
+/* |det| of the r x r overlap of two orthonormal row blocks (1: the same
+ * subspace) */
+static double overlap_det(int r, size_t n, const float *A, const float *B) {
+    double G[64];
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) G[a * r + b] = dotd(A + (size_t)a * n, B + (size_t)b * n, n);
+    double det = 1;
+    for (int k = 0; k < r; k++) {
+        int piv = k;
+        for (int i = k + 1; i < r; i++)
+            if (fabs(G[i * r + k]) > fabs(G[piv * r + k])) piv = i;
+        if (piv != k)
+            for (int q = 0; q < r; q++) {
+                double t = G[k * r + q];
+                G[k * r + q] = G[piv * r + q];
+                G[piv * r + q] = t;
+            }
+        det *= G[k * r + k];
+        if (G[k * r + k] == 0) return 0;
+        for (int i = k + 1; i < r; i++) {
+            double f = G[i * r + k] / G[k * r + k];
+            for (int q = k; q < r; q++) G[i * r + q] -= f * G[k * r + q];
+        }
+    }
+    return fabs(det);
+}
+
+/* The unsupervised T-LOCO edit (the authors' nonsemantic case): 5
+ * directions inside the mask, 5 null directions outside, 50 iterations from
+ * their starting rows; compared as subspaces (the README: row signs are an
+ * accident of rounding) */
+static void test_nonsemantic(void **state) {
+    const char *f = fixture_path("sd-tiny/tloco-nonsemantic.safetensors");
+    loco_open_params op;
+    loco_open_params_init(&op);
+    op.image_size = 32;
+    loco_model *m;
+    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
+    loco_cond_params cp;
+    loco_cond_params_init(&cp);
+    cp.prompt = "a photo of a man";
+    loco_cond *c;
+    CHECK_OK(loco_cond_new(m, &cp, &c));
+    size_t n, nm;
+    float *zT = load_tensor(f, "zT", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL),
+          *v0m = load_tensor(f, "v0_modify", NULL), *vn_ref = load_tensor(f, "vT_null", NULL),
+          *vm_ref = load_tensor(f, "vT_modify", NULL), *sm_ref = load_tensor(f, "s_modify", NULL),
+          *vT_ref = load_tensor(f, "vT", NULL);
+    uint8_t mask[32 * 32];
+    for (int i = 0; i < 32 * 32; i++) mask[i] = maskf[i] != 0;
+    loco_edit_recipe rp;
+    loco_edit_recipe_init(&rp);
+    rp.edit.t_edit = 0.7f;
+    rp.edit.cond = c;
+    rp.start_latent = zT;
+    rp.rank = 5;
+    rp.null_rank = 5;
+    rp.min_iter = rp.max_iter = 50;
+    rp.tol = 0;
+    rp.init_roi = v0m;
+    rp.init_roi_rows = 5;
+    rp.init_null = v0n;
+    rp.init_null_rows = 5;
+    loco_edit_directions *d;
+    CHECK_OK(loco_edit_prepare(m, &rp, NULL, mask, &d));
+    const loco_subspace *roi = loco_edit_directions_subspace(d, LOCO_BASIS_ROI),
+                        *nul = loco_edit_directions_subspace(d, LOCO_BASIS_NULL);
+    float s5[5];
+    for (int i = 0; i < 5; i++) s5[i] = roi->s[i];
+    CHECK_CLOSE("ROI singular values (s_modify)", s5, sm_ref, 5, 1e-3 * sm_ref[0]);
+    const double dr = overlap_det(5, n, roi->vT, vm_ref), dn = overlap_det(5, n, nul->vT, vn_ref),
+                 dd = overlap_det(5, n, loco_edit_directions_vectors(d), vT_ref);
+    printf("  |det| of the overlaps: ROI %.9f, null %.9f, directions %.9f (1: the same subspace)\n", dr, dn, dd);
+    assert_true(fabs(dr - 1) < 1e-3 && fabs(dn - 1) < 1e-3 && fabs(dd - 1) < 1e-3);
+    loco_edit_directions_free(d);
+    loco_free(zT);
+    loco_free(maskf);
+    loco_free(v0n);
+    loco_free(v0m);
+    loco_free(vn_ref);
+    loco_free(vm_ref);
+    loco_free(sm_ref);
+    loco_free(vT_ref);
+    loco_cond_free(c);
+    loco_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_semantic_direction),
         cmocka_unit_test(test_recipe),
+        cmocka_unit_test(test_nonsemantic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
