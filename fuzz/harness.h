@@ -183,4 +183,28 @@ static inline void fz_pytorch(const uint8_t *d, size_t n) {
         }
 }
 
+/* prompts through the CLIP tokenizer of the sd-tiny fixture (the real
+ * vocabulary and merges); the tokenizer is opened once */
+static inline void fz_tokenizer(const uint8_t *d, size_t n) {
+    static loco_tokenizer *tok;
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        const char *dir = getenv("LOCO_FUZZ_TOKENIZER");
+        if (loco_tokenizer_open(dir && dir[0] ? dir : "tests/fixtures/sd-tiny/pipeline/tokenizer", &tok) != LOCO_OK)
+            tok = NULL;
+    }
+    if (!tok) return;
+    char *p = malloc(n + 1);
+    if (!p) return;
+    memcpy(p, d, n);
+    p[n] = 0; /* a NUL inside ends the prompt early, as for any C string */
+    int64_t ids[77];
+    int real;
+    if (loco_tokenize(tok, p, ids, &real) == LOCO_OK)
+        for (int i = 0; i < 77; i++)
+            if (ids[i] < 0) abort(); /* every id is a vocabulary entry */
+    free(p);
+}
+
 #endif

@@ -24,7 +24,7 @@ set -eu
 cd "$(dirname "$0")/.."
 OUT=build/fuzz
 CC="${FUZZ_CC:-clang}"
-ALL="safetensors config png pickle pytorch cli"
+ALL="safetensors config png pickle pytorch cli tokenizer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer $SAN -fopenmp -Iinclude -Isrc -D_GNU_SOURCE -Wall -Wno-unused-parameter"
 LIBS="-lopenblas -lcjson -lpng -lz -lm"

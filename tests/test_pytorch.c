@@ -1407,7 +1407,7 @@ static void test_fuzz_inputs(void **state) {
         const char *name;
         void (*fn)(const uint8_t *, size_t);
     } targets[] = {{"safetensors", fz_safetensors}, {"config", fz_config}, {"png", fz_png},
-                   {"pickle", fz_pickle},           {"pytorch", fz_pytorch}};
+                   {"pickle", fz_pickle},           {"pytorch", fz_pytorch},  {"tokenizer", fz_tokenizer}};
     const char *root = getenv("LOCO_FUZZ_DIR");
     if (!root || !root[0]) root = "fuzz";
     alarm(300);
