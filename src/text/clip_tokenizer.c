@@ -800,7 +800,7 @@ static loco_status add_token(loco_tokenizer *t, const char *path, const char *wh
             return loco_fail(LOCO_E_FORMAT, "%s: %s '%s' is not in vocab.json (nor an added token)", path, what,
                              shown(text, n, b1, sizeof b1));
     }
-    if (t->n_added >= 65536) return loco_fail(LOCO_E_UNSUPPORTED, "%s: more than 65536 added tokens", path);
+    if (t->n_added >= 4096) return loco_fail(LOCO_E_UNSUPPORTED, "%s: more than 4096 added tokens", path);
     added_tok *q = realloc(t->added, (size_t)(t->n_added + 1) * sizeof *q);
     if (!q) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
     t->added = q;
