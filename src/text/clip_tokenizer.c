@@ -232,6 +232,9 @@ typedef struct merge_slot {
     int32_t rank, result;
 } merge_slot;
 
+/* The handle owns every pointer in it (malloc'd, freed by
+ * loco_tokenizer_free); id_text and the *_s strings point into arena and the
+ * added tokens' texts. Never written after loco_tokenizer_open returns. */
 struct loco_tokenizer {
     char *dir;                    /* the folder read (malloc'd)             */
     /* vocabulary: entry e is arena[off[e] .. off[e] + len[e]) -> id[e]   */
@@ -1101,7 +1104,8 @@ typedef struct heap_e {
     int32_t rank, pos;
 } heap_e;
 
-/* One call's state and scratch (malloc'd, grown as needed). */
+/* One call's state and scratch (malloc'd, grown as needed, owned by the
+ * call and freed at its end; out is the caller's). */
 typedef struct enc {
     const loco_tokenizer *t;
     int64_t *out;
