@@ -902,7 +902,7 @@ typedef struct loco_tokenizer loco_tokenizer;
  * token that vocab.json lacks, duplicate tokens, ids or merges, invalid
  * UTF-8 or JSON. model_max_length defaults to 77 when tokenizer_config.json
  * does not give it. On success *out is a new handle the caller frees with
- * loco_tokenizer_free(); on failure *out is NULL. About 10-20 ms for the
+ * loco_tokenizer_free(); on failure *out is NULL. About 20 ms for the
  * real CLIP vocabulary (49408 tokens, 48894 merges). */
 loco_status loco_tokenizer_open(const char *dir, loco_tokenizer **out);
 void loco_tokenizer_free(loco_tokenizer *t); /* NULL is fine */

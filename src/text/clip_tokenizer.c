@@ -232,6 +232,9 @@ typedef struct merge_slot {
     int32_t rank, result;
 } merge_slot;
 
+/* The handle owns every pointer in it (malloc'd, freed by
+ * loco_tokenizer_free); id_text and the *_s strings point into arena and the
+ * added tokens' texts. Never written after loco_tokenizer_open returns. */
 struct loco_tokenizer {
     char *dir;                    /* the folder read (malloc'd)             */
     /* vocabulary: entry e is arena[off[e] .. off[e] + len[e]) -> id[e]   */
@@ -800,7 +803,7 @@ static loco_status add_token(loco_tokenizer *t, const char *path, const char *wh
             return loco_fail(LOCO_E_FORMAT, "%s: %s '%s' is not in vocab.json (nor an added token)", path, what,
                              shown(text, n, b1, sizeof b1));
     }
-    if (t->n_added >= 65536) return loco_fail(LOCO_E_UNSUPPORTED, "%s: more than 65536 added tokens", path);
+    if (t->n_added >= 4096) return loco_fail(LOCO_E_UNSUPPORTED, "%s: more than 4096 added tokens", path);
     added_tok *q = realloc(t->added, (size_t)(t->n_added + 1) * sizeof *q);
     if (!q) return loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
     t->added = q;
@@ -1101,7 +1104,8 @@ typedef struct heap_e {
     int32_t rank, pos;
 } heap_e;
 
-/* One call's state and scratch (malloc'd, grown as needed). */
+/* One call's state and scratch (malloc'd, grown as needed, owned by the
+ * call and freed at its end; out is the caller's). */
 typedef struct enc {
     const loco_tokenizer *t;
     int64_t *out;
