@@ -27,7 +27,7 @@ CC="${FUZZ_CC:-clang}"
 ALL="safetensors config png pickle pytorch cli tokenizer"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer $SAN -fopenmp -Iinclude -Isrc -D_GNU_SOURCE -Wall -Wno-unused-parameter"
-LIBS="-lopenblas -lcjson -lpng -lz -lm"
+LIBS="-lopenblas -lcjson -lpng -lz -lutf8proc -lm"
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 
 if [ "${1:-}" = "--seeds" ]; then
@@ -88,6 +88,7 @@ for t in $TARGETS; do
         pickle) dict=fuzz/dict/pickle.dict; maxlen=4096 ;;
         pytorch) dict="$OUT/pytorch.dict"; maxlen=16384 ;;
         cli) dict=fuzz/dict/cli.dict; maxlen=256 ;;
+        tokenizer) dict=fuzz/dict/tokenizer.dict; maxlen=4096 ;;
     esac
     mkdir -p "$OUT/corpus/$t" "$OUT/artifacts/$t"
     log="$OUT/logs/$t.log"
