@@ -235,14 +235,16 @@ static void test_recipe(void **state) {
     int nfe = 0;
     CHECK_OK(loco_edit_render(m, &rp.edit, loco_edit_directions_xt(d), 3, NULL, mv, 3, ez, &nfe));
     CHECK_CLOSE("recipe: edited latents at the end", ez, e0_ref, 3 * n, 1e-4 * max_abs(e0_ref, 3 * n));
-    /* hostile: no prompt for a text-to-image model, rank 2 with an edit prompt */
-    rp.edit.cond = NULL;
-    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &d), LOCO_E_INVALID_ARGUMENT, "prompt", NULL);
-    rp.edit.cond = c;
-    rp.rank = 2;
-    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &d), LOCO_E_INVALID_ARGUMENT, "one direction", NULL);
     free(ez);
     loco_edit_directions_free(d);
+    /* hostile: no prompt for a text-to-image model, rank 2 with an edit prompt */
+    loco_edit_directions *bad = NULL;
+    rp.edit.cond = NULL;
+    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &bad), LOCO_E_INVALID_ARGUMENT, "prompt", NULL);
+    rp.edit.cond = c;
+    rp.rank = 2;
+    expect_error(loco_edit_prepare(m, &rp, NULL, mask, &bad), LOCO_E_INVALID_ARGUMENT, "one direction", NULL);
+    assert_null(bad);
     loco_free(zT);
     loco_free(maskf);
     loco_free(v0n);
