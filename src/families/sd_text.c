@@ -7,6 +7,7 @@
  *   per layer: x += out_proj(causal self-attention(layer_norm1(x)))
  *              x += fc2(act(fc1(layer_norm2(x))))
  *   y = final_layer_norm(x), written token-major [T, hidden]. */
+#include "families/json_cfg.h"
 #include "families/sd_text.h"
 
 #include <cjson/cJSON.h>
@@ -18,46 +19,6 @@
 /* ======================================================================== */
 /* config.json                                                              */
 /* ======================================================================== */
-
-typedef struct cfg_ctx {
-    const cJSON *root;
-    const char *path;
-} cfg_ctx;
-
-static const cJSON *cfg_get(const cfg_ctx *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
-static loco_status cfg_int(const cfg_ctx *c, const char *key, int def, int lo, int hi, int *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = def;
-        return LOCO_OK;
-    }
-    /* integral and in range before the cast (NaN fails the negated test) */
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an integer", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%d, %d]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (int)v->valuedouble;
-    return LOCO_OK;
-}
-
-static loco_status cfg_num(const cfg_ctx *c, const char *key, double def, double lo, double hi, float *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = (float)def;
-        return LOCO_OK;
-    }
-    if (!cJSON_IsNumber(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be a number", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%g, %g]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (float)v->valuedouble;
-    return LOCO_OK;
-}
 
 /* A string key, absent -> def; must be a string. */
 static loco_status cfg_str(const cfg_ctx *c, const char *key, const char *def, const char **out) {
@@ -71,31 +32,8 @@ static loco_status cfg_str(const cfg_ctx *c, const char *key, const char *def, c
     return LOCO_OK;
 }
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* A key that appears twice (parsers disagree on which one wins): its name,
  * or NULL. */
-static const char *cfg_duplicate_key(const cJSON *root, loco_status *s, const char *path) {
-    int n = cJSON_GetArraySize(root);
-    if (n < 2) return NULL;
-    const char **k = malloc((size_t)n * sizeof *k);
-    if (!k) {
-        *s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, root) k[i++] = it->string;
-    qsort(k, (size_t)n, sizeof *k, cmp_str_ptr);
-    const char *dup = NULL;
-    for (i = 1; i < n && !dup; i++)
-        if (strcmp(k[i - 1], k[i]) == 0) dup = k[i];
-    free(k);
-    return dup;
-}
-
 static const char *const known_keys[] = {
     "architectures", "attention_dropout", "bos_token_id", "dropout", "eos_token_id", "hidden_act", "hidden_size",
     "initializer_factor", "initializer_range", "intermediate_size", "layer_norm_eps", "max_position_embeddings",

@@ -6,6 +6,7 @@
  * Attention, parameter names the checkpoint's keys, and the two halves
  * loaded from the one weights file. */
 #define _POSIX_C_SOURCE 200809L
+#include "families/json_cfg.h"
 #include "families/sd_vae.h"
 
 #include <cjson/cJSON.h>
@@ -21,68 +22,7 @@
 #define CFG_MAX_CH 65536
 #define CFG_MAX_RES 16384
 
-typedef struct cfg_ctx {
-    const cJSON *root;
-    const char *path;
-} cfg_ctx;
-
-static const cJSON *cfg_get(const cfg_ctx *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, key);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
-static loco_status cfg_int(const cfg_ctx *c, const char *key, int def, int lo, int hi, int *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = def;
-        return LOCO_OK;
-    }
-    /* integral and in range before the cast; the negated test refuses NaN */
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be an integer", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%d, %d]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (int)v->valuedouble;
-    return LOCO_OK;
-}
-
-static loco_status cfg_num(const cfg_ctx *c, const char *key, double def, double lo, double hi, float *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = (float)def;
-        return LOCO_OK;
-    }
-    if (!cJSON_IsNumber(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be a number", c->path, key);
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi))
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = %.17g is outside the supported range [%g, %g]", c->path,
-                         key, v->valuedouble, lo, hi);
-    *out = (float)v->valuedouble;
-    return LOCO_OK;
-}
-
-static loco_status cfg_bool(const cfg_ctx *c, const char *key, int def, int *out) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) {
-        *out = def;
-        return LOCO_OK;
-    }
-    if (!cJSON_IsBool(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be true or false", c->path, key);
-    *out = cJSON_IsTrue(v);
-    return LOCO_OK;
-}
-
-static loco_status cfg_expect_str(const cfg_ctx *c, const char *key, const char *want) {
-    const cJSON *v = cfg_get(c, key);
-    if (!v) return LOCO_OK;
-    if (!cJSON_IsString(v)) return loco_fail(LOCO_E_FORMAT, "%s: key '%s' must be a string", c->path, key);
-    if (strcmp(v->valuestring, want) != 0)
-        return loco_fail(LOCO_E_UNSUPPORTED, "%s: key '%s' = \"%s\" is not supported (only \"%s\")", c->path, key,
-                         v->valuestring, want);
-    return LOCO_OK;
-}
-
-static loco_status cfg_expect_null(const cfg_ctx *c, const char *key, const char *why) {
+static loco_status cfg_expect_null_why(const cfg_ctx *c, const char *key, const char *why) {
     const cJSON *v = cfg_get(c, key);
     if (!v) return LOCO_OK;
     char *s = cJSON_PrintUnformatted(v);
@@ -92,31 +32,8 @@ static loco_status cfg_expect_null(const cfg_ctx *c, const char *key, const char
     return st;
 }
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* A key that appears twice (parsers disagree on which one wins) is refused.
  * Returns the name or NULL. */
-static const char *cfg_duplicate_key(const cJSON *root, loco_status *s, const char *path) {
-    int n = cJSON_GetArraySize(root);
-    if (n < 2) return NULL;
-    const char **k = malloc((size_t)n * sizeof *k);
-    if (!k) {
-        *s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, root) k[i++] = it->string;
-    qsort(k, (size_t)n, sizeof *k, cmp_str_ptr);
-    const char *dup = NULL;
-    for (i = 1; i < n && !dup; i++)
-        if (strcmp(k[i - 1], k[i]) == 0) dup = k[i];
-    free(k);
-    return dup;
-}
-
 static int vae_factor(const sd_vae_config *c) { return 1 << (c->n_blocks - 1); }
 
 /* An image size the graphs can be built for: within range, divisible by the
@@ -210,8 +127,8 @@ static loco_status parse_root(const cJSON *root, sd_vae_config *cfg, const char 
     /* scaling_factor: the pipeline's latent is (mean - shift) * scaling */
     TRY(cfg_num(&c, "scaling_factor", 0.18215, 1e-6, 1e6, &cfg->scaling_factor));
     TRY(cfg_num(&c, "shift_factor", 0.0, -1e6, 1e6, &cfg->shift_factor));
-    TRY(cfg_expect_null(&c, "latents_mean", "per-channel latent statistics are not implemented"));
-    TRY(cfg_expect_null(&c, "latents_std", "per-channel latent statistics are not implemented"));
+    TRY(cfg_expect_null_why(&c, "latents_mean", "per-channel latent statistics are not implemented"));
+    TRY(cfg_expect_null_why(&c, "latents_std", "per-channel latent statistics are not implemented"));
     TRY(cfg_bool(&c, "force_upcast", 1, &cfg->force_upcast));
     TRY(cfg_bool(&c, "use_quant_conv", 1, &cfg->use_quant_conv));
     TRY(cfg_bool(&c, "use_post_quant_conv", 1, &cfg->use_post_quant_conv));
