@@ -10,18 +10,29 @@ static void rel(const char *what, const float *a, const float *ref, size_t n, do
     CHECK_CLOSE(what, a, ref, n, tol * max_abs(ref, n));
 }
 
-static void test_sampling(void **state) {
-    const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
+/* the sd-tiny pipeline at the fixtures' 32x32 images, with the plain
+ * guidance (prompt vs "", 7.5) and, when ce is given, the edit guidance
+ * (+ 4.0 toward the glasses prompt) */
+static void open_tiny(loco_model **m, loco_cond **c, loco_cond **ce) {
     loco_open_params op;
     loco_open_params_init(&op);
     op.image_size = 32;
-    loco_model *m;
-    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
+    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, m));
     loco_cond_params cp;
     loco_cond_params_init(&cp);
     cp.prompt = "a photo of a man";
+    CHECK_OK(loco_cond_new(*m, &cp, c));
+    if (ce) {
+        cp.edit_prompt = "a photo of a man wearing glasses";
+        CHECK_OK(loco_cond_new(*m, &cp, ce));
+    }
+}
+
+static void test_sampling(void **state) {
+    const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
+    loco_model *m;
     loco_cond *c;
-    CHECK_OK(loco_cond_new(m, &cp, &c));
+    open_tiny(&m, &c, NULL);
     /* the authors' grid: 999 k / 99, k = 99..1, then 0 */
     size_t nts;
     float *ts = load_tensor(f, "timesteps", &nts);
@@ -74,18 +85,9 @@ static double dotd(const float *a, const float *b, size_t n) {
  * mask), projected off the null space. */
 static void test_semantic_direction(void **state) {
     const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
-    loco_open_params op;
-    loco_open_params_init(&op);
-    op.image_size = 32;
     loco_model *m;
-    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
-    loco_cond_params cp;
-    loco_cond_params_init(&cp);
-    cp.prompt = "a photo of a man";
     loco_cond *c, *ce;
-    CHECK_OK(loco_cond_new(m, &cp, &c));
-    cp.edit_prompt = "a photo of a man wearing glasses";
-    CHECK_OK(loco_cond_new(m, &cp, &ce));
+    open_tiny(&m, &c, &ce);
     size_t n, nm;
     float *zt = load_tensor(f, "zt", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL);
     float *vnull_ref = load_tensor(f, "vT_null", NULL), *snull_ref = load_tensor(f, "s_null", NULL);
@@ -195,18 +197,9 @@ static void test_semantic_direction(void **state) {
  * loco_edit_render), as `loco edit` runs it */
 static void test_recipe(void **state) {
     const char *f = fixture_path("sd-tiny/tloco-semantic.safetensors");
-    loco_open_params op;
-    loco_open_params_init(&op);
-    op.image_size = 32;
     loco_model *m;
-    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
-    loco_cond_params cp;
-    loco_cond_params_init(&cp);
-    cp.prompt = "a photo of a man";
     loco_cond *c, *ce;
-    CHECK_OK(loco_cond_new(m, &cp, &c));
-    cp.edit_prompt = "a photo of a man wearing glasses";
-    CHECK_OK(loco_cond_new(m, &cp, &ce));
+    open_tiny(&m, &c, &ce);
     size_t n, nm;
     float *zT = load_tensor(f, "zT", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL);
     float *zt_ref = load_tensor(f, "zt", NULL), *vT_ref = load_tensor(f, "vT", NULL),
@@ -289,16 +282,9 @@ static double overlap_det(int r, size_t n, const float *A, const float *B) {
  * accident of rounding) */
 static void test_nonsemantic(void **state) {
     const char *f = fixture_path("sd-tiny/tloco-nonsemantic.safetensors");
-    loco_open_params op;
-    loco_open_params_init(&op);
-    op.image_size = 32;
     loco_model *m;
-    CHECK_OK(loco_model_open_with(fixture_path("sd-tiny/pipeline"), &op, &m));
-    loco_cond_params cp;
-    loco_cond_params_init(&cp);
-    cp.prompt = "a photo of a man";
     loco_cond *c;
-    CHECK_OK(loco_cond_new(m, &cp, &c));
+    open_tiny(&m, &c, NULL);
     size_t n, nm;
     float *zT = load_tensor(f, "zT", &n), *maskf = load_tensor(f, "mask", &nm), *v0n = load_tensor(f, "v0_null", NULL),
           *v0m = load_tensor(f, "v0_modify", NULL), *vn_ref = load_tensor(f, "vT_null", NULL),

@@ -103,3 +103,23 @@ const char *cfg_duplicate_key(const cJSON *root, loco_status *s, const char *pat
     return dup;
 }
 
+
+loco_status cfg_parse_root(const char *text, size_t len, const char *path, cJSON **out) {
+    *out = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) return loco_fail(LOCO_E_FORMAT, "%s: not valid JSON (truncated or malformed)", path);
+    loco_status s = LOCO_OK;
+    if (!cJSON_IsObject(root)) s = loco_fail(LOCO_E_FORMAT, "%s: not a JSON object", path);
+    for (const char *q = end; !s && q && q < text + len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+            s = loco_fail(LOCO_E_FORMAT, "%s: unexpected text after the JSON object (at byte %zu)", path,
+                          (size_t)(q - text));
+    if (!s) {
+        const char *dup = cfg_duplicate_key(root, &s, path);
+        if (!s && dup) s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' appears twice", path, dup);
+    }
+    if (s) cJSON_Delete(root);
+    else *out = root;
+    return s;
+}

@@ -12,6 +12,10 @@ typedef struct cfg_ctx {
     const char *path;
 } cfg_ctx;
 
+/* Parses text as one JSON object: refuses malformed text, anything but an
+ * object, text after it and a key given twice, naming path. *root is the
+ * caller's (cJSON_Delete), NULL on failure. */
+loco_status cfg_parse_root(const char *text, size_t len, const char *path, cJSON **root);
 /* the key's value, or NULL when absent or null */
 const cJSON *cfg_get(const cfg_ctx *c, const char *key);
 /* an integer in [lo, hi] (def when absent) */

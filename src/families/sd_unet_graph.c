@@ -16,28 +16,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ResnetBlock2D with the time embedding (as unet2d_graph.c) */
-static int resnet(gbuilder *b, const sd_unet_config *c, const char *prefix, int in, int cout, int temb_act,
-                  float out_scale) {
-    char p[160];
-    snprintf(p, sizeof p, "%s.norm1", prefix);
-    int h = gb_group_norm(b, p, in, c->groups, c->eps, 1);
-    snprintf(p, sizeof p, "%s.time_emb_proj", prefix);
-    int tp = gb_linear(b, p, temb_act, cout);
-    snprintf(p, sizeof p, "%s.conv1", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, tp);
-    snprintf(p, sizeof p, "%s.norm2", prefix);
-    h = gb_group_norm(b, p, h, c->groups, c->eps, 1);
-    snprintf(p, sizeof p, "%s.conv2", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, -1);
-    int sc = in;
-    if (!b->err && b->g->values[in].c != cout) {
-        snprintf(p, sizeof p, "%s.conv_shortcut", prefix);
-        sc = gb_conv(b, p, in, cout, 1, 1, 0, 0, -1);
-    }
-    return gb_add(b, sc, h, out_scale);
-}
-
 /* channel mixing at every position: a 1x1 conv or a Linear on tokens */
 static int proj(gbuilder *b, const sd_unet_config *c, const char *prefix, int in, int cout) {
     return c->linear_proj ? gb_linear_tok(b, prefix, in, cout, 1) : gb_conv(b, prefix, in, cout, 1, 1, 0, 0, -1);
@@ -103,7 +81,7 @@ loco_status sd_unet_build(graph *u, const sd_unet_config *cfg) {
         const int cout = cfg->boc[i];
         for (int l = 0; l < cfg->layers; l++) {
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, cfg, p, h, cout, temb_act, 1.0f);
+            h = gb_resnet(b, p, h, cout, temb_act, cfg->groups, cfg->eps, 1.0f);
             if (cfg->down_xattn[i]) {
                 snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, l);
                 h = transformer(b, cfg, p, h, ctx, cfg->heads[i], cfg->tlayers[i]);
@@ -121,9 +99,9 @@ loco_status sd_unet_build(graph *u, const sd_unet_config *cfg) {
     }
     if (cfg->mid_block) {
         const int cm = cfg->boc[n - 1];
-        h = resnet(b, cfg, "mid_block.resnets.0", h, cm, temb_act, cfg->mid_scale);
+        h = gb_resnet(b, "mid_block.resnets.0", h, cm, temb_act, cfg->groups, cfg->eps, cfg->mid_scale);
         h = transformer(b, cfg, "mid_block.attentions.0", h, ctx, cfg->heads[n - 1], cfg->tlayers[n - 1]);
-        h = resnet(b, cfg, "mid_block.resnets.1", h, cm, temb_act, cfg->mid_scale);
+        h = gb_resnet(b, "mid_block.resnets.1", h, cm, temb_act, cfg->groups, cfg->eps, cfg->mid_scale);
         gb_tap(b, h, "mid_block");
     }
     for (int i = 0; i < n; i++) {
@@ -132,7 +110,7 @@ loco_status sd_unet_build(graph *u, const sd_unet_config *cfg) {
         for (int l = 0; l < cfg->layers + 1; l++) {
             h = gb_concat(b, h, skips[--ns]);
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, cfg, p, h, cout, temb_act, 1.0f);
+            h = gb_resnet(b, p, h, cout, temb_act, cfg->groups, cfg->eps, 1.0f);
             if (cfg->up_xattn[i]) {
                 snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, l);
                 h = transformer(b, cfg, p, h, ctx, cfg->heads[k], cfg->tlayers[k]);

@@ -181,20 +181,10 @@ static loco_status parse_root(const cJSON *root, sd_vae_config *cfg, const char 
 
 loco_status sd_vae_config_parse(sd_vae_config *cfg, const char *text, size_t len, const char *path) {
     memset(cfg, 0, sizeof *cfg);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) return loco_fail(LOCO_E_FORMAT, "%s: not valid JSON (truncated or malformed)", path);
-    loco_status s = LOCO_OK;
-    if (!cJSON_IsObject(root)) s = loco_fail(LOCO_E_FORMAT, "%s: not a JSON object", path);
-    for (const char *q = end; !s && q && q < text + len; q++)
-        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
-            s = loco_fail(LOCO_E_FORMAT, "%s: unexpected text after the JSON object (at byte %zu)", path,
-                          (size_t)(q - text));
-    if (!s) {
-        const char *dup = cfg_duplicate_key(root, &s, path);
-        if (!s && dup) s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' appears twice", path, dup);
-    }
-    if (!s) s = parse_root(root, cfg, path);
+    cJSON *root;
+    loco_status s = cfg_parse_root(text, len, path, &root);
+    if (s) return s;
+    s = parse_root(root, cfg, path);
     cJSON_Delete(root);
     if (s) memset(cfg, 0, sizeof *cfg);
     return s;
@@ -217,38 +207,19 @@ loco_status sd_vae_config_read(const char *path, sd_vae_config *cfg) {
 /* ResnetBlock2D without time embedding (temb_channels None), output scale
  * factor 1: norm1+SiLU, conv1, norm2+SiLU, (dropout), conv2, a 1x1
  * conv_shortcut when the channels change. */
-static int resnet(gbuilder *b, const sd_vae_config *c, const char *prefix, int in, int cout) {
-    if (b->err) return -1;
-    char p[160]; /* a longer name is refused by gb_param */
-    snprintf(p, sizeof p, "%s.norm1", prefix);
-    int h = gb_group_norm(b, p, in, c->groups, SD_VAE_EPS, 1);
-    snprintf(p, sizeof p, "%s.conv1", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, -1);
-    snprintf(p, sizeof p, "%s.norm2", prefix);
-    h = gb_group_norm(b, p, h, c->groups, SD_VAE_EPS, 1);
-    snprintf(p, sizeof p, "%s.conv2", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, -1);
-    int sc = in;
-    if (!b->err && b->g->values[in].c != cout) {
-        snprintf(p, sizeof p, "%s.conv_shortcut", prefix);
-        sc = gb_conv(b, p, in, cout, 1, 1, 0, 0, -1);
-    }
-    return gb_add(b, sc, h, 1.0f);
-}
-
 /* UNetMidBlock2D as Encoder and Decoder make it: resnet, Attention (group
  * norm, one head of the full width, residual, rescale 1), resnet. */
 static int mid_block(gbuilder *b, const sd_vae_config *c, const char *half, int h) {
     char p[64];
     const int C = c->boc[c->n_blocks - 1];
     snprintf(p, sizeof p, "%s.mid_block.resnets.0", half);
-    h = resnet(b, c, p, h, C);
+    h = gb_resnet(b, p, h, C, -1, c->groups, SD_VAE_EPS, 1.0f);
     if (c->mid_attention) {
         snprintf(p, sizeof p, "%s.mid_block.attentions.0", half);
         h = gb_attention(b, p, h, C, c->groups, SD_VAE_EPS, 1.0f);
     }
     snprintf(p, sizeof p, "%s.mid_block.resnets.1", half);
-    h = resnet(b, c, p, h, C);
+    h = gb_resnet(b, p, h, C, -1, c->groups, SD_VAE_EPS, 1.0f);
     snprintf(p, sizeof p, "%s.mid_block", half);
     gb_tap(b, h, p);
     return h;
@@ -267,7 +238,7 @@ loco_status sd_vae_build_encoder(graph *g, const sd_vae_config *c, int height, i
     for (int i = 0; i < n; i++) {
         for (int l = 0; l < c->layers; l++) {
             snprintf(p, sizeof p, "encoder.down_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, c, p, h, c->boc[i]);
+            h = gb_resnet(b, p, h, c->boc[i], -1, c->groups, SD_VAE_EPS, 1.0f);
         }
         if (i < n - 1) { /* Downsample2D, padding 0: pad (0,1,0,1), stride 2 */
             snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.conv", i);
@@ -302,7 +273,7 @@ loco_status sd_vae_build_decoder(graph *g, const sd_vae_config *c, int height, i
         const int cout = c->boc[n - 1 - i];
         for (int l = 0; l < c->layers + 1; l++) {
             snprintf(p, sizeof p, "decoder.up_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, c, p, h, cout);
+            h = gb_resnet(b, p, h, cout, -1, c->groups, SD_VAE_EPS, 1.0f);
         }
         if (i < n - 1) { /* Upsample2D: nearest 2x, 3x3 conv */
             h = gb_upsample(b, h);

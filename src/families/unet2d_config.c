@@ -42,33 +42,14 @@ static const char *const known_keys[] = {
 
 loco_status unet_config_parse(unet_config *cfg, const char *text, size_t len, const char *path) {
     memset(cfg, 0, sizeof *cfg);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) return loco_fail(LOCO_E_FORMAT, "%s: not valid JSON (truncated or malformed)", path);
+    cJSON *root;
+    loco_status s = cfg_parse_root(text, len, path, &root);
+    if (s) return s;
     cfg_ctx c = {root, path};
-    loco_status s = LOCO_OK;
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((s = (expr)) != LOCO_OK) goto done;                                                                        \
     } while (0)
-    if (!cJSON_IsObject(root)) {
-        s = loco_fail(LOCO_E_FORMAT, "%s: not a JSON object", path);
-        goto done;
-    }
-    for (const char *q = end; q && q < text + len; q++)
-        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
-            s = loco_fail(LOCO_E_FORMAT, "%s: unexpected text after the JSON object (at byte %zu)", path,
-                          (size_t)(q - text));
-            goto done;
-        }
-    {
-        const char *dup = cfg_duplicate_key(root, &s, path);
-        if (s) goto done;
-        if (dup) {
-            s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' appears twice", path, dup);
-            goto done;
-        }
-    }
     const cJSON *cls = cfg_get(&c, "_class_name");
     if (cls && (!cJSON_IsString(cls) || strcmp(cls->valuestring, "UNet2DModel") != 0)) {
         s = loco_fail(LOCO_E_UNSUPPORTED, "%s: key '_class_name' = %s%s%s is not supported (only \"UNet2DModel\")",

@@ -7,28 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ResnetBlock2D (default time-scale-shift): returns output value id */
-static int resnet(gbuilder *b, const unet_config *c, const char *prefix, int in, int cout, int temb_act,
-                  float out_scale) {
-    char p[128]; /* prefixes of bounded indices (see gb_param) */
-    snprintf(p, sizeof p, "%s.norm1", prefix);
-    int h = gb_group_norm(b, p, in, c->groups, c->eps, 1);
-    snprintf(p, sizeof p, "%s.time_emb_proj", prefix);
-    int tp = gb_linear(b, p, temb_act, cout);
-    snprintf(p, sizeof p, "%s.conv1", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, tp);
-    snprintf(p, sizeof p, "%s.norm2", prefix);
-    h = gb_group_norm(b, p, h, c->groups, c->eps, 1);
-    snprintf(p, sizeof p, "%s.conv2", prefix);
-    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, -1);
-    int sc = in;
-    if (!b->err && b->g->values[in].c != cout) {
-        snprintf(p, sizeof p, "%s.conv_shortcut", prefix);
-        sc = gb_conv(b, p, in, cout, 1, 1, 0, 0, -1);
-    }
-    return gb_add(b, sc, h, out_scale);
-}
-
 loco_status unet2d_build(graph *u, const unet_config *cfg) {
     memset(u, 0, sizeof *u);
     gbuilder bb = {u, LOCO_OK}, *b = &bb;
@@ -56,7 +34,7 @@ loco_status unet2d_build(graph *u, const unet_config *cfg) {
         int cout = cfg->boc[i];
         for (int l = 0; l < cfg->layers; l++) {
             snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, cfg, p, h, cout, temb_act, 1.0f);
+            h = gb_resnet(b, p, h, cout, temb_act, cfg->groups, cfg->eps, 1.0f);
             if (cfg->down_attn[i]) {
                 snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, l);
                 h = gb_attention(b, p, h, cfg->head_dim ? cfg->head_dim : cout, cfg->groups, cfg->eps, 1.0f);
@@ -74,11 +52,11 @@ loco_status unet2d_build(graph *u, const unet_config *cfg) {
     }
     if (cfg->mid_block) {
         int cmid = cfg->boc[n - 1];
-        h = resnet(b, cfg, "mid_block.resnets.0", h, cmid, temb_act, cfg->mid_scale);
+        h = gb_resnet(b, "mid_block.resnets.0", h, cmid, temb_act, cfg->groups, cfg->eps, cfg->mid_scale);
         if (cfg->add_attention)
             h = gb_attention(b, "mid_block.attentions.0", h, cfg->head_dim ? cfg->head_dim : cmid, cfg->attn_groups, cfg->eps,
                           cfg->mid_scale);
-        h = resnet(b, cfg, "mid_block.resnets.1", h, cmid, temb_act, cfg->mid_scale);
+        h = gb_resnet(b, "mid_block.resnets.1", h, cmid, temb_act, cfg->groups, cfg->eps, cfg->mid_scale);
         gb_tap(b, h, "mid_block");
     }
     for (int i = 0; i < n; i++) {
@@ -86,7 +64,7 @@ loco_status unet2d_build(graph *u, const unet_config *cfg) {
         for (int l = 0; l < cfg->layers + 1; l++) {
             h = gb_concat(b, h, skips[--ns]);
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, l);
-            h = resnet(b, cfg, p, h, cout, temb_act, 1.0f);
+            h = gb_resnet(b, p, h, cout, temb_act, cfg->groups, cfg->eps, 1.0f);
             if (cfg->up_attn[i]) {
                 snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, l);
                 h = gb_attention(b, p, h, cfg->head_dim ? cfg->head_dim : cout, cfg->groups, cfg->eps, 1.0f);

@@ -450,3 +450,27 @@ int gb_mha(gbuilder *b, const char *prefix, int in, int ctx, int heads, int qkv_
     b->g->flops += 2.0 * 2.0 * C * C * Tq + 2.0 * 2.0 * C * (double)Dc * Tk + 2 * 2.0 * (double)Tq * Tk * C;
     return out;
 }
+
+int gb_resnet(gbuilder *b, const char *prefix, int in, int cout, int temb_act, int groups, float eps, float out_scale) {
+    if (b->err) return -1;
+    char p[192]; /* a longer name is refused by gb_param */
+    snprintf(p, sizeof p, "%s.norm1", prefix);
+    int h = gb_group_norm(b, p, in, groups, eps, 1);
+    int tp = -1;
+    if (temb_act >= 0) {
+        snprintf(p, sizeof p, "%s.time_emb_proj", prefix);
+        tp = gb_linear(b, p, temb_act, cout);
+    }
+    snprintf(p, sizeof p, "%s.conv1", prefix);
+    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, tp);
+    snprintf(p, sizeof p, "%s.norm2", prefix);
+    h = gb_group_norm(b, p, h, groups, eps, 1);
+    snprintf(p, sizeof p, "%s.conv2", prefix);
+    h = gb_conv(b, p, h, cout, 3, 1, 1, 1, -1);
+    int sc = in;
+    if (!b->err && b->g->values[in].c != cout) {
+        snprintf(p, sizeof p, "%s.conv_shortcut", prefix);
+        sc = gb_conv(b, p, in, cout, 1, 1, 0, 0, -1);
+    }
+    return gb_add(b, sc, h, out_scale);
+}

@@ -132,6 +132,11 @@ int gb_scale_shift(gbuilder *b, int in, float scale, float shift);
 /* a linear map of the channels at every position: prefix.weight [cout, cin]
  * (a torch Linear applied to tokens), prefix.bias [cout] when bias */
 int gb_linear_tok(gbuilder *b, const char *prefix, int in, int cout, int bias);
+/* diffusers' ResnetBlock2D: norm1 (GroupNorm + SiLU), time_emb_proj of
+ * temb_act (skipped when temb_act is -1: the VAE's blocks), conv1, norm2,
+ * conv2, a 1x1 conv_shortcut when the channels change, then
+ * (shortcut + h) / out_scale */
+int gb_resnet(gbuilder *b, const char *prefix, int in, int cout, int temb_act, int groups, float eps, float out_scale);
 /* LayerNorm over channels: prefix.weight, prefix.bias [C] */
 int gb_layer_norm(gbuilder *b, const char *prefix, int in, float eps);
 int gb_geglu(gbuilder *b, int in);
