@@ -100,6 +100,21 @@ loco_status loco_pt_open_mem(const void *data, size_t len, const char *label, un
  * when it names a weights file). *path is malloc'd. */
 loco_status loco_weights_locate(const char *dir, const char *named, char **path);
 
+/* As loco_weights_read_f32, into dst (numel floats, the tensor's element
+ * count, else LOCO_E_SHAPE): a safetensors tensor is converted straight from
+ * the mapped file, with no buffer in between. */
+loco_status loco_weights_read_f32_into(const loco_weights *w, const char *name, float *dst, size_t numel,
+                                       int allow_nonfinite);
+loco_status tensors_read_f32_into(const loco_tensors *f, const char *name, float *dst, size_t numel,
+                                  int allow_nonfinite);
+
+/* Writes a safetensors file (as loco_tensors_write) of F32 tensors stored as
+ * dtype (F32 or F16): a finite value that does not fit F16 is an error
+ * (LOCO_E_NUMERIC) naming the tensor and the element, and nothing is
+ * written. The caller keeps the tensors. */
+loco_status loco_tensors_write_as(const char *path, const loco_tensor_ref *tensors, size_t n, loco_dtype dtype,
+                                  const char *const *meta, size_t n_meta);
+
 /* A zip archive of stored entries laid out as torch.save lays them: local
  * headers with a data descriptor after the data, data 64-byte aligned by an
  * 'FB' padding extra field, zip64 end records. Flags change the layout for

@@ -32,6 +32,7 @@ static void config_class(const char *text, size_t len, char *out, size_t n) {
 
 static const family_entry *by_class(const char *cls) {
     if (strcmp(cls, "ADMUNetModel") == 0) return &family_adm;
+    if (strcmp(cls, "StableDiffusionPipeline") == 0) return &family_sd;
     return &family_unet2d;
 }
 

@@ -116,48 +116,52 @@ void gd_describe_costs(const graph_denoiser *gd, sbuf *b) {
     sb_printf(b, "memory: weights %s (float32), activations %s per image at batch 1\n", wb, ab);
 }
 
-loco_status graph_write_random(const graph *u, const char *out_dir, const char *weights_name, const char *cfg_text,
-                               size_t cfg_len, uint64_t seed, loco_dtype dtype) {
-    size_t esz = dtype == LOCO_DTYPE_F32 ? 4 : 2;
-    float *w = loco_malloc(u->total_params * sizeof(float));
-    uint8_t *data = loco_malloc(u->total_params * esz);
-    loco_tensor_ref *refs = calloc((size_t)u->n_params, sizeof *refs);
-    char *cfg_out = join(out_dir, "config.json"), *w_out = join(out_dir, weights_name);
+loco_status graph_write_random_weights(const graph *const *gs, int n, const char *path, uint64_t seed,
+                                       loco_dtype dtype) {
+    size_t total = 0, n_refs = 0;
+    for (int g = 0; g < n; g++) {
+        total += gs[g]->total_params;
+        n_refs += (size_t)gs[g]->n_params;
+    }
+    float *w = loco_malloc(total * sizeof(float) + 1);
+    loco_tensor_ref *refs = calloc(n_refs ? n_refs : 1, sizeof *refs);
     loco_status s = LOCO_OK;
-    if (!w || !data || !refs || !cfg_out || !w_out) {
-        s = loco_fail(LOCO_E_NOMEM, "init: out of memory for %zu parameters", u->total_params);
+    if (!w || !refs) {
+        s = loco_fail(LOCO_E_NOMEM, "init: out of memory for %zu parameters", total);
         goto done;
     }
-    graph_init_random(u, w, seed);
-    for (int i = 0; i < u->n_params; i++) {
-        const param *p = &u->params[i];
-        uint8_t *dst = data + p->off * esz;
-        for (size_t k = 0; k < p->numel; k++) {
-            float v = w[p->off + k];
-            if (esz == 4) memcpy(dst + 4 * k, &v, 4);
-            else {
-                uint16_t hv = loco_f32_to_f16(v);
-                memcpy(dst + 2 * k, &hv, 2);
-            }
+    size_t base = 0, r = 0;
+    for (int g = 0; g < n; g++) {
+        const graph *u = gs[g];
+        graph_init_random(u, w + base, seed + (uint64_t)g * 0x9E3779B97F4A7C15ull);
+        for (int i = 0; i < u->n_params; i++, r++) {
+            const param *p = &u->params[i];
+            refs[r].name = p->name;
+            refs[r].dtype = LOCO_DTYPE_F32;
+            refs[r].ndim = p->ndim;
+            for (int d = 0; d < p->ndim; d++) refs[r].shape[d] = p->shape[d];
+            refs[r].data = w + base + p->off;
         }
-        refs[i].name = p->name;
-        refs[i].dtype = dtype;
-        refs[i].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) refs[i].shape[d] = p->shape[d];
-        refs[i].data = dst;
+        base += u->total_params;
     }
-    if ((s = loco_mkdir_p(out_dir))) goto done;
     char seedbuf[32];
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)seed);
     const char *meta[] = {"format", "pt", "loco_init_seed", seedbuf};
-    if ((s = loco_tensors_write(w_out, refs, (size_t)u->n_params, meta, 2))) goto done;
-    s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len);
+    s = loco_tensors_write_as(path, refs, n_refs, dtype, meta, 2);
 done:
+    free(refs);
+    free(w);
+    return s;
+}
+
+loco_status graph_write_random(const graph *u, const char *out_dir, const char *weights_name, const char *cfg_text,
+                               size_t cfg_len, uint64_t seed, loco_dtype dtype) {
+    char *cfg_out = join(out_dir, "config.json"), *w_out = join(out_dir, weights_name);
+    loco_status s = cfg_out && w_out ? loco_mkdir_p(out_dir) : loco_fail(LOCO_E_NOMEM, "init: out of memory");
+    if (!s) s = graph_write_random_weights(&u, 1, w_out, seed, dtype);
+    if (!s) s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len);
     free(cfg_out);
     free(w_out);
-    free(refs);
-    free(data);
-    free(w);
     return s;
 }
 

@@ -45,6 +45,13 @@ struct graph *gd_graph_of(void *self);
 loco_status graph_write_random(const graph *u, const char *out_dir, const char *weights_name, const char *cfg_text,
                                size_t cfg_len, uint64_t seed, loco_dtype dtype);
 
+/* Writes one weights file (path, created or replaced whole) holding the
+ * parameters of n graphs, each initialised by graph_init_random (graph g with
+ * a seed derived from seed and g), as dtype (F32 or F16). Parameter names must
+ * not repeat across the graphs. */
+loco_status graph_write_random_weights(const graph *const *gs, int n, const char *path, uint64_t seed,
+                                       loco_dtype dtype);
+
 /* Weights, parameters, FLOPs and memory lines of `loco info`. */
 void gd_describe_costs(const graph_denoiser *gd, sbuf *b);
 

@@ -7,6 +7,7 @@
  * are the same weighted sums of each branch's (one linearisation each). */
 #define _POSIX_C_SOURCE 200809L
 #include "families/graph_denoiser.h"
+#include "families/sd.h"
 #include "families/sd_text.h"
 #include "families/sd_unet.h"
 #include "families/sd_vae.h"
@@ -302,7 +303,7 @@ static const denoiser_vtable vtable = {"StableDiffusion", predict,     linearize
 /* ======================================================================== */
 
 /* model_index.json names the components loco reads */
-static loco_status check_index(const char *path) {
+loco_status sd_check_index(const char *path) {
     char *text;
     size_t len;
     loco_status s = loco_read_file(path, &text, &len, 1 << 20);
@@ -347,7 +348,7 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     loco_status s = f && index && unet_dir && ucfg && tdir && tokdir && vdir && sdir
                         ? LOCO_OK
                         : loco_fail(LOCO_E_NOMEM, "out of memory");
-    if (!s) s = check_index(index);
+    if (!s) s = sd_check_index(index);
     if (!s) {
         char *text;
         size_t len;
@@ -412,4 +413,4 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     return s;
 }
 
-const family_entry family_sd = {"StableDiffusion", open_sd, NULL, NULL};
+const family_entry family_sd = {"StableDiffusion", open_sd, sd_init_random, NULL};

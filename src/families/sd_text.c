@@ -220,6 +220,53 @@ static loco_status wlist_build(sd_text *te, wlist *l) {
     return LOCO_OK;
 }
 
+loco_status sd_text_write_random(const sd_text_config *c, const char *path, uint64_t seed, loco_dtype dtype) {
+    sd_text te = {.cfg = *c};
+    wlist l = {0};
+    float *w = NULL;
+    loco_tensor_ref *refs = NULL;
+    loco_status s = wlist_build(&te, &l);
+    if (!s) {
+        w = loco_malloc(l.total * sizeof(float) + 1);
+        refs = calloc((size_t)l.n, sizeof *refs);
+        if (!w || !refs) s = loco_fail(LOCO_E_NOMEM, "%s: out of memory for %zu parameters", path, l.total);
+    }
+    loco_rng rng;
+    loco_rng_seed(&rng, seed);
+    for (int i = 0; i < l.n && !s; i++) {
+        const wspec *p = &l.w[i];
+        const size_t numel = (size_t)p->shape[0] * (size_t)(p->ndim == 2 ? p->shape[1] : 1);
+        float *dst = w + p->off;
+        /* embeddings ~ U(+-0.02 sqrt 3) (CLIP's initializer_range 0.02 as a
+         * spread); weights U(+-1/sqrt(fan_in)); LayerNorm weight 1, bias 0;
+         * a linear bias as its weight (the entry before it) */
+        const int is_ln = strstr(p->name, "layer_norm") != NULL;
+        const int is_emb = strstr(p->name, "embedding") != NULL;
+        double bound = is_emb ? 0.02 * sqrt(3.0)
+                       : p->ndim == 2 ? 1.0 / sqrt((double)p->shape[1])
+                       : i > 0 && l.w[i - 1].ndim == 2 ? 1.0 / sqrt((double)l.w[i - 1].shape[1])
+                                                       : 0.0;
+        for (size_t k = 0; k < numel; k++)
+            dst[k] = is_ln ? (strstr(p->name, ".weight") ? 1.0f : 0.0f)
+                           : (float)((2.0 * loco_rng_uniform(&rng) - 1.0) * bound);
+        refs[i].name = p->name;
+        refs[i].dtype = LOCO_DTYPE_F32;
+        refs[i].ndim = p->ndim;
+        refs[i].shape[0] = p->shape[0];
+        refs[i].shape[1] = p->shape[1];
+        refs[i].data = dst;
+    }
+    char seedbuf[32];
+    snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)seed);
+    const char *meta[] = {"format", "pt", "loco_init_seed", seedbuf};
+    if (!s) s = loco_tensors_write_as(path, refs, (size_t)l.n, dtype, meta, 2);
+    free(refs);
+    free(w);
+    free(l.w);
+    free(te.L);
+    return s;
+}
+
 static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
     buf[0] = 0;
     for (int d = 0; d < nd; d++) snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", d ? "," : "", (long long)sh[d]);
@@ -267,10 +314,9 @@ static loco_status load_weights(sd_text *te, const char *wpath) {
                           want);
             break;
         }
-        float *data;
-        if ((s = loco_weights_read_f32(f, w->name, &data, NULL, NULL, 0))) break;
-        memcpy(te->arena + w->off, data, (size_t)w->shape[0] * (size_t)(w->ndim == 2 ? w->shape[1] : 1) * sizeof(float));
-        free(data);
+        if ((s = loco_weights_read_f32_into(f, w->name, te->arena + w->off,
+                                            (size_t)w->shape[0] * (size_t)(w->ndim == 2 ? w->shape[1] : 1), 0)))
+            break;
         *w->dst = te->arena + w->off;
     }
     for (size_t j = 0; !s && j < nf; j++) {

@@ -28,6 +28,11 @@ typedef struct sd_text_config {
 loco_status sd_text_config_parse(sd_text_config *c, const char *text, size_t len, const char *path);
 loco_status sd_text_config_read(const char *path, sd_text_config *c);
 
+/* Writes a CLIPTextModel weights file (path: model.safetensors) for config
+ * c with random values (seeded), as dtype (F32 or F16): the tensors and
+ * shapes sd_text_open reads back. */
+loco_status sd_text_write_random(const sd_text_config *c, const char *path, uint64_t seed, loco_dtype dtype);
+
 typedef struct sd_text sd_text;
 
 /* Opens the text encoder in folder dir: dir/config.json, and the weights

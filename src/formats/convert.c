@@ -157,3 +157,30 @@ done:
     free(o_sched);
     return s;
 }
+
+loco_status loco_tensors_write_as(const char *path, const loco_tensor_ref *tensors, size_t n, loco_dtype dtype,
+                                  const char *const *meta, size_t n_meta) {
+    if (dtype != LOCO_DTYPE_F32 && dtype != LOCO_DTYPE_F16)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: the dtype must be F32 or F16", path);
+    loco_tensor_ref *refs = calloc(n ? n : 1, sizeof *refs);
+    void **bufs = calloc(n ? n : 1, sizeof *bufs);
+    loco_status s = refs && bufs ? LOCO_OK : loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n && !s; i++) {
+        refs[i] = tensors[i];
+        size_t numel = 1;
+        for (int d = 0; d < tensors[i].ndim; d++) numel *= (size_t)tensors[i].shape[d];
+        if (tensors[i].dtype != LOCO_DTYPE_F32)
+            s = loco_fail(LOCO_E_INVALID_ARGUMENT, "tensor '%s': F32 data expected", tensors[i].name);
+        else if (dtype != LOCO_DTYPE_F32 &&
+                 !(s = convert_floats(tensors[i].name, LOCO_DTYPE_F32, tensors[i].data, numel, dtype, &bufs[i]))) {
+            refs[i].dtype = dtype;
+            refs[i].data = bufs[i];
+        }
+    }
+    if (s) s = loco_fail_in(s, path);
+    else s = loco_tensors_write(path, refs, n, meta, n_meta);
+    for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(refs);
+    return s;
+}

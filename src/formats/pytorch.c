@@ -239,7 +239,7 @@ loco_status loco_pt_open(const char *path, loco_pt **out) {
         goto fail;
     }
     f->map_len = (size_t)size;
-    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;

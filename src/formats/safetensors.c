@@ -290,7 +290,7 @@ loco_status loco_tensors_open(const char *path, loco_tensors **out) {
         goto fail;
     }
     f->map_len = (size_t)size;
-    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
@@ -372,6 +372,23 @@ loco_status loco_tensors_read_f32(const loco_tensors *f, const char *name, float
     if (shape)
         for (int i = 0; i < e->ndim; i++) shape[i] = e->shape[i];
     *data = out;
+    return LOCO_OK;
+}
+
+loco_status tensors_read_f32_into(const loco_tensors *f, const char *name, float *dst, size_t numel,
+                                  int allow_nonfinite) {
+    const st_entry *e = find(f, name);
+    if (!e) return loco_fail(LOCO_E_NOT_FOUND, "%s: no tensor '%s'", f->path, name);
+    size_t n = (size_t)(e->end - e->begin) / dtype_table[e->dtype].size;
+    if (n != numel)
+        return loco_fail(LOCO_E_SHAPE, "%s: tensor '%s' has %zu elements, not %zu", f->path, name, n, numel);
+    if (!loco_to_f32(e->dtype, f->data + e->begin, n, dst))
+        return loco_fail(LOCO_E_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as float", f->path, name,
+                         dtype_table[e->dtype].name);
+    if (!allow_nonfinite)
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(dst[i]))
+                return loco_fail(LOCO_E_NUMERIC, "%s: tensor '%s': element %zu is not finite", f->path, name, i);
     return LOCO_OK;
 }
 

@@ -105,6 +105,23 @@ loco_status loco_weights_read_f32(const loco_weights *w, const char *name, float
                  : loco_tensors_read_f32(w->st, name, data, ndim, shape, allow_nonfinite);
 }
 
+loco_status loco_weights_read_f32_into(const loco_weights *w, const char *name, float *dst, size_t numel,
+                                       int allow_nonfinite) {
+    if (!w || !name || !dst) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_weights_read_f32_into: NULL argument");
+    if (!w->pt) return tensors_read_f32_into(w->st, name, dst, numel, allow_nonfinite);
+    float *data;
+    int nd;
+    int64_t shape[LOCO_MAX_DIMS];
+    loco_status s = loco_pt_read_f32(w->pt, name, &data, &nd, shape, allow_nonfinite);
+    if (s) return s;
+    size_t n = 1;
+    for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+    if (n != numel) s = loco_fail(LOCO_E_SHAPE, "tensor '%s' has %zu elements, not %zu", name, n, numel);
+    else memcpy(dst, data, n * sizeof(float));
+    free(data);
+    return s;
+}
+
 loco_status loco_weights_read(const loco_weights *w, const char *name, void **data, size_t *nbytes) {
     if (!w || !name || !data) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_weights_read: NULL argument");
     if (w->pt) return loco_pt_read(w->pt, name, data, nbytes);

@@ -93,6 +93,11 @@ loco_status graph_load_weights_subset(graph *u, const char *wpath, const char *c
                           want);
             break;
         }
+        if (p->layout != PARAM_QKV_LEGACY) {
+            s = loco_weights_read_f32_into(f, name, u->pdata + p->off, p->numel, 0);
+            if (s) break;
+            continue;
+        }
         float *data;
         s = loco_weights_read_f32(f, name, &data, NULL, NULL, 0);
         if (s) break;
