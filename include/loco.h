@@ -582,7 +582,73 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
 loco_status loco_sample_cond(loco_model *m, const loco_cond *cond, int n, int steps, float boost_t, uint64_t seed,
                              int batch, int clip_x0, float *x, loco_progress_fn progress, void *user);
 
-/* The encode/decode halves of an edit, on the authors' schedule. */
+/* Which timesteps DDIM sampling and inversion walk.
+ *  - LOCO_TIMESTEPS_AUTHORS (the default): the LOCO Edit authors' grid of
+ *    loco_ddim_grid, `steps` float points (steps - 1 network evaluations);
+ *    sampling evaluates the network at the upper point of each step,
+ *    inversion at the lower one (1e-6 for 0), alphas at floor(t).
+ *  - LOCO_TIMESTEPS_LEADING, LOCO_TIMESTEPS_TRAILING: diffusers'
+ *    DDIMScheduler / DDIMInverseScheduler with that timestep_spacing and the
+ *    model folder's scheduler_config.json steps_offset and set_alpha_to_one
+ *    (defaults 0 and true): `steps` integer timesteps (num_inference_steps,
+ *    one network evaluation each), r = T / steps (integer division);
+ *    leading: k r + steps_offset, trailing: round(T - k T / steps) - 1
+ *    (numpy's round half to even), k = 0..steps-1. A sampling step from t
+ *    evaluates the network at t and moves from alphas_cumprod[t] to
+ *    alphas_cumprod[t - r] (the final alpha when t - r < 0: 1 with
+ *    set_alpha_to_one, else alphas_cumprod[0]); an inversion step to t
+ *    evaluates the network at t, on the latent it moves, from the alpha at
+ *    t - r (the same rule) to alphas_cumprod[t]. The points are the
+ *    timesteps ascending after one more point 0, t[1] - r, where sampling
+ *    ends and inversion starts: steps + 1 points. */
+typedef enum loco_timesteps {
+    LOCO_TIMESTEPS_AUTHORS = 0,
+    LOCO_TIMESTEPS_LEADING = 1,
+    LOCO_TIMESTEPS_TRAILING = 2,
+    LOCO_TIMESTEPS_COUNT
+} loco_timesteps;
+
+/* "authors", "leading", "trailing"; NULL for other values. Static. */
+const char *loco_timesteps_name(loco_timesteps ts);
+/* The value named by one of those words; LOCO_E_INVALID_ARGUMENT (naming
+ * the word and the choices) otherwise. */
+loco_status loco_timesteps_parse(const char *name, loco_timesteps *ts);
+
+/* Points of a `steps`-step schedule: steps (authors) or steps + 1; 0 for
+ * an unknown ts. */
+int loco_ddim_points(loco_timesteps ts, int steps);
+
+/* The points' timesteps, ascending, into t[loco_ddim_points(ts, steps)]
+ * (caller-owned): loco_ddim_grid's for the authors'; for diffusers' the
+ * end point t[1] - r (may be negative) and then the scheduler's timesteps
+ * in ascending order (DDIMScheduler.timesteps reversed). Errors
+ * (LOCO_E_INVALID_ARGUMENT): steps outside [2, T] (authors) or [1, T]
+ * (diffusers'), a timestep past T - 1 (leading with a large steps_offset). */
+loco_status loco_ddim_timesteps(const loco_model *m, loco_timesteps ts, int steps, float *t);
+
+/* DDIM sampling of x [B, C, H, W] in place on the schedule (ts, steps),
+ * from point `from` down to point `to` (0 <= to < from < points), eta 0
+ * except for steps starting at a timestep <= boost_t (eta 1, noise from
+ * seed as loco_ddim_sample). With LOCO_TIMESTEPS_AUTHORS this is
+ * loco_ddim_sample_cond on loco_ddim_grid(steps, T), bit for bit. cond may
+ * be NULL (unconditional models). */
+loco_status loco_ddim_sample_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int steps, int B, float *x,
+                                int from, int to, float boost_t, uint64_t seed, loco_progress_fn progress, void *user);
+/* DDIM inversion of x [B, C, H, W] in place on the schedule (ts, steps),
+ * from point `from` up to point `to` (0 <= from < to < points). Authors':
+ * loco_ddim_invert_cond on loco_ddim_grid(steps, T); diffusers':
+ * DDIMInverseScheduler's steps (above). */
+loco_status loco_ddim_invert_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int steps, int B, float *x,
+                                int from, int to, loco_progress_fn progress, void *user);
+/* loco_sample_cond on the schedule (ts, steps): the whole schedule from
+ * its top point to point 0. With LOCO_TIMESTEPS_AUTHORS it is
+ * loco_sample_cond, bit for bit; the starting noise is the same for every
+ * ts. */
+loco_status loco_sample_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int n, int steps, float boost_t,
+                           uint64_t seed, int batch, int clip_x0, float *x, loco_progress_fn progress, void *user);
+
+/* The encode/decode halves of an edit, on the schedule `timesteps` says
+ * (the authors' by default). */
 typedef struct loco_edit_params {
     float t_edit;      /* edit timestep as a fraction of T (0.6): the sampling
                           timestep nearest t_edit * T                        */
@@ -598,9 +664,18 @@ typedef struct loco_edit_params {
     void *user;
     const loco_cond *cond; /* a text-to-image model's conditioning (borrowed;
                               the guidance every network call uses), or NULL */
+    loco_timesteps timesteps; /* LOCO_TIMESTEPS_AUTHORS (the default). With
+                              diffusers' timesteps `steps` and `inv_steps`
+                              count network evaluations (points: one more);
+                              invert_full inverts all inv_steps steps, then
+                              samples from the top of the sampling schedule
+                              down to the edit point; invert_full 0 inverts
+                              on the sampling schedule's points up to the
+                              edit point (inv_steps unused)                 */
 } loco_edit_params;
 
-/* Defaults: t_edit 0.6, 100 and 100 steps, invert_full 1, boost off, seed 0. */
+/* Defaults: t_edit 0.6, 100 and 100 steps, invert_full 1, boost off, seed 0,
+ * the authors' timesteps. */
 void loco_edit_params_init(loco_edit_params *p);
 
 /* The edit timestep (network time) and its index in the sampling grid. */

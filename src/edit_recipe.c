@@ -262,14 +262,13 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     if (p->start_latent) {
         memcpy(d->xT, p->start_latent, sizeof(float) * n);
         memcpy(d->xt, p->start_latent, sizeof(float) * n);
-        float *g = malloc(sizeof(float) * (size_t)ep.steps);
-        if (!g) st = loco_fail(LOCO_E_NOMEM, "out of memory");
-        if (!st) st = loco_ddim_grid(ep.steps, inf.train_timesteps, g);
-        if (!st && inf_out->grid_index < ep.steps - 1)
-            st = loco_ddim_sample_cond(m, ep.cond, 1, d->xt, g, ep.steps - 1, inf_out->grid_index, 0, ep.seed,
-                                       ep.progress, ep.user);
-        inf_out->nfe_inversion = ep.steps - 1 - inf_out->grid_index;
-        free(g);
+        /* from the top point of the sampling schedule (the authors' grid or
+         * diffusers' timesteps) down to the edit point */
+        const int top = loco_ddim_points(ep.timesteps, ep.steps) - 1;
+        if (inf_out->grid_index < top)
+            st = loco_ddim_sample_ts(m, ep.cond, ep.timesteps, ep.steps, 1, d->xt, top, inf_out->grid_index, 0, ep.seed,
+                                     ep.progress, ep.user);
+        inf_out->nfe_inversion = top - inf_out->grid_index;
         if (st) {
             st = fail_in(st, "sampling to the edit step");
             goto done;

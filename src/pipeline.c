@@ -51,15 +51,15 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
 /* One DDIM update of x [B, n] from timestep t (network sees t_net) to t_next. */
 /* clip: clamp the predicted x0 to [-1, 1] (diffusers' clip_sample; eps
  * stays the network's, as with use_clipped_model_output False) */
+/* a and an: the alphas (alphas_cumprod) at the step's start and end */
 static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float *x, float *eps, float *tb, float t_net,
-                             float t, float t_next, float eta, loco_rng *rng, int clip) {
+                             float a, float an, float eta, loco_rng *rng, int clip) {
     const size_t n = model_image_size(m);
     for (int b = 0; b < B; b++) tb[b] = t_net;
     loco_status s = loco_model_eps_cond(m, B, x, tb, cond, eps);
     if (s) return s;
     /* float32 arithmetic in the reference's order: near t = T, 1/sqrt(a_t) is
      * ~160 and the result depends on the rounding of each step */
-    const float a = schedule_abar(&m->sched, t), an = schedule_abar(&m->sched, t_next);
     const float sa = sqrtf(a), s1 = sqrtf(1.0f - a), cx = sqrtf(an);
     float sigma = 0.0f;
     if (eta > 0) sigma = eta * sqrtf((1.0f - an) / (1.0f - a)) * sqrtf(fmaxf(0.0f, 1.0f - a / an));
@@ -111,7 +111,8 @@ loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, f
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
     for (int i = from; i < to && !s; i++) {
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
-        s = ddim_step(m, cond, B, x, eps, tb, t_net, grid[i], grid[i + 1], 0.0f, NULL, 0);
+        s = ddim_step(m, cond, B, x, eps, tb, t_net, schedule_abar(&m->sched, grid[i]),
+                      schedule_abar(&m->sched, grid[i + 1]), 0.0f, NULL, 0);
         if (progress) progress("inversion", i - from + 1, to - from, user);
     }
     free(eps);
@@ -134,7 +135,8 @@ static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, floa
     loco_rng_seed(&rng, seed);
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, cond, B, x, eps, tb, grid[i], grid[i], grid[i - 1], eta, &rng, clip);
+        s = ddim_step(m, cond, B, x, eps, tb, grid[i], schedule_abar(&m->sched, grid[i]),
+                      schedule_abar(&m->sched, grid[i - 1]), eta, &rng, clip);
         if (progress) progress("sampling", from - i + 1, from - to, user);
     }
     free(eps);
@@ -161,30 +163,7 @@ loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t
 
 loco_status loco_sample_cond(loco_model *m, const loco_cond *cond, int n, int steps, float boost_t, uint64_t seed,
                              int batch, int clip_x0, float *x, loco_progress_fn progress, void *user) {
-    if (!m || !x) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_sample: NULL argument");
-    if (n < 1 || batch < 1)
-        return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need count >= 1 and batch >= 1 (got %d, %d)", n, batch);
-    if (!(boost_t >= 0 && boost_t < 1))
-        return loco_fail(LOCO_E_INVALID_ARGUMENT, "boost_t = %g must be in [0, 1)", boost_t);
-    const int T = m->sched.T;
-    float *grid = loco_malloc(sizeof(float) * (size_t)(steps > 0 ? steps : 1));
-    if (!grid) return loco_fail(LOCO_E_NOMEM, "sampling: out of memory");
-    loco_status s = loco_ddim_grid(steps, T, grid);
-    const size_t per = model_image_size(m);
-    for (int i = 0; i < n && !s; i++) {
-        loco_rng r;
-        loco_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
-        for (size_t j = 0; j < per; j++) x[(size_t)i * per + j] = (float)loco_rng_normal(&r);
-    }
-    const int nb = (n + batch - 1) / batch;
-    for (int b = 0; b < nb && !s; b++) {
-        const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
-        chunk_progress cp = {progress, user, b * (steps - 1), nb * (steps - 1)};
-        s = ddim_sample(m, cond, B, x + (size_t)i0 * per, grid, steps - 1, 0, boost_t * (float)(T - 1),
-                        seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
-    }
-    free(grid);
-    return s;
+    return loco_sample_ts(m, cond, LOCO_TIMESTEPS_AUTHORS, n, steps, boost_t, seed, batch, clip_x0, x, progress, user);
 }
 
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
@@ -198,7 +177,214 @@ loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, f
 }
 
 /* ======================================================================== */
-/* Encode and decode on the authors' schedule                               */
+/* Timestep schedules: the authors' grid or diffusers' DDIMScheduler        */
+/* ======================================================================== */
+
+static const char *const ts_names[LOCO_TIMESTEPS_COUNT] = {"authors", "leading", "trailing"};
+
+const char *loco_timesteps_name(loco_timesteps ts) {
+    return (int)ts >= 0 && ts < LOCO_TIMESTEPS_COUNT ? ts_names[ts] : NULL;
+}
+
+loco_status loco_timesteps_parse(const char *name, loco_timesteps *ts) {
+    if (!name || !ts) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_timesteps_parse: NULL argument");
+    for (int i = 0; i < LOCO_TIMESTEPS_COUNT; i++)
+        if (strcmp(name, ts_names[i]) == 0) {
+            *ts = (loco_timesteps)i;
+            return LOCO_OK;
+        }
+    return loco_fail(LOCO_E_INVALID_ARGUMENT, "timesteps '%.64s' must be authors, leading or trailing", name);
+}
+
+int loco_ddim_points(loco_timesteps ts, int steps) {
+    if ((int)ts < 0 || ts >= LOCO_TIMESTEPS_COUNT) return 0;
+    return ts == LOCO_TIMESTEPS_AUTHORS ? steps : steps + 1;
+}
+
+/* A schedule's points, ascending. Authors': t only (the steps look alphas
+ * up at floor(t), as ever). Diffusers': ab[i] = alphas_cumprod[t[i]] and
+ * lo[i] the alpha a step down from point i lands on, which is also the
+ * alpha an inversion step up to point i starts from (diffusers' t - r,
+ * which for trailing spacing with T % steps != 0 is not always the next
+ * point down). One allocation, t owns it. */
+typedef struct ddim_plan {
+    loco_timesteps ts;
+    int n;
+    float *t, *ab, *lo;
+} ddim_plan;
+
+static void plan_free(ddim_plan *p) {
+    free(p->t);
+    memset(p, 0, sizeof *p);
+}
+
+static loco_status plan_make(const loco_model *m, loco_timesteps ts, int steps, ddim_plan *p) {
+    memset(p, 0, sizeof *p);
+    if (!m) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL model");
+    const char *name = loco_timesteps_name(ts);
+    if (!name) return loco_fail(LOCO_E_INVALID_ARGUMENT, "timesteps: unknown schedule %d", (int)ts);
+    const schedule *sc = &m->sched;
+    const int T = sc->T;
+    if (ts != LOCO_TIMESTEPS_AUTHORS && (steps < 1 || steps > T))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "steps = %d must be in [1, %d] (the training timesteps) for %s timesteps",
+                         steps, T, name);
+    if (ts == LOCO_TIMESTEPS_AUTHORS && (steps < 2 || steps > T))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "steps = %d must be in [2, %d] (the training timesteps)", steps, T);
+    const int n = loco_ddim_points(ts, steps);
+    float *buf = malloc(sizeof(float) * 3 * (size_t)n);
+    if (!buf) return loco_fail(LOCO_E_NOMEM, "timesteps: out of memory");
+    p->ts = ts;
+    p->n = n;
+    p->t = buf;
+    p->ab = buf + n;
+    p->lo = buf + 2 * n;
+    if (ts == LOCO_TIMESTEPS_AUTHORS) {
+        loco_status s = loco_ddim_grid(steps, T, p->t);
+        if (s) plan_free(p);
+        return s;
+    }
+    const int r = T / steps;
+    for (int k = 0; k < steps; k++) { /* k: ascending */
+        long t;
+        if (ts == LOCO_TIMESTEPS_LEADING) {
+            t = (long)k * r + sc->steps_offset;
+        } else {
+            /* numpy.round(numpy.arange(T, 0, -T / steps)) - 1, reversed:
+             * arange's values are start + i * delta, delta = (start + step) -
+             * start; round half to even (rint) */
+            const double ratio = (double)T / steps, delta = ((double)T - ratio) - (double)T;
+            if ((int)ceil((0.0 - T) / -ratio) != steps) {
+                plan_free(p);
+                return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                                 "trailing timesteps: numpy's arange(%d, 0, -%d/%d) has %d entries, not %d (diffusers "
+                                 "would step past timestep 0); choose another number of steps",
+                                 T, T, steps, (int)ceil((0.0 - T) / -ratio), steps);
+            }
+            t = (long)rint((double)T + (double)(steps - 1 - k) * delta) - 1;
+        }
+        if (t < 0 || t > T - 1) {
+            plan_free(p);
+            return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                             "%s timesteps: %d steps with steps_offset %d reach timestep %ld, outside [0, %d]", name, steps,
+                             sc->steps_offset, t, T - 1);
+        }
+        const long lo = t - r;
+        p->t[k + 1] = (float)t;
+        p->ab[k + 1] = sc->alphas_cumprod[t];
+        p->lo[k + 1] = lo >= 0 ? sc->alphas_cumprod[lo] : sc->final_abar;
+    }
+    p->t[0] = p->t[1] - (float)r;
+    p->ab[0] = p->lo[0] = p->lo[1];
+    return LOCO_OK;
+}
+
+loco_status loco_ddim_timesteps(const loco_model *m, loco_timesteps ts, int steps, float *t) {
+    if (!m || !t) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_ddim_timesteps: NULL argument");
+    ddim_plan p;
+    loco_status s = plan_make(m, ts, steps, &p);
+    if (s) return s;
+    memcpy(t, p.t, sizeof(float) * (size_t)p.n);
+    plan_free(&p);
+    return LOCO_OK;
+}
+
+static loco_status check_span(const loco_model *m, const ddim_plan *p, int B, const float *x, int lo, int hi,
+                              const char *what) {
+    if (!x || B < 1 || lo < 0 || hi <= lo || hi > p->n - 1)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "%s: need x, batch >= 1 and points 0 <= %d < %d <= %d", what, lo, hi,
+                         p->n - 1);
+    if (m->info.in_ch != m->info.out_ch) return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
+    return LOCO_OK;
+}
+
+/* Sampling on a plan from point `from` down to `to`. */
+static loco_status plan_sample(loco_model *m, const loco_cond *cond, const ddim_plan *p, int B, float *x, int from,
+                               int to, float boost_t, uint64_t seed, int clip, loco_progress_fn progress, void *user) {
+    if (p->ts == LOCO_TIMESTEPS_AUTHORS)
+        return ddim_sample(m, cond, B, x, p->t, from, to, boost_t, seed, clip, progress, user);
+    loco_status s = check_span(m, p, B, x, to, from, "sampling");
+    if (s) return s;
+    float *eps, *tb;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    loco_rng rng;
+    loco_rng_seed(&rng, seed);
+    for (int i = from; i > to && !s; i--) {
+        float eta = (boost_t > 0 && p->t[i] <= boost_t) ? 1.0f : 0.0f;
+        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->ab[i], p->lo[i], eta, &rng, clip);
+        if (progress) progress("sampling", from - i + 1, from - to, user);
+    }
+    free(eps);
+    free(tb);
+    return s;
+}
+
+/* Inversion on a plan from point `from` up to `to`. */
+static loco_status plan_invert(loco_model *m, const loco_cond *cond, const ddim_plan *p, int B, float *x, int from,
+                               int to, loco_progress_fn progress, void *user) {
+    if (p->ts == LOCO_TIMESTEPS_AUTHORS) return loco_ddim_invert_cond(m, cond, B, x, p->t, from, to, progress, user);
+    loco_status s = check_span(m, p, B, x, from, to, "inversion");
+    if (s) return s;
+    float *eps, *tb;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    for (int i = from + 1; i <= to && !s; i++) { /* DDIMInverseScheduler: eps at the target timestep */
+        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->lo[i], p->ab[i], 0.0f, NULL, 0);
+        if (progress) progress("inversion", i - from, to - from, user);
+    }
+    free(eps);
+    free(tb);
+    return s;
+}
+
+loco_status loco_ddim_sample_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int steps, int B, float *x,
+                                int from, int to, float boost_t, uint64_t seed, loco_progress_fn progress, void *user) {
+    ddim_plan p;
+    loco_status s = plan_make(m, ts, steps, &p);
+    if (s) return s;
+    s = plan_sample(m, cond, &p, B, x, from, to, boost_t, seed, 0, progress, user);
+    plan_free(&p);
+    return s;
+}
+
+loco_status loco_ddim_invert_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int steps, int B, float *x,
+                                int from, int to, loco_progress_fn progress, void *user) {
+    ddim_plan p;
+    loco_status s = plan_make(m, ts, steps, &p);
+    if (s) return s;
+    s = plan_invert(m, cond, &p, B, x, from, to, progress, user);
+    plan_free(&p);
+    return s;
+}
+
+loco_status loco_sample_ts(loco_model *m, const loco_cond *cond, loco_timesteps ts, int n, int steps, float boost_t,
+                           uint64_t seed, int batch, int clip_x0, float *x, loco_progress_fn progress, void *user) {
+    if (!m || !x) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_sample: NULL argument");
+    if (n < 1 || batch < 1)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "sampling: need count >= 1 and batch >= 1 (got %d, %d)", n, batch);
+    if (!(boost_t >= 0 && boost_t < 1))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "boost_t = %g must be in [0, 1)", boost_t);
+    const int T = m->sched.T;
+    ddim_plan p;
+    loco_status s = plan_make(m, ts, steps, &p);
+    if (s) return s;
+    const size_t per = model_image_size(m);
+    for (int i = 0; i < n; i++) {
+        loco_rng r;
+        loco_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
+        for (size_t j = 0; j < per; j++) x[(size_t)i * per + j] = (float)loco_rng_normal(&r);
+    }
+    const int nb = (n + batch - 1) / batch, top = p.n - 1;
+    for (int b = 0; b < nb && !s; b++) {
+        const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
+        chunk_progress cp = {progress, user, b * top, nb * top};
+        s = plan_sample(m, cond, &p, B, x + (size_t)i0 * per, top, 0, boost_t * (float)(T - 1),
+                        seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
+    }
+    plan_free(&p);
+    return s;
+}
+
+/* ======================================================================== */
+/* Encode and decode on the chosen schedule                                 */
 /* ======================================================================== */
 
 void loco_edit_params_init(loco_edit_params *p) {
@@ -218,37 +404,37 @@ static int nearest_start(const float *grid, int n, double target) {
     return best;
 }
 
-static loco_status edit_grids(const loco_model *m, const loco_edit_params *p, float **g, float **gi) {
-    *g = *gi = NULL;
+/* The sampling and inversion schedules of an edit. */
+static loco_status edit_plans(const loco_model *m, const loco_edit_params *p, ddim_plan *g, ddim_plan *gi) {
+    memset(g, 0, sizeof *g);
+    memset(gi, 0, sizeof *gi);
     if (!m || !p) return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
     const int T = m->sched.T;
     if (!(p->t_edit > 0 && p->t_edit < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "t_edit = %g must be in (0, 1)", p->t_edit);
     if (!(p->boost_t >= 0 && p->boost_t < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "boost_t = %g must be in [0, 1)", p->boost_t);
+    if (!loco_timesteps_name(p->timesteps))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "timesteps: unknown schedule %d", (int)p->timesteps);
     if (p->steps < 2 || p->steps > T || p->inv_steps < 2 || p->inv_steps > T)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "steps (%d) and inversion steps (%d) must be in [2, %d]", p->steps,
                          p->inv_steps, T);
-    *g = malloc(sizeof(float) * (size_t)p->steps);
-    *gi = malloc(sizeof(float) * ((size_t)p->inv_steps + 1));
-    if (!*g || !*gi) {
-        free(*g);
-        free(*gi);
-        *g = *gi = NULL;
-        return loco_fail(LOCO_E_NOMEM, "out of memory");
-    }
-    loco_ddim_grid(p->steps, T, *g);
-    loco_ddim_grid(p->inv_steps, T, *gi);
-    return LOCO_OK;
+    loco_status s = plan_make(m, p->timesteps, p->steps, g);
+    if (!s && (s = plan_make(m, p->timesteps, p->inv_steps, gi))) plan_free(g);
+    return s;
+}
+
+static void edit_plans_free(ddim_plan *g, ddim_plan *gi) {
+    plan_free(g);
+    plan_free(gi);
 }
 
 loco_status loco_edit_timestep(const loco_model *m, const loco_edit_params *p, float *t_value, int *grid_index) {
-    float *g, *gi;
-    loco_status s = edit_grids(m, p, &g, &gi);
+    ddim_plan g, gi;
+    loco_status s = edit_plans(m, p, &g, &gi);
     if (s) return s;
-    int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
-    if (t_value) *t_value = g[e];
+    int e = nearest_start(g.t, g.n, (double)p->t_edit * m->sched.T);
+    if (t_value) *t_value = g.t[e];
     if (grid_index) *grid_index = e;
-    free(g);
-    free(gi);
+    edit_plans_free(&g, &gi);
     return LOCO_OK;
 }
 
@@ -258,19 +444,35 @@ loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const flo
 
 loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, const float *x0, float *xT, float *xt,
                                   int *nfe) {
-    float *g, *gi;
-    loco_status s = edit_grids(m, p, &g, &gi);
+    ddim_plan gp, gip;
+    loco_status s = edit_plans(m, p, &gp, &gip);
     if (s) return s;
     if (!x0 || !xt) {
-        free(g);
-        free(gi);
+        edit_plans_free(&gp, &gip);
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "NULL argument");
     }
     const size_t n = model_image_size(m);
-    const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
+    float *g = gp.t, *gi = gip.t;
+    const int e = nearest_start(g, gp.n, (double)p->t_edit * m->sched.T);
     memcpy(xt, x0, sizeof(float) * n);
     int evals = 0;
-    if (p->invert_full) {
+    if (p->timesteps != LOCO_TIMESTEPS_AUTHORS) {
+        /* diffusers': the whole inversion schedule, then down the sampling
+         * one from its top; or up the sampling schedule to the edit point */
+        if (p->invert_full) {
+            s = plan_invert(m, p->cond, &gip, 1, xt, 0, gip.n - 1, p->progress, p->user);
+            evals += gip.n - 1;
+            if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
+            if (!s && e < gp.n - 1) {
+                s = plan_sample(m, p->cond, &gp, 1, xt, gp.n - 1, e, 0, p->seed, 0, p->progress, p->user);
+                evals += gp.n - 1 - e;
+            }
+        } else {
+            s = plan_invert(m, p->cond, &gp, 1, xt, 0, e, p->progress, p->user);
+            evals += e;
+            if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
+        }
+    } else if (p->invert_full) {
         /* up the inversion grid, skipping its last step (as the authors do),
          * then treat the result as x at grid[n-1] and sample down to e */
         if (p->inv_steps > 2)
@@ -293,25 +495,23 @@ loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, cons
     }
     if (!s) s = model_check_finite(xt, n, "inversion: x_t");
     if (nfe) *nfe = evals;
-    free(g);
-    free(gi);
+    edit_plans_free(&gp, &gip);
     return s;
 }
 
 loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, float *x, int *nfe) {
-    float *g, *gi;
-    loco_status s = edit_grids(m, p, &g, &gi);
+    ddim_plan g, gi;
+    loco_status s = edit_plans(m, p, &g, &gi);
     if (s) return s;
-    const int e = nearest_start(g, p->steps, (double)p->t_edit * m->sched.T);
+    const int e = nearest_start(g.t, g.n, (double)p->t_edit * m->sched.T);
     float boost = 0;
-    if (p->boost_t > 0) boost = g[nearest_start(g, p->steps, (double)p->boost_t * m->sched.T)];
-    s = loco_ddim_sample_cond(m, p->cond, B, x, g, e, 0, boost, p->seed, p->progress, p->user);
+    if (p->boost_t > 0) boost = g.t[nearest_start(g.t, g.n, (double)p->boost_t * m->sched.T)];
+    s = plan_sample(m, p->cond, &g, B, x, e, 0, boost, p->seed, 0, p->progress, p->user);
     if (!s) {
         s = model_check_finite(x, (size_t)B * model_image_size(m), "denoising: the edited images");
     }
     if (nfe) *nfe = e * B;
-    free(g);
-    free(gi);
+    edit_plans_free(&g, &gi);
     return s;
 }
 

@@ -52,6 +52,8 @@ loco_status schedule_make(schedule *s, const char *kind, int T, double beta_star
     }
     free(betas);
     s->T = T;
+    s->steps_offset = 0;
+    s->final_abar = 1.0f;
     return LOCO_OK;
 }
 
@@ -123,9 +125,33 @@ loco_status schedule_from_json(schedule *s, const char *path) {
             return st;
         }
     }
+    /* diffusers' DDIMScheduler: steps_offset and set_alpha_to_one (the
+     * alpha after the last sampling step, and before the first inversion
+     * step) */
+    double offset = 0;
+    int alpha_one = 1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "steps_offset")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+            !(v->valuedouble >= 0 && v->valuedouble <= T - 1)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'steps_offset' must be an integer in [0, %d]", path, T - 1);
+        }
+        offset = v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "set_alpha_to_one")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'set_alpha_to_one' must be true or false", path);
+        }
+        alpha_one = cJSON_IsTrue(v);
+    }
     st = schedule_make(s, kind, T, b0, b1);
     if (st) loco_fail_in(st, path);
-    else s->pred = pred;
+    else {
+        s->pred = pred;
+        s->steps_offset = (int)offset;
+        s->final_abar = alpha_one ? 1.0f : s->alphas_cumprod[0];
+    }
     cJSON_Delete(j);
     return st;
 }

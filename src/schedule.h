@@ -10,6 +10,11 @@ typedef struct schedule {
     int T;                 /* num_train_timesteps                 */
     float *alphas_cumprod; /* [T], owned                          */
     pred_type pred;        /* prediction_type (default epsilon)   */
+    /* diffusers' DDIMScheduler settings, used by the "leading" and
+     * "trailing" timesteps (loco_timesteps); the authors' grid ignores them */
+    int steps_offset;      /* steps_offset (default 0)            */
+    float final_abar;      /* set_alpha_to_one ? 1 : alphas_cumprod[0]
+                              (default set_alpha_to_one true: 1)  */
 } schedule;
 
 /* DDPM's linear betas, the default of schedule_default, of a
@@ -19,7 +24,9 @@ typedef struct schedule {
 
 /* Default: linear betas SCHEDULE_BETA_START..SCHEDULE_BETA_END over 1000 steps. */
 loco_status schedule_default(schedule *s);
-/* From a diffusers scheduler_config.json (path used in messages). */
+/* From a diffusers scheduler_config.json (path used in messages): betas,
+ * prediction_type, steps_offset (an integer in [0, T-1]) and
+ * set_alpha_to_one (a boolean). */
 loco_status schedule_from_json(schedule *s, const char *path);
 /* kind: "linear", "scaled_linear", "squaredcos_cap_v2". */
 loco_status schedule_make(schedule *s, const char *kind, int T, double beta_start, double beta_end);

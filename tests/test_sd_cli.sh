@@ -75,6 +75,62 @@ check "--image and --latent together: usage error (exit $rc)" '[ $rc -eq 2 ]'
     --rect 8,16,8,24 --out "$T/e7" >"$T/stdout" 2>"$T/stderr"
 check "a text-supervised edit with rank 2: error before any work" 'grep -q "one direction" "$T/stderr" && [ ! -e "$T/e7" ]'
 
+# diffusers' timesteps (--timesteps leading|trailing; the numbers: test_sd_ddim)
+run_ok "generate on the leading timesteps" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" \
+    --steps 4 --seed 3 --timesteps leading --out "$T/l1.png" --tensors "$T/l1.safetensors" --json
+check "--json and the latents' metadata say leading" \
+    'grep -q "\"timesteps\": \"leading\"" "$T/stdout" && grep -q "\"timesteps\":\"leading\"" "$T/l1.safetensors"'
+run_ok "generate with no --timesteps, same seed and steps" "$LOCO" generate "$P" --image-size 32 \
+    --prompt "a photo of a man" --steps 4 --seed 3 --out "$T/a1.png" --json
+check "the authors' grid is the default and another schedule" \
+    'grep -q "\"timesteps\": \"authors\"" "$T/stdout" && ! cmp -s "$T/l1.png" "$T/a1.png"'
+run_ok "sample on the trailing timesteps" "$LOCO" sample "$P" --image-size 32 --prompt "a cat" --count 2 --steps 4 \
+    --timesteps trailing --out "$T/tgrid.png"
+check "a trailing grid written" '[ -s "$T/tgrid.png" ]'
+for bad in linspace LEADING ""; do
+    "$LOCO" generate "$P" --image-size 32 --prompt x --timesteps "$bad" --out "$T/tb.png" >"$T/stdout" 2>"$T/stderr"
+    rc=$?
+    check "generate --timesteps '$bad': usage error (exit $rc), no output" \
+        '[ $rc -eq 2 ] && grep -q "timesteps" "$T/stderr" && [ ! -e "$T/tb.png" ]'
+done
+"$LOCO" sample "$P" --image-size 32 --prompt x --count 1 --out "$T/tb.png" --timesteps >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "sample --timesteps without a value: usage error (exit $rc)" '[ $rc -eq 2 ] && [ ! -e "$T/tb.png" ]'
+"$LOCO" generate "$P" --image-size 32 --prompt x --steps 1000 --timesteps leading --out "$T/tb.png" \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "1000 leading steps with steps_offset 1 pass timestep 999: error (exit $rc)" \
+    '[ $rc -eq 2 ] && grep -q "timestep 1000" "$T/stderr" && [ ! -e "$T/tb.png" ]'
+run_ok "edit on the leading timesteps" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" --seed 0 \
+    --rect 8,16,8,24 --out "$T/el" --steps 4 --t-edit 0.5 --rank 1 --null-rank 1 --max-iter 2 --min-iter 1 \
+    --timesteps leading
+check "report.json and directions.safetensors record leading, the edit at timestep 501" \
+    'tr -d " \t\n" <"$T/el/report.json" | grep -q "\"timesteps\":\"leading\"" &&
+     tr -d " \t\n" <"$T/el/report.json" | grep -q "\"t_edit_value\":501," &&
+     grep -q "\"timesteps\":\"leading\"" "$T/el/directions.safetensors"'
+run_ok "edit on the authors' grid records it" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" --seed 0 \
+    --rect 8,16,8,24 --out "$T/ea" --steps 4 --t-edit 0.5 --rank 1 --null-rank 1 --max-iter 2 --min-iter 1
+check "report.json says authors" 'tr -d " \t\n" <"$T/ea/report.json" | grep -q "\"timesteps\":\"authors\""'
+"$LOCO" edit "$P" --image-size 32 --prompt x --seed 0 --rect 8,16,8,24 --out "$T/eb" --timesteps sideways \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "edit --timesteps sideways: usage error (exit $rc), no output" \
+    '[ $rc -eq 2 ] && grep -q "sideways" "$T/stderr" && [ ! -e "$T/eb" ]'
+
+# loco apply re-inverts with the recorded timesteps (a pixel model: apply takes no prompts yet)
+F=models/faces32
+run_ok "faces32: edit on the leading timesteps" "$LOCO" --quiet edit "$F" --image "$F/example.png" --rect 8,16,8,24 \
+    --out "$T/fl" --steps 4 --inv-steps 4 --rank 1 --null-rank 1 --max-iter 2 --min-iter 1 --strengths 3 \
+    --timesteps leading
+run_ok "faces32: apply those directions to the same image" "$LOCO" --quiet apply "$F" \
+    --directions "$T/fl/directions.safetensors" --image "$F/example.png" --out "$T/fla" --strengths 3
+check "apply reproduces the edit's bytes (same schedule)" \
+    'cmp -s "$T/fl/recon.png" "$T/fla/img0_recon.png" && cmp -s "$T/fl/edit_d0_s+3.png" "$T/fla/img0_edit_d0_s+3.png"'
+run_ok "faces32: the same edit on the authors' grid" "$LOCO" --quiet edit "$F" --image "$F/example.png" \
+    --rect 8,16,8,24 --out "$T/fa" --steps 4 --inv-steps 4 --rank 1 --null-rank 1 --max-iter 2 --min-iter 1 \
+    --strengths 3
+check "another schedule, another reconstruction" '! cmp -s "$T/fl/recon.png" "$T/fa/recon.png"'
+
 # hostile pipeline folders: each a copy with one thing wrong
 bad_copy() { rm -rf "$T/bad"; cp -r "$P" "$T/bad"; chmod -R u+w "$T/bad"; }
 bad_copy
@@ -97,5 +153,19 @@ bad_copy
 rm "$T/bad/unet/diffusion_pytorch_model.safetensors"
 "$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
 check "no UNet weights: error naming the file" 'grep -q "diffusion_pytorch_model" "$T/stderr"'
+
+bad_copy
+sed 's/"steps_offset": 1/"steps_offset": "one"/' "$P/scheduler/scheduler_config.json" >"$T/bad/scheduler/scheduler_config.json"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "steps_offset that is not a number: error naming the file and key" \
+    'grep -q "scheduler_config.json" "$T/stderr" && grep -q "steps_offset" "$T/stderr"'
+bad_copy
+sed 's/"steps_offset": 1/"steps_offset": 1000/' "$P/scheduler/scheduler_config.json" >"$T/bad/scheduler/scheduler_config.json"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "steps_offset past the training timesteps: error naming it" 'grep -q "steps_offset.*999" "$T/stderr"'
+bad_copy
+sed 's/"set_alpha_to_one": false/"set_alpha_to_one": 0/' "$P/scheduler/scheduler_config.json" >"$T/bad/scheduler/scheduler_config.json"
+"$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
+check "set_alpha_to_one that is not a boolean: error naming it" 'grep -q "set_alpha_to_one" "$T/stderr"'
 
 summary

@@ -235,6 +235,9 @@ int cmd_edit(args *a) {
             if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("edit: bad --strengths '%s'", v);
         } else if ((v = opt(a, "--directions"))) {
             if ((n_dir = parse_list(v, dirs_d, MAX_LIST)) < 1) return usage_error("edit: bad --directions '%s'", v);
+        } else if ((v = opt(a, "--timesteps"))) {
+            if (loco_timesteps_parse(v, &ep.timesteps))
+                return usage_error("edit: --timesteps '%s' must be authors, leading or trailing", v);
         } else if ((v = opt(a, "--invert-to"))) {
             if (strcmp(v, "full") == 0) ep.invert_full = 1;
             else if (strcmp(v, "edit") == 0) ep.invert_full = 0;
@@ -516,7 +519,8 @@ int cmd_edit(args *a) {
         snprintf(mk, sizeof mk, "%s", maskp ? "png" : rect ? "rect" : "ellipse");
         const char *meta[] = {"model", model, "t", tv, "t_edit", te, "steps", ns, "inv_steps", nis, "invert_to", inv,
                               "boost_t", bt, "rank", rk, "null_rank", nrk, "seed", sd, "mask", maskp ? maskp : rect ? rect : ell,
-                              "mask_kind", mk, "image", image ? image : latentp ? latentp : "seed"};
+                              "mask_kind", mk, "image", image ? image : latentp ? latentp : "seed",
+                              "timesteps", loco_timesteps_name(ep.timesteps)};
         loco_tensor_ref refs[7] = {
             {"directions", LOCO_DTYPE_F32, 4, {rank, C, H, W}, dirs},
             {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi->vT},
@@ -527,7 +531,7 @@ int cmd_edit(args *a) {
             {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul->s},
         };
         char *dp = path_join(dir, "directions.safetensors");
-        st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 13) : LOCO_E_NOMEM;
+        st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 14) : LOCO_E_NOMEM;
         free(dp);
         if (st) goto err;
         if (save_tensors) {
@@ -542,7 +546,7 @@ int cmd_edit(args *a) {
                 {"images", LOCO_DTYPE_F32, 4, {n_img, IC, IH, IW}, shown},
             };
             char *tp = path_join(dir, "tensors.safetensors");
-            st = tp ? loco_tensors_write(tp, tr, latent ? 6 : 5, meta, 13) : LOCO_E_NOMEM;
+            st = tp ? loco_tensors_write(tp, tr, latent ? 6 : 5, meta, 14) : LOCO_E_NOMEM;
             free(tp);
             if (st) goto err;
         }
@@ -570,6 +574,7 @@ int cmd_edit(args *a) {
     cJSON_AddNumberToObject(par, "steps", ep.steps);
     cJSON_AddNumberToObject(par, "inv_steps", ep.inv_steps);
     cJSON_AddStringToObject(par, "invert_to", ep.invert_full ? "full" : "edit");
+    cJSON_AddStringToObject(par, "timesteps", loco_timesteps_name(ep.timesteps));
     cJSON_AddNumberToObject(par, "boost_t", ep.boost_t);
     cJSON_AddNumberToObject(par, "rank", rank);
     cJSON_AddNumberToObject(par, "null_rank", null_rank);
@@ -704,6 +709,13 @@ static int params_from(const dirfile *d, loco_edit_params *ep) {
     ep->boost_t = (float)v;
     if (!parse_long(sd, 0, INT64_MAX, &l)) goto bad;
     ep->seed = (uint64_t)l;
+    /* the timestep schedule (files from before it was recorded: the authors') */
+    const char *tsn = loco_tensors_metadata(d->f, "timesteps");
+    if (tsn && loco_timesteps_parse(tsn, &ep->timesteps)) {
+        fprintf(stderr, "loco: error: %s: metadata 'timesteps' is '%.64s', not authors, leading or trailing\n", d->path,
+                tsn);
+        return 1;
+    }
     return 0;
 bad:
     fprintf(stderr, "loco: error: %s: malformed schedule metadata (t_edit in (0, 1), steps and inv_steps in [2, "
@@ -839,7 +851,7 @@ int cmd_apply(args *a) {
         loco_edit_params e2;
         if ((rc = params_from(&files[q], &e2))) goto done;
         if (e2.t_edit != ep.t_edit || e2.steps != ep.steps || e2.inv_steps != ep.inv_steps ||
-            e2.invert_full != ep.invert_full) {
+            e2.invert_full != ep.invert_full || e2.timesteps != ep.timesteps) {
             fprintf(stderr, "loco: error: %s and %s were found at different timesteps or schedules\n", files[0].path,
                     files[q].path);
             rc = 2;

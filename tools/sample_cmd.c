@@ -14,6 +14,7 @@
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
     "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"                              \
+    "       [--timesteps authors|leading|trailing]\n"                              \
     "       [--prompt P [--negative-prompt N] [--guidance 7.5]]   (text-to-image models)\n"                           \
     "   or: loco generate MODEL --prompt P --out IMG.png [--seed 0] [--steps 50] ... (one image)"
 
@@ -28,6 +29,7 @@ static int sample_or_generate(args *a, int generate) {
     long long count = generate ? 1 : -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
     double boost = 0, g;
     int json = 0, clip = 1, clip_given = 0;
+    loco_timesteps ts = LOCO_TIMESTEPS_AUTHORS;
     loco_cond_params cp;
     loco_cond_params_init(&cp);
     for (; a->i < a->argc; a->i++) {
@@ -53,6 +55,8 @@ static int sample_or_generate(args *a, int generate) {
         } else if ((v = opt(a, "--boost-t"))) {
             if (!parse_float(v, &boost) || boost < 0 || boost >= 1)
                 return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
+        } else if ((v = opt(a, "--timesteps"))) {
+            if (loco_timesteps_parse(v, &ts)) return usage_error("sample: --timesteps '%s' must be authors, leading or trailing", v);
         } else if ((v = opt(a, "--tensors"))) tensors = v;
         else if (strcmp(s, "--json") == 0) json = 1;
         else if (strcmp(s, "--no-clip") == 0) clip = 0, clip_given = 1;
@@ -103,17 +107,17 @@ static int sample_or_generate(args *a, int generate) {
         return fail(LOCO_E_NOMEM);
     }
     const int prog = !g_quiet && isatty(2);
-    st = loco_sample_cond(m, cond, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, z,
-                          prog ? sample_progress : NULL, NULL);
+    st = loco_sample_ts(m, cond, ts, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, z,
+                        prog ? sample_progress : NULL, NULL);
     if (!st && latent) st = loco_model_decode(m, (int)count, z, x);
     if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
     if (!st && tensors) {
         char sd[32];
         snprintf(sd, sizeof sd, "%lld", seed);
-        const char *meta[] = {"model", model, "seed", sd};
+        const char *meta[] = {"model", model, "seed", sd, "timesteps", loco_timesteps_name(ts)};
         loco_tensor_ref ref[2] = {{"samples", LOCO_DTYPE_F32, 4, {count, C, H, W}, x},
                                   {"latents", LOCO_DTYPE_F32, 4, {count, inf.in_channels, inf.height, inf.width}, z}};
-        st = loco_tensors_write(tensors, ref, latent ? 2 : 1, meta, 4 / 2);
+        st = loco_tensors_write(tensors, ref, latent ? 2 : 1, meta, 6 / 2);
     }
     free(x);
     if (latent) free(z);
@@ -121,11 +125,12 @@ static int sample_or_generate(args *a, int generate) {
     loco_model_free(m);
     if (st) return fail(st);
     if (json)
-        printf("{\"count\": %lld, \"steps\": %lld, \"seed\": %lld, \"boost_t\": %g, \"clip_x0\": %s}\n", count, steps,
-               seed, boost, clip ? "true" : "false");
+        printf("{\"count\": %lld, \"steps\": %lld, \"seed\": %lld, \"boost_t\": %g, \"clip_x0\": %s, \"timesteps\": "
+               "\"%s\"}\n",
+               count, steps, seed, boost, clip ? "true" : "false", loco_timesteps_name(ts));
     else if (!g_quiet)
-        fprintf(stderr, "loco: wrote %s (%lld image%s, %lld DDIM steps, seed %lld)\n", out, count,
-                count == 1 ? "" : "s", steps, seed);
+        fprintf(stderr, "loco: wrote %s (%lld image%s, %lld DDIM steps on the %s timesteps, seed %lld)\n", out, count,
+                count == 1 ? "" : "s", steps, loco_timesteps_name(ts), seed);
     return 0;
 }
 
