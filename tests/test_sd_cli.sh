@@ -168,4 +168,37 @@ sed 's/"set_alpha_to_one": false/"set_alpha_to_one": 0/' "$P/scheduler/scheduler
 "$LOCO" info "$T/bad" --image-size 32 >"$T/stdout" 2>"$T/stderr"
 check "set_alpha_to_one that is not a boolean: error naming it" 'grep -q "set_alpha_to_one" "$T/stderr"'
 
+# ---- loco init: a pipeline folder with random weights from its configs ----
+run_ok "init a pipeline from model_index.json" "$LOCO" init --config "$P/model_index.json" --seed 5 "$T/init1"
+check "init wrote every component" '[ -s "$T/init1/unet/diffusion_pytorch_model.safetensors" ] &&
+    [ -s "$T/init1/vae/diffusion_pytorch_model.safetensors" ] && [ -s "$T/init1/text_encoder/model.safetensors" ] &&
+    cmp -s "$P/tokenizer/vocab.json" "$T/init1/tokenizer/vocab.json" &&
+    cmp -s "$P/scheduler/scheduler_config.json" "$T/init1/scheduler/scheduler_config.json" &&
+    ! ls -d "$T"/init1.partial* >/dev/null 2>&1'
+run_ok "the new pipeline generates" "$LOCO" generate "$T/init1" --image-size 32 --prompt "a photo of a man" --steps 4 \
+    --seed 1 --out "$T/init1.png" --quiet
+check "a 32x32 image" '[ "$(png_size "$T/init1.png")" = "32x32" ]'
+run_ok "the same seed again" "$LOCO" init --config "$P/model_index.json" --seed 5 "$T/init2"
+check "same seed, same weights" 'cmp -s "$T/init1/unet/diffusion_pytorch_model.safetensors" \
+    "$T/init2/unet/diffusion_pytorch_model.safetensors" && cmp -s "$T/init1/text_encoder/model.safetensors" \
+    "$T/init2/text_encoder/model.safetensors"'
+run_ok "another seed, f16" "$LOCO" init --config "$P/model_index.json" --seed 6 --dtype f16 "$T/init3"
+check "another seed, other weights" '! cmp -s "$T/init1/vae/diffusion_pytorch_model.safetensors" \
+    "$T/init3/vae/diffusion_pytorch_model.safetensors"'
+run_ok "the f16 pipeline opens" "$LOCO" info "$T/init3" --image-size 32
+"$LOCO" init --config "$P/model_index.json" "$T/init1" >"$T/stdout" 2>"$T/stderr"; rc=$?
+check "init into a folder that is not empty: error (exit $rc), folder untouched" \
+    '[ $rc -ne 0 ] && grep -q "not an empty folder" "$T/stderr" && cmp -s "$T/init1/unet/diffusion_pytorch_model.safetensors" \
+    "$T/init2/unet/diffusion_pytorch_model.safetensors"'
+bad_copy
+sed 's/"hidden_size": 8/"hidden_size": 16/' "$P/text_encoder/config.json" >"$T/bad/text_encoder/config.json"
+"$LOCO" init --config "$T/bad/model_index.json" "$T/init4" >"$T/stdout" 2>"$T/stderr"; rc=$?
+check "init with a text width the UNet cannot take: error before writing (exit $rc)" \
+    '[ $rc -ne 0 ] && grep -q "cross_attention_dim" "$T/stderr" && [ ! -e "$T/init4" ] && ! ls -d "$T"/init4.partial* >/dev/null 2>&1'
+bad_copy
+rm "$T/bad/tokenizer/merges.txt"
+"$LOCO" init --config "$T/bad/model_index.json" "$T/init5" >"$T/stdout" 2>"$T/stderr"; rc=$?
+check "init with a tokenizer without merges.txt: error naming it, nothing written" \
+    '[ $rc -ne 0 ] && grep -q "merges.txt" "$T/stderr" && [ ! -e "$T/init5" ]'
+
 summary
