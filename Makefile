@@ -18,7 +18,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
 
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -54,7 +54,10 @@ $(BUILD)/eval_loss: bench/eval_loss.c $(BUILD)/libloco.a
 $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/bench: bench/bench.c $(BUILD)/libloco.a
+$(BUILD)/bench_sd: bench/bench_sd.c bench/bench_util.h $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench: bench/bench.c bench/bench_util.h $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h tests/tmpdir.h bench/edit_eval.h $(BUILD)/libloco_internal.a

@@ -15,6 +15,7 @@
  * Uses only the public header, cblas (OpenBLAS) and the C/POSIX library.
  * Results go to stdout (a table, or JSON with --json); progress to stderr.
  */
+#include "bench_util.h"
 #include "loco.h"
 
 #include <cblas.h>
@@ -114,33 +115,12 @@ bad:
 
 /* ---- small helpers --------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
-/* a field of /proc/self/status in kB ("VmHWM", "VmRSS"), -1 if unreadable */
-static long proc_status_kb(const char *field) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    size_t n = strlen(field);
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, field, n) == 0 && line[n] == ':') {
-            kb = strtol(line + n + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
 
 /* deterministic generator: splitmix64, normals by Box-Muller */
 static uint64_t rng_state;
@@ -160,15 +140,6 @@ static void fill_normal(float *p, size_t n, uint64_t seed) {
     }
 }
 
-/* Resets this process's VmHWM to its current RSS (Linux >= 4.0: writing 5
- * to /proc/self/clear_refs). Returns 1 on success. */
-static int reset_hwm(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return 0;
-    int ok = fputs("5", f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    return ok;
-}
 
 static int file_exists(const char *path) {
     struct stat st;

@@ -1,0 +1,42 @@
+/* bench_util.h - the clock and the memory counters the benchmark programs
+ * share (header-only: each program is one translation unit). */
+#ifndef LOCO_BENCH_UTIL_H
+#define LOCO_BENCH_UTIL_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static inline double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* a field of /proc/self/status in kB ("VmHWM", "VmRSS"), -1 if unreadable */
+static inline long proc_status_kb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Resets this process's VmHWM to its current RSS (Linux >= 4.0: writing 5
+ * to /proc/self/clear_refs). Returns 1 on success. */
+static inline int reset_hwm(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    int ok = fputs("5", f) >= 0;
+    ok = (fclose(f) == 0) && ok;
+    return ok;
+}
+#endif
