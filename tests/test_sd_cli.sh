@@ -148,6 +148,12 @@ run_ok "the same file, the prompt from the report.json beside it" "$LOCO" apply 
     --directions "$T/np/d.safetensors" --seed 0 --out "$T/a6"
 check "the report's prompt and guidance give the images of --prompt P --guidance 3" 'cmp -s "$T/a5/img0_strip.png" "$T/a6/img0_strip.png"'
 
+# half precision: the pipeline converted to f16 opens and generates
+run_ok "convert the pipeline to f16" "$LOCO" convert "$P" "$T/p16" --dtype f16
+run_ok "generate with the f16 pipeline" "$LOCO" generate "$T/p16" --image-size 32 --prompt "a photo of a man" \
+    --steps 10 --seed 3 --out "$T/g16.png"
+check "an f16 image (32x32)" '[ "$(png_size "$T/g16.png")" = "32x32" ]'
+
 # hostile pipeline folders: each a copy with one thing wrong
 bad_copy() { rm -rf "$T/bad"; cp -r "$P" "$T/bad"; chmod -R u+w "$T/bad"; }
 bad_copy

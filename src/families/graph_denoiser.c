@@ -4,6 +4,7 @@
 #include "graph/lin.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,13 @@ loco_status graph_write_random(const graph *u, const char *out_dir, const char *
             if (esz == 4) memcpy(dst + 4 * k, &v, 4);
             else {
                 uint16_t hv = loco_f32_to_f16(v);
+                /* the initialisation is bounded by 1 (1/sqrt(fan_in)), so
+                 * this only guards against a future one that is not */
+                if (!isfinite(loco_f16_to_f32(hv))) {
+                    s = loco_fail(LOCO_E_NUMERIC, "init: tensor '%s': element %zu (%g) does not fit in F16 "
+                                                  "(|x| <= 65504)", p->name, k, (double)v);
+                    goto done;
+                }
                 memcpy(dst + 2 * k, &hv, 2);
             }
         }

@@ -7,6 +7,7 @@
  * are the same weighted sums of each branch's (one linearisation each). */
 #define _POSIX_C_SOURCE 200809L
 #include "families/graph_denoiser.h"
+#include "families/sd_files.h"
 #include "families/sd_text.h"
 #include "families/sd_unet.h"
 #include "families/sd_vae.h"
@@ -384,7 +385,7 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     }
     f->ucfg.text_len = f->text_len;
     if (!s) s = sd_unet_build(&g, &f->ucfg);
-    if (!s) s = loco_weights_locate(unet_dir, NULL, &wpath);
+    if (!s) s = sd_weights_locate(unet_dir, 0, &wpath);
     if (!s) s = graph_load_weights(&g, wpath);
     if (!s) {
         s = loco_check_file(sdir);
@@ -412,4 +413,4 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     return s;
 }
 
-const family_entry family_sd = {"StableDiffusion", open_sd, NULL, NULL};
+const family_entry family_sd = {"StableDiffusion", open_sd, NULL, sd_convert};
