@@ -690,6 +690,22 @@ loco_status loco_edit_encode(loco_model *m, const loco_edit_params *p, const flo
 loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, const float *x0, float *xT, float *xt,
                                   int *nfe);
 
+/* The edit's starting point x_t [C, H, W] (caller-owned) at the edit
+ * timestep of p, from exactly one of:
+ *  - image [image channels, height, width] in [-1, 1] (loco_model_image_info;
+ *    a latent model's image is VAE-encoded first, loco_model_encode), then
+ *    inverted as loco_edit_encode_full (under p->cond);
+ *  - start_latent z_T [C, H, W], sampled down to the edit step on the
+ *    sampling grid of p (p->cond; deterministic steps), as `loco generate`'s
+ *    latents are sampled.
+ * The other is NULL. xT (caller-owned, may be NULL) receives the top: x_T of
+ * the inversion, or z_T itself. This is step 1 of loco_edit_prepare, so the
+ * same arguments give it the same bytes. *nfe (may be NULL): the network
+ * evaluations. Non-finite inputs give LOCO_E_NUMERIC; errors name the phase
+ * ("encoding the image: ", "inversion: ", "sampling to the edit step: "). */
+loco_status loco_edit_start(loco_model *m, const loco_edit_params *p, const float *image, const float *start_latent,
+                            float *xT, float *xt, int *nfe);
+
 /* x [B, C, H, W] at the edit timestep -> images at t = 0, in place. */
 loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, float *x, int *nfe);
 

@@ -204,6 +204,54 @@ static loco_status semantic_direction(loco_model *m, const loco_edit_recipe *p, 
     return st;
 }
 
+loco_status loco_edit_start(loco_model *m, const loco_edit_params *ep, const float *image, const float *start_latent,
+                            float *xT, float *xt, int *nfe) {
+    if (nfe) *nfe = 0;
+    if (!m || !ep || !xt || (!image) == (!start_latent))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_edit_start: %s",
+                         !m || !ep || !xt ? "NULL argument" : "give exactly one of an image and a start latent");
+    float t_value;
+    int grid_index;
+    loco_status st = loco_edit_timestep(m, ep, &t_value, &grid_index);
+    if (st) return st;
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    recipe_sizes z;
+    sizes_of(m, &inf, &z);
+    const size_t n = z.n;
+    if (start_latent) {
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(start_latent[i]))
+                return loco_fail(LOCO_E_NUMERIC, "the start latent: element %zu is not finite", i);
+        if (xT) memcpy(xT, start_latent, sizeof(float) * n);
+        memcpy(xt, start_latent, sizeof(float) * n);
+        /* from the top point of the sampling schedule (the authors' grid or
+         * diffusers' timesteps) down to the edit point */
+        const int top = loco_ddim_points(ep->timesteps, ep->steps) - 1;
+        if (grid_index < top)
+            st = loco_ddim_sample_ts(m, ep->cond, ep->timesteps, ep->steps, 1, xt, top, grid_index, 0, ep->seed,
+                                     ep->progress, ep->user);
+        if (st) return fail_in(st, "sampling to the edit step");
+        if (nfe) *nfe = top - grid_index;
+        return LOCO_OK;
+    }
+    for (size_t i = 0; i < z.n_img; i++)
+        if (!isfinite(image[i])) return loco_fail(LOCO_E_NUMERIC, "the image: element %zu is not finite", i);
+    const float *start = image;
+    float *z0 = NULL;
+    if (z.latent) {
+        if (!(z0 = malloc(sizeof(float) * n))) return loco_fail(LOCO_E_NOMEM, "out of memory");
+        if ((st = loco_model_encode(m, 1, image, z0))) {
+            free(z0);
+            return fail_in(st, "encoding the image");
+        }
+        start = z0;
+    }
+    if ((st = loco_edit_encode_full(m, ep, start, xT, xt, nfe))) st = fail_in(st, "inversion");
+    free(z0);
+    return st;
+}
+
 loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const float *x0, const uint8_t *mask,
                               loco_edit_directions **out) {
     if (!out) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_edit_prepare: NULL out");
@@ -225,7 +273,6 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
 
     loco_edit_directions *d = calloc(1, sizeof *d);
     uint8_t *in = malloc(ni), *outside = malloc(ni);
-    float *z0 = NULL;
     loco_lin *L = NULL;
     if (d) {
         d->xt = malloc(sizeof(float) * n);
@@ -259,38 +306,9 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     ep.progress = p->progress;
     ep.user = p->user;
     double t0 = loco_now();
-    if (p->start_latent) {
-        memcpy(d->xT, p->start_latent, sizeof(float) * n);
-        memcpy(d->xt, p->start_latent, sizeof(float) * n);
-        /* from the top point of the sampling schedule (the authors' grid or
-         * diffusers' timesteps) down to the edit point */
-        const int top = loco_ddim_points(ep.timesteps, ep.steps) - 1;
-        if (inf_out->grid_index < top)
-            st = loco_ddim_sample_ts(m, ep.cond, ep.timesteps, ep.steps, 1, d->xt, top, inf_out->grid_index, 0, ep.seed,
-                                     ep.progress, ep.user);
-        inf_out->nfe_inversion = top - inf_out->grid_index;
-        if (st) {
-            st = fail_in(st, "sampling to the edit step");
-            goto done;
-        }
-    } else {
-        const float *start = x0;
-        if (z.latent) {
-            if (!(z0 = malloc(sizeof(float) * n))) {
-                st = loco_fail(LOCO_E_NOMEM, "out of memory");
-                goto done;
-            }
-            if ((st = loco_model_encode(m, 1, x0, z0))) {
-                st = fail_in(st, "encoding the image");
-                goto done;
-            }
-            start = z0;
-        }
-        if ((st = loco_edit_encode_full(m, &ep, start, d->xT, d->xt, &inf_out->nfe_inversion))) {
-            st = fail_in(st, "inversion");
-            goto done;
-        }
-    }
+    if ((st = loco_edit_start(m, &ep, p->start_latent ? NULL : x0, p->start_latent, d->xT, d->xt,
+                              &inf_out->nfe_inversion)))
+        goto done;
     inf_out->seconds_inversion = loco_now() - t0;
 
     /* 2. the linearization at x_t (under the plain guidance) */
@@ -373,7 +391,6 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     }
 done:
     loco_lin_free(L);
-    free(z0);
     free(in);
     free(outside);
     if (st) loco_edit_directions_free(d);

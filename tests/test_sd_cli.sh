@@ -130,6 +130,84 @@ run_ok "faces32: the same edit on the authors' grid" "$LOCO" --quiet edit "$F" -
     --rect 8,16,8,24 --out "$T/fa" --steps 4 --inv-steps 4 --rank 1 --null-rank 1 --max-iter 2 --min-iter 1 \
     --strengths 3
 check "another schedule, another reconstruction" '! cmp -s "$T/fl/recon.png" "$T/fa/recon.png"'
+# loco apply of T-LOCO directions: the prompts and schedule the directions
+# file records, the start inverted (or sampled down) under the plain guidance
+run_ok "apply the text-supervised directions to the same seed" "$LOCO" apply "$P" --image-size 32 \
+    --directions "$T/e1/directions.safetensors" --seed 0 --out "$T/a1"
+check "apply used the recorded prompt" 'grep -q "prompt \"a photo of a man\" (recorded)" "$T/stderr"'
+# the same start, directions, strengths and batch: the same floats, so the
+# same PNG bytes (bound: 0, every byte equal)
+check "apply reproduces the edit's reconstruction and edits, byte for byte" \
+    'cmp -s "$T/e1/recon.png" "$T/a1/img0_recon.png" && cmp -s "$T/e1/edit_d0_s-8.png" "$T/a1/img0_edit_d0_s-8.png" && cmp -s "$T/e1/edit_d0_s+8.png" "$T/a1/img0_edit_d0_s+8.png" && cmp -s "$T/e1/strip.png" "$T/a1/img0_strip.png"'
+run_ok "apply the unsupervised directions to the image they were found on" "$LOCO" apply "$P" --image-size 32 \
+    --directions "$T/e3/directions.safetensors" --image "$T/g1.png" --latent "$T/g1.safetensors" --out "$T/a2"
+check "from an image (VAE-encoded, inverted): the edit's images, byte for byte" \
+    'cmp -s "$T/e3/recon.png" "$T/a2/img0_recon.png" && cmp -s "$T/e3/edit_d0_s+8.png" "$T/a2/img0_edit_d0_s+8.png" && cmp -s "$T/e3/strip.png" "$T/a2/img0_strip.png"'
+check "a latent start too: 32x32 images, a strip of 4" '[ "$(png_size "$T/a2/img1_strip.png")" = "128x32" ] && [ -s "$T/a2/img1_edit_d0_s-8.png" ]'
+run_ok "apply under another prompt" "$LOCO" apply "$P" --image-size 32 --directions "$T/e1/directions.safetensors" \
+    --seed 0 --prompt "a photo of a cat" --out "$T/a3"
+check "another prompt, other images" '! cmp -s "$T/e1/edit_d0_s+8.png" "$T/a3/img0_edit_d0_s+8.png"'
+run_ok "apply with another guidance" "$LOCO" apply "$P" --image-size 32 --directions "$T/e1/directions.safetensors" \
+    --seed 0 --guidance 2 --out "$T/a4"
+check "another guidance, other images" '! cmp -s "$T/e1/edit_d0_s+8.png" "$T/a4/img0_edit_d0_s+8.png"'
+"$LOCO" apply "$P" --image-size 64 --directions "$T/e1/directions.safetensors" --seed 0 --out "$T/a5" \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "directions of another latent size: error naming the tensor and sizes (exit $rc), no output" \
+    '[ $rc -eq 1 ] && grep -q "directions.*\[1,4,16,16\].*\[r,4,32,32\]" "$T/stderr" && [ ! -e "$T/a5" ]'
+st_header "$T/c3.safetensors" directions 1,3,16,16 3072
+head -c 3072 /dev/zero >>"$T/c3.safetensors"
+"$LOCO" apply "$P" --image-size 32 --directions "$T/c3.safetensors" --seed 0 --out "$T/a5" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "directions of 3 channels: error (exit $rc), no output" '[ $rc -eq 1 ] && grep -q "\[1,3,16,16\]" "$T/stderr" && [ ! -e "$T/a5" ]'
+# a MoLRG model of the SD latent's shape: its directions fit in shape but
+# not in family, both ways
+"$LOCO" molrg init "$T/molrg.safetensors" --n 4x16x16 --k 2 --d 4 --seed 1 >"$T/stdout" 2>"$T/stderr"
+st_header "$T/z0.safetensors" x0 1,4,16,16 4096
+head -c 4096 /dev/zero >>"$T/z0.safetensors"
+run_ok "edit a 4x16x16 MoLRG model" "$LOCO" edit "$T/molrg.safetensors" --image "$T/z0.safetensors" --rect 2,6,2,6 \
+    --rank 1 --null-rank 1 --max-iter 3 --min-iter 1 --steps 10 --inv-steps 10 --out "$T/me"
+"$LOCO" apply "$P" --image-size 32 --directions "$T/me/directions.safetensors" --seed 0 --out "$T/a5" \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "MoLRG directions on SD: error naming both families (exit $rc), no output" \
+    '[ $rc -eq 1 ] && grep -q "directions of a MoLRG model.*this model is StableDiffusion" "$T/stderr" && [ ! -e "$T/a5" ]'
+"$LOCO" apply "$T/molrg.safetensors" --directions "$T/e1/directions.safetensors" --image "$T/z0.safetensors" \
+    --out "$T/a5" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "SD directions on MoLRG: error (exit $rc), no output" \
+    '[ $rc -eq 1 ] && grep -q "directions of a StableDiffusion model" "$T/stderr" && [ ! -e "$T/a5" ]'
+"$LOCO" apply "$T/molrg.safetensors" --directions "$T/me/directions.safetensors" --image "$T/z0.safetensors" \
+    --prompt "a man" --out "$T/a5" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "a prompt for apply on an unconditional model: usage error (exit $rc)" '[ $rc -eq 2 ] && grep -q "takes no prompt" "$T/stderr"'
+"$LOCO" apply "$T/molrg.safetensors" --directions "$T/me/directions.safetensors" --seed 0 --out "$T/a5" \
+    >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "--seed on a pixel model: usage error (exit $rc)" '[ $rc -eq 2 ] && [ ! -e "$T/a5" ]'
+# a directions file with a schedule but no prompt (and no report.json beside it)
+mkdir "$T/np"
+_h='{"__metadata__":{"t_edit":"0.7","steps":"20","inv_steps":"20","invert_to":"edit","boost_t":"0","seed":"0"},"directions":{"dtype":"F32","shape":[1,4,16,16],"data_offsets":[0,4096]}}'
+printf "$(printf '\\%03o\\%03o\\000\\000\\000\\000\\000\\000' $((${#_h} % 256)) $((${#_h} / 256 % 256)))" >"$T/np/d.safetensors"
+printf '%s' "$_h" >>"$T/np/d.safetensors"
+head -c 4092 /dev/zero >>"$T/np/d.safetensors"
+printf '\000\000\200\077' >>"$T/np/d.safetensors" # one entry 1.0: a unit direction
+"$LOCO" apply "$P" --image-size 32 --directions "$T/np/d.safetensors" --seed 0 --out "$T/a5" >"$T/stdout" 2>"$T/stderr"
+rc=$?
+check "no recorded prompt and no --prompt: usage error naming the file (exit $rc), no output" \
+    '[ $rc -eq 2 ] && grep -q "np/d.safetensors records none: give --prompt" "$T/stderr" && [ ! -e "$T/a5" ]'
+run_ok "the same file with --prompt" "$LOCO" apply "$P" --image-size 32 --directions "$T/np/d.safetensors" --seed 0 \
+    --prompt "a photo of a man" --guidance 3 --out "$T/a5"
+printf '{"parameters": {"prompt": "a photo of a man", "negative_prompt": "", "guidance": 3}}\n' >"$T/np/report.json"
+run_ok "the same file, the prompt from the report.json beside it" "$LOCO" apply "$P" --image-size 32 \
+    --directions "$T/np/d.safetensors" --seed 0 --out "$T/a6"
+check "the report's prompt and guidance give the images of --prompt P --guidance 3" 'cmp -s "$T/a5/img0_strip.png" "$T/a6/img0_strip.png"'
+
+# half precision: the pipeline converted to f16 opens and generates
+run_ok "convert the pipeline to f16" "$LOCO" convert "$P" "$T/p16" --dtype f16
+run_ok "generate with the f16 pipeline" "$LOCO" generate "$T/p16" --image-size 32 --prompt "a photo of a man" \
+    --steps 10 --seed 3 --out "$T/g16.png"
+check "an f16 image (32x32)" '[ "$(png_size "$T/g16.png")" = "32x32" ]'
 
 # hostile pipeline folders: each a copy with one thing wrong
 bad_copy() { rm -rf "$T/bad"; cp -r "$P" "$T/bad"; chmod -R u+w "$T/bad"; }

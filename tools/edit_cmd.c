@@ -141,6 +141,42 @@ static cJSON *json_subspace(const loco_subspace *s, double secs) {
     return o;
 }
 
+/* Reads a start latent z_T of n = C*H*W values from a safetensors file: its
+ * only tensor, else the first of latent, zT, xT, latents, z present. 0 or the
+ * exit code (printed). */
+static int read_latent(const char *path, int C, int H, int W, float *out) {
+    const size_t n = (size_t)C * H * W;
+    loco_tensors *lf;
+    float *zl = NULL;
+    int nd;
+    int64_t sh[LOCO_MAX_DIMS];
+    loco_status st = loco_tensors_open(path, &lf);
+    if (st) return fail(st);
+    const char *nm = loco_tensors_count(lf) == 1 ? loco_tensors_name(lf, 0) : "latent";
+    static const char *const names[] = {"latent", "zT", "xT", "latents", "z"};
+    loco_dtype ldt;
+    int lnd;
+    int64_t lsh[LOCO_MAX_DIMS];
+    for (size_t k = 0; loco_tensors_count(lf) != 1 && k < sizeof names / sizeof names[0]; k++)
+        if (loco_tensors_info(lf, names[k], &ldt, &lnd, lsh) == LOCO_OK) {
+            nm = names[k];
+            break;
+        }
+    st = loco_tensors_read_f32(lf, nm, &zl, &nd, sh, 0);
+    loco_tensors_close(lf);
+    if (st) return fail(st);
+    size_t cnt = 1;
+    for (int k = 0; k < nd; k++) cnt *= (size_t)sh[k];
+    if (cnt != n) {
+        fprintf(stderr, "loco: error: %s: the latent has %zu values; the model's is %dx%dx%d\n", path, cnt, C, H, W);
+        loco_free(zl);
+        return 1;
+    }
+    memcpy(out, zl, sizeof(float) * n);
+    loco_free(zl);
+    return 0;
+}
+
 /* ======================================================================== */
 /* loco edit                                                                */
 /* ======================================================================== */
@@ -349,36 +385,7 @@ int cmd_edit(args *a) {
             goto done;
         }
         if (latentp) {
-            loco_tensors *lf;
-            float *zl = NULL;
-            int nd;
-            int64_t sh[LOCO_MAX_DIMS];
-            if ((st = loco_tensors_open(latentp, &lf))) goto err;
-            /* the only tensor, else the first of these names present */
-            const char *nm = loco_tensors_count(lf) == 1 ? loco_tensors_name(lf, 0) : "latent";
-            static const char *const names[] = {"latent", "zT", "xT", "latents", "z"};
-            loco_dtype ldt;
-            int lnd;
-            int64_t lsh[LOCO_MAX_DIMS];
-            for (size_t k = 0; loco_tensors_count(lf) != 1 && k < sizeof names / sizeof names[0]; k++)
-                if (loco_tensors_info(lf, names[k], &ldt, &lnd, lsh) == LOCO_OK) {
-                    nm = names[k];
-                    break;
-                }
-            st = loco_tensors_read_f32(lf, nm, &zl, &nd, sh, 0);
-            loco_tensors_close(lf);
-            if (st) goto err;
-            size_t cnt = 1;
-            for (int k = 0; k < nd; k++) cnt *= (size_t)sh[k];
-            if (cnt != n) {
-                fprintf(stderr, "loco: error: %s: the latent has %zu values; the model's is %dx%dx%d\n", latentp, cnt, C,
-                        H, W);
-                loco_free(zl);
-                rc = 1;
-                goto done;
-            }
-            memcpy(zstart, zl, sizeof(float) * n);
-            loco_free(zl);
+            if ((rc = read_latent(latentp, C, H, W, zstart))) goto done;
         } else if ((st = loco_randn((uint64_t)seed * 0x9E3779B97F4A7C15ull, n, zstart))) goto err;
     }
     if ((rc = build_mask(maskp, rect, ell, IH, IW, pix))) goto done;
@@ -517,10 +524,28 @@ int cmd_edit(args *a) {
         snprintf(bt, sizeof bt, "%.9g", ep.boost_t);
         snprintf(te, sizeof te, "%.9g", ep.t_edit);
         snprintf(mk, sizeof mk, "%s", maskp ? "png" : rect ? "rect" : "ellipse");
-        const char *meta[] = {"model", model, "t", tv, "t_edit", te, "steps", ns, "inv_steps", nis, "invert_to", inv,
-                              "boost_t", bt, "rank", rk, "null_rank", nrk, "seed", sd, "mask", maskp ? maskp : rect ? rect : ell,
-                              "mask_kind", mk, "image", image ? image : latentp ? latentp : "seed",
-                              "timesteps", loco_timesteps_name(ep.timesteps)};
+        char gd[32], egd[32];
+        snprintf(gd, sizeof gd, "%.9g", cp.guidance);
+        snprintf(egd, sizeof egd, "%.9g", cp.edit_guidance);
+        /* what `loco apply` reads back: the schedule, the family, and a
+         * text-to-image model's prompts and guidance */
+        const char *meta[40] = {"model", model, "t", tv, "t_edit", te, "steps", ns, "inv_steps", nis, "invert_to", inv,
+                                "boost_t", bt, "rank", rk, "null_rank", nrk, "seed", sd,
+                                "mask", maskp ? maskp : rect ? rect : ell, "mask_kind", mk,
+                                "image", image ? image : latentp ? latentp : "seed", "family", inf.family,
+                                "timesteps", loco_timesteps_name(ep.timesteps)};
+        size_t n_meta = 15;
+        if (cp.prompt) {
+            const char *extra[] = {"prompt", cp.prompt, "negative_prompt", cp.negative_prompt ? cp.negative_prompt : "",
+                                   "guidance", gd};
+            memcpy(meta + 2 * n_meta, extra, sizeof extra);
+            n_meta += 3;
+            if (edit_prompt) {
+                const char *e2[] = {"edit_prompt", edit_prompt, "edit_guidance", egd};
+                memcpy(meta + 2 * n_meta, e2, sizeof e2);
+                n_meta += 2;
+            }
+        }
         loco_tensor_ref refs[7] = {
             {"directions", LOCO_DTYPE_F32, 4, {rank, C, H, W}, dirs},
             {"roi_basis", LOCO_DTYPE_F32, 4, {rank, C, H, W}, roi->vT},
@@ -531,7 +556,7 @@ int cmd_edit(args *a) {
             {"null_singular_values", LOCO_DTYPE_F32, 1, {null_rank}, nul->s},
         };
         char *dp = path_join(dir, "directions.safetensors");
-        st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, 14) : LOCO_E_NOMEM;
+        st = dp ? loco_tensors_write(dp, refs, null_rank > 0 ? 7 : 5, meta, n_meta) : LOCO_E_NOMEM;
         free(dp);
         if (st) goto err;
         if (save_tensors) {
@@ -546,7 +571,7 @@ int cmd_edit(args *a) {
                 {"images", LOCO_DTYPE_F32, 4, {n_img, IC, IH, IW}, shown},
             };
             char *tp = path_join(dir, "tensors.safetensors");
-            st = tp ? loco_tensors_write(tp, tr, latent ? 6 : 5, meta, 14) : LOCO_E_NOMEM;
+            st = tp ? loco_tensors_write(tp, tr, latent ? 6 : 5, meta, n_meta) : LOCO_E_NOMEM;
             free(tp);
             if (st) goto err;
         }
@@ -656,18 +681,34 @@ typedef struct dirfile {
     int r;
 } dirfile;
 
-static int open_dirfile(dirfile *d, const char *path, const loco_model_info *inf) {
+/* Opens a directions file written by `loco edit` and checks it fits the
+ * model: 'directions' [r, C, H, W] of the model's input (a latent model's
+ * latent) and, where the file records it, the same model family. 0 or the
+ * exit code (printed). */
+static int open_dirfile(dirfile *d, const char *path, const loco_model_info *inf, int latent, int IH, int IW) {
     memset(d, 0, sizeof *d);
     d->path = strdup(path);
+    if (!d->path) return fail(LOCO_E_NOMEM);
     loco_status st = loco_tensors_open(path, &d->f);
     if (st) return fail(st);
+    const char *fam = loco_tensors_metadata(d->f, "family");
+    if (fam && strcmp(fam, inf->family) != 0) {
+        fprintf(stderr, "loco: error: %s: directions of a %s model (metadata 'family'); this model is %s\n", path, fam,
+                inf->family);
+        return 1;
+    }
     int nd;
     int64_t sh[LOCO_MAX_DIMS];
     if ((st = loco_tensors_read_f32(d->f, "directions", &d->dirs, &nd, sh, 0))) return fail(st);
     if (nd != 4 || sh[0] < 1 || sh[0] > 4096 || sh[1] != inf->in_channels || sh[2] != inf->height ||
         sh[3] != inf->width) {
-        fprintf(stderr, "loco: error: %s: tensor 'directions' must have shape [r,%d,%d,%d] for this model (r >= 1)\n",
-                path, inf->in_channels, inf->height, inf->width);
+        char got[96] = "";
+        for (int k = 0; k < nd && k < 8; k++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", k ? "," : "", (long long)sh[k]);
+        char what[96] = "";
+        if (latent) snprintf(what, sizeof what, " (the latent of a %dx%d image; --image-size picks another)", IW, IH);
+        fprintf(stderr, "loco: error: %s: tensor 'directions' has shape [%s]; it must have shape [r,%d,%d,%d] for this "
+                        "model%s\n", path, got, inf->in_channels, inf->height, inf->width, what);
         return 1;
     }
     d->r = (int)sh[0];
@@ -723,18 +764,131 @@ bad:
     return 1;
 }
 
+/* A regular file of at most 16 MiB into a new NUL-terminated buffer; 0, or
+ * -1 (nothing allocated) when it cannot be read. */
+static int read_small_file(const char *path, char **text, size_t *len) {
+    *text = NULL;
+    *len = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return -1;
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + got, 1, cap - got, fp);
+        got += r;
+        if (got < cap) break;
+        if (cap >= ((size_t)16 << 20)) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        char *nb = realloc(buf, 2 * cap + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    int bad = !buf || ferror(fp);
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        return -1;
+    }
+    buf[got] = 0;
+    *text = buf;
+    *len = got;
+    return 0;
+}
+
+/* The prompts a directions file was found under: its metadata (prompt,
+ * negative_prompt, guidance), else the report.json `loco edit` wrote beside
+ * it (files of loco versions that did not record them in the metadata).
+ * Strings go to the caller's buffers (malloc'd, *prompt NULL when none is
+ * recorded); *guidance is set only when recorded. 0 or the exit code. */
+static int prompts_from(const dirfile *d, char **prompt, char **negative, double *guidance, int *have_guidance) {
+    *prompt = *negative = NULL;
+    *have_guidance = 0;
+    const char *p = loco_tensors_metadata(d->f, "prompt"), *np = loco_tensors_metadata(d->f, "negative_prompt"),
+               *g = loco_tensors_metadata(d->f, "guidance");
+    cJSON *rep = NULL;
+    char *text = NULL;
+    if (!p) {
+        const char *sl = strrchr(d->path, '/');
+        char *dir = sl ? strndup(d->path, (size_t)(sl - d->path) + (sl == d->path)) : strdup(".");
+        char *rp = dir ? path_join(dir, "report.json") : NULL;
+        free(dir);
+        if (!rp) return fail(LOCO_E_NOMEM);
+        size_t len;
+        struct stat sb;
+        if (stat(rp, &sb) == 0 && S_ISREG(sb.st_mode) && read_small_file(rp, &text, &len) == 0) {
+            rep = cJSON_ParseWithLength(text, len);
+            const cJSON *par = cJSON_GetObjectItemCaseSensitive(rep, "parameters");
+            const cJSON *jp = cJSON_GetObjectItemCaseSensitive(par, "prompt"),
+                        *jn = cJSON_GetObjectItemCaseSensitive(par, "negative_prompt"),
+                        *jg = cJSON_GetObjectItemCaseSensitive(par, "guidance");
+            if (cJSON_IsString(jp)) {
+                p = jp->valuestring;
+                np = cJSON_IsString(jn) ? jn->valuestring : NULL;
+                if (cJSON_IsNumber(jg)) {
+                    *guidance = jg->valuedouble;
+                    *have_guidance = 1;
+                }
+                say("loco: the prompts recorded in %s\n", rp);
+            }
+        }
+        free(rp);
+    } else if (g) {
+        if (!parse_float(g, guidance) || fabs(*guidance) > 1000) {
+            fprintf(stderr, "loco: error: %s: metadata 'guidance' is '%s', not a number in [-1000, 1000]\n", d->path, g);
+            return 1;
+        }
+        *have_guidance = 1;
+    }
+    int rc = 0;
+    if (p && !(*prompt = strdup(p))) rc = fail(LOCO_E_NOMEM);
+    if (!rc && np && np[0] && !(*negative = strdup(np))) rc = fail(LOCO_E_NOMEM);
+    if (*have_guidance && !(fabs(*guidance) <= 1000)) {
+        fprintf(stderr, "loco: error: %s: the recorded guidance %g is not in [-1000, 1000]\n", d->path, *guidance);
+        rc = 1;
+    }
+    cJSON_Delete(rep);
+    free(text);
+    return rc;
+}
+
+/* one starting point of `loco apply`: an image, a latent file or a seed */
+typedef struct apply_start {
+    const char *opt, *arg; /* "--image", "--latent" or "--seed"; its value */
+    long long seed;
+} apply_start;
+
 int cmd_apply(args *a) {
-    const char *model = NULL, *dfile = NULL, *out = NULL, *images[MAX_LIST], *comp[MAX_LIST], *v;
-    int n_images = 0, n_comp = 0, drop_alpha = 0, do_resize = 0;
-    double strengths[MAX_LIST] = {-8, 8};
+    const char *model = NULL, *dfile = NULL, *out = NULL, *comp[MAX_LIST], *v;
+    apply_start starts[MAX_LIST];
+    int n_starts = 0, n_comp = 0, drop_alpha = 0, do_resize = 0;
+    double strengths[MAX_LIST] = {-8, 8}, d;
     int idx_d[MAX_LIST] = {0};
     int n_str = 2, n_idx = 1;
+    long long ll;
+    /* overrides of what the directions file records */
+    const char *prompt_o = NULL, *neg_o = NULL;
+    double guidance_o = 0, t_edit_o = 0;
+    int have_guidance_o = 0, steps_o = 0, inv_steps_o = 0;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--directions"))) dfile = v;
-        else if ((v = opt(a, "--image"))) {
-            if (n_images >= MAX_LIST) return usage_error("apply: at most 64 images %s", "");
-            images[n_images++] = v;
+        else if ((v = opt(a, "--image")) || (v = opt(a, "--latent")) || (v = opt(a, "--seed"))) {
+            if (n_starts >= MAX_LIST)
+                return usage_error("apply: at most 64 starting points (--image, --latent, --seed)%s", "");
+            apply_start *st = &starts[n_starts++];
+            st->opt = a->argv[a->i - 1];
+            st->arg = v;
+            st->seed = 0;
+            if (strcmp(st->opt, "--seed") == 0 && !parse_long(v, 0, INT64_MAX, &st->seed))
+                return usage_error("apply: bad --seed '%s'", v);
         } else if ((v = opt(a, "--direction"))) {
             if (n_comp >= MAX_LIST) return usage_error("apply: at most 64 --direction %s", "");
             comp[n_comp++] = v;
@@ -744,17 +898,35 @@ int cmd_apply(args *a) {
         } else if ((v = opt(a, "--index"))) {
             if ((n_idx = parse_int_list(v, idx_d, MAX_LIST, 0, 4095)) < 1)
                 return usage_error("apply: bad --index '%s' (whole numbers 0..4095, comma-separated)", v);
+        } else if ((v = opt(a, "--prompt"))) prompt_o = v;
+        else if ((v = opt(a, "--negative-prompt"))) neg_o = v;
+        else if ((v = opt(a, "--guidance"))) {
+            if (!parse_float(v, &guidance_o) || fabs(guidance_o) > 1000)
+                return usage_error("apply: bad --guidance '%s' (|g| <= 1000)", v);
+            have_guidance_o = 1;
+        } else if ((v = opt(a, "--t-edit"))) {
+            if (!parse_float(v, &d) || d <= 0 || d >= 1) return usage_error("apply: --t-edit '%s' must be in (0, 1)", v);
+            t_edit_o = d;
+        } else if ((v = opt(a, "--steps"))) {
+            if (!parse_long(v, 2, 100000, &ll)) return usage_error("apply: bad --steps '%s'", v);
+            steps_o = (int)ll;
+        } else if ((v = opt(a, "--inv-steps"))) {
+            if (!parse_long(v, 2, 100000, &ll)) return usage_error("apply: bad --inv-steps '%s'", v);
+            inv_steps_o = (int)ll;
         } else if (strcmp(s, "--drop-alpha") == 0) drop_alpha = 1;
         else if (strcmp(s, "--resize") == 0) do_resize = 1;
         else if (s[0] == '-') return usage_error("apply: unknown or incomplete option '%s'", s);
         else if (!model) model = s;
         else return usage_error("apply: unexpected argument '%s'", s);
     }
-    if (!model || !out || n_images == 0 || (!dfile && n_comp == 0))
-        return usage_error("apply: %s", "needs MODEL --image IMG --out DIR and --directions FILE or --direction F:I:S");
+    if (!model || !out || n_starts == 0 || (!dfile && n_comp == 0))
+        return usage_error("apply: %s", "needs MODEL --image IMG --out DIR and --directions FILE or --direction F:I:S "
+                                        "(a text-to-image model may start from --latent Z or --seed S instead)");
     if (dfile && n_comp) return usage_error("apply: %s", "give --directions or --direction, not both");
     if (check_strengths("apply", strengths, n_str)) return 2;
     loco_model *m = NULL;
+    loco_cond *cond = NULL;
+    char *rec_prompt = NULL, *rec_neg = NULL;
     int rc = 0;
     loco_status st;
     out_dir od;
@@ -762,8 +934,8 @@ int cmd_apply(args *a) {
         out_dir_end(&od);
         return rc;
     }
-    for (int i = 0; i < n_images; i++)
-        if ((rc = check_input_outside(images[i], out, "--image"))) {
+    for (int i = 0; i < n_starts; i++)
+        if (strcmp(starts[i].opt, "--seed") != 0 && (rc = check_input_outside(starts[i].arg, out, starts[i].opt))) {
             out_dir_end(&od);
             return rc;
         }
@@ -780,21 +952,43 @@ int cmd_apply(args *a) {
     loco_model_get_info(m, &inf);
     const int C = inf.in_channels, H = inf.height, W = inf.width;
     const size_t n = (size_t)C * H * W;
+    /* a latent model (Stable Diffusion): the images are decoded latents */
+    int IC, IH, IW;
+    loco_model_image_info(m, &IC, &IH, &IW);
+    const int latent = IC != C || IH != H || IW != W;
+    const size_t ni = (size_t)IC * IH * IW;
+    loco_model_info iinf = inf;
+    iinf.in_channels = IC;
+    iinf.height = IH;
+    iinf.width = IW;
     /* the moves: (file, index, strength) triples */
     int n_moves = dfile ? n_idx * n_str : n_comp;
     dirfile files[MAX_LIST];
     int n_files = 0;
     int *mv_file = calloc((size_t)n_moves, sizeof(int)), *mv_idx = calloc((size_t)n_moves, sizeof(int));
     double *mv_s = calloc((size_t)n_moves, sizeof(double));
-    float *x0 = malloc(sizeof(float) * n), *xt = malloc(sizeof(float) * n), *batch = NULL;
+    const size_t nin = ni > n ? ni : n; /* one start: an image or a latent */
+    float *inputs = malloc(sizeof(float) * nin * (size_t)n_starts), *xt = malloc(sizeof(float) * n), *batch = NULL,
+          *imgs = NULL;
     loco_edit_move *moves = NULL;
     int *counts = NULL;
-    if (!mv_file || !mv_idx || !mv_s || !x0 || !xt) {
+    if (!mv_file || !mv_idx || !mv_s || !inputs || !xt) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
+    if (!inf.conditional && (prompt_o || neg_o || have_guidance_o)) {
+        fprintf(stderr, "loco: error: %s: a %s model takes no prompt\n", model, inf.family);
+        rc = 2;
+        goto done;
+    }
+    for (int i = 0; i < n_starts; i++)
+        if (!inf.conditional && strcmp(starts[i].opt, "--image") != 0) {
+            rc = usage_error("apply: %s starts a text-to-image model; this model edits images: give --image",
+                             starts[i].opt);
+            goto done;
+        }
     if (dfile) {
-        if ((rc = open_dirfile(&files[n_files++], dfile, &inf))) goto done;
+        if ((rc = open_dirfile(&files[n_files++], dfile, &inf, latent, IH, IW))) goto done;
         for (int i = 0; i < n_idx; i++)
             for (int j = 0; j < n_str; j++) {
                 int k = i * n_str + j;
@@ -824,7 +1018,7 @@ int cmd_apply(args *a) {
             for (int q = 0; q < n_files; q++)
                 if (strcmp(files[q].path, spec) == 0) fi = q;
             if (fi < 0) {
-                if ((rc = open_dirfile(&files[n_files], spec, &inf))) {
+                if ((rc = open_dirfile(&files[n_files], spec, &inf, latent, IH, IW))) {
                     n_files++;
                     free(spec);
                     goto done;
@@ -858,12 +1052,55 @@ int cmd_apply(args *a) {
             goto done;
         }
     }
+    if (t_edit_o > 0) ep.t_edit = (float)t_edit_o;
+    if (steps_o) ep.steps = steps_o;
+    if (inv_steps_o) ep.inv_steps = inv_steps_o;
     ep.progress = progress_cb;
+    if ((st = loco_edit_timestep(m, &ep, NULL, NULL))) {
+        rc = fail(st);
+        goto done;
+    }
+    /* a text-to-image model: the prompts the directions were found under,
+     * unless given */
+    if (inf.conditional) {
+        loco_cond_params cp;
+        loco_cond_params_init(&cp);
+        double g_rec = 0;
+        int have_g_rec = 0;
+        if ((rc = prompts_from(&files[0], &rec_prompt, &rec_neg, &g_rec, &have_g_rec))) goto done;
+        cp.prompt = prompt_o ? prompt_o : rec_prompt;
+        cp.negative_prompt = neg_o ? neg_o : prompt_o ? NULL : rec_neg;
+        if (have_guidance_o) cp.guidance = (float)guidance_o;
+        else if (have_g_rec) cp.guidance = (float)g_rec;
+        if (!cp.prompt) {
+            fprintf(stderr, "loco: error: %s: a %s model applies directions under a prompt, and %s records none: give "
+                            "--prompt\n", model, inf.family, files[0].path);
+            rc = 2;
+            goto done;
+        }
+        if ((st = loco_cond_new(m, &cp, &cond))) {
+            rc = fail(st);
+            goto done;
+        }
+        ep.cond = cond;
+        if (!g_quiet)
+            fprintf(stderr, "loco: prompt \"%s\"%s, negative prompt \"%s\", guidance %g\n", cp.prompt,
+                    prompt_o ? "" : " (recorded)", cp.negative_prompt ? cp.negative_prompt : "", cp.guidance);
+    }
+    /* every input, read before any work */
+    for (int i = 0; i < n_starts; i++) {
+        float *dst = inputs + nin * (size_t)i;
+        if (strcmp(starts[i].opt, "--image") == 0) rc = load_input(starts[i].arg, &iinf, drop_alpha, do_resize, dst);
+        else if (strcmp(starts[i].opt, "--latent") == 0) rc = read_latent(starts[i].arg, C, H, W, dst);
+        else if ((st = loco_randn((uint64_t)starts[i].seed * 0x9E3779B97F4A7C15ull, n, dst))) rc = fail(st);
+        if (rc) goto done;
+    }
     const int n_out = dfile ? 1 + n_moves : 2; /* recon + each move, or recon + composition */
     batch = malloc(sizeof(float) * n * (size_t)n_out);
     moves = malloc(sizeof(loco_edit_move) * (size_t)n_moves);
     counts = malloc(sizeof(int) * (size_t)n_out);
-    if (!batch || !moves || !counts) {
+    if (latent) imgs = malloc(sizeof(float) * ni * (size_t)n_out);
+    if (!batch || !moves || !counts || (latent && !imgs)) {
         rc = fail(LOCO_E_NOMEM);
         goto done;
     }
@@ -872,16 +1109,28 @@ int cmd_apply(args *a) {
     for (int i = 1; i < n_out; i++) counts[i] = dfile ? 1 : n_moves;
     for (int k = 0; k < n_moves; k++)
         moves[k] = (loco_edit_move){files[mv_file[k]].dirs + n * (size_t)mv_idx[k], (float)mv_s[k]};
-    for (int im = 0; im < n_images; im++) {
-        if ((rc = load_input(images[im], &inf, drop_alpha, do_resize, x0))) goto done;
+    for (int im = 0; im < n_starts; im++) {
+        const float *in = inputs + nin * (size_t)im;
+        const int is_image = strcmp(starts[im].opt, "--image") == 0;
+        loco_edit_params epi = ep;
+        /* a seed start: the seed of the stochastic steps too, as `loco edit --seed` */
+        if (strcmp(starts[im].opt, "--seed") == 0) epi.seed = (uint64_t)starts[im].seed;
         int nfe;
-        if ((st = loco_edit_encode(m, &ep, x0, xt, &nfe))) {
-            rc = fail_in("inversion", st);
+        if ((st = loco_edit_start(m, &epi, is_image ? in : NULL, is_image ? NULL : in, NULL, xt, &nfe))) {
+            rc = fail(st);
             goto done;
         }
-        if ((st = loco_edit_render(m, &ep, xt, n_out, counts, moves, n_moves, batch, &nfe))) {
+        if ((st = loco_edit_render(m, &epi, xt, n_out, counts, moves, n_moves, batch, &nfe))) {
             rc = fail_in("denoising", st);
             goto done;
+        }
+        const float *shown = batch;
+        if (latent) {
+            if ((st = loco_model_decode(m, n_out, batch, imgs))) {
+                rc = fail_in("decoding", st);
+                goto done;
+            }
+            shown = imgs;
         }
         char name[128], sub[32];
         snprintf(sub, sizeof sub, "img%d_", im);
@@ -890,13 +1139,13 @@ int cmd_apply(args *a) {
             rc = fail(LOCO_E_NOMEM);
             goto done;
         }
-        strip[0] = x0;
-        for (int i = 0; i < n_out; i++) strip[i + 1] = batch + n * (size_t)i;
+        strip[0] = is_image ? in : shown; /* from a latent: the unedited sample */
+        for (int i = 0; i < n_out; i++) strip[i + 1] = shown + ni * (size_t)i;
         snprintf(name, sizeof name, "%sstrip.png", sub);
-        st = write_strip(dir, name, strip, n_out + 1, C, H, W);
+        st = write_strip(dir, name, strip, n_out + 1, IC, IH, IW);
         free(strip);
         snprintf(name, sizeof name, "%srecon.png", sub);
-        if (!st) st = write_png(dir, name, batch, C, H, W);
+        if (!st) st = write_png(dir, name, shown, IC, IH, IW);
         for (int k = 0; !st && k < (dfile ? n_moves : 1); k++) {
             if (dfile) {
                 char e[96];
@@ -905,13 +1154,13 @@ int cmd_apply(args *a) {
             } else {
                 snprintf(name, sizeof name, "%scomposed.png", sub);
             }
-            st = write_png(dir, name, batch + n * (size_t)(1 + k), C, H, W);
+            st = write_png(dir, name, shown + ni * (size_t)(1 + k), IC, IH, IW);
         }
         if (st) {
-            rc = fail(st);
+            rc = fail_in("writing the outputs (nothing in --out changed)", st);
             goto done;
         }
-        say("loco: edited %s\n", images[im]);
+        if (!g_quiet) fprintf(stderr, "loco: edited %s %s\n", starts[im].opt + 2, starts[im].arg);
     }
     if (out_dir_commit(&od)) rc = 1;
 done:
@@ -919,11 +1168,15 @@ done:
     free(mv_file);
     free(mv_idx);
     free(mv_s);
-    free(x0);
+    free(inputs);
     free(xt);
     free(batch);
+    free(imgs);
     free(moves);
     free(counts);
+    free(rec_prompt);
+    free(rec_neg);
+    loco_cond_free(cond);
     loco_model_free(m);
     out_dir_end(&od);
     return rc;

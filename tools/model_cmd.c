@@ -360,9 +360,10 @@ int cmd_convert(args *a) {
     if (st) return fail(st);
     loco_model_info inf;
     loco_model_get_info(m, &inf);
-    const int adm = strcmp(inf.family, "ADM") == 0;
+    const int adm = strcmp(inf.family, "ADM") == 0, sd = strcmp(inf.family, "StableDiffusion") == 0;
     loco_model_free(m);
-    if ((!adm && (st = loco_model_weights_path(model, &wpath))) || (st = loco_convert_with(model, &g_open, out, dt))) {
+    if ((!adm && !sd && (st = loco_model_weights_path(model, &wpath))) ||
+        (st = loco_convert_with(model, &g_open, out, dt))) {
         loco_free(wpath);
         return fail(st);
     }
@@ -370,7 +371,9 @@ int cmd_convert(args *a) {
     if (!g_quiet)
         fprintf(stderr, "loco: wrote %s%s%s (from %s%s)\n", out, bare_pt ? "" : "/",
                 bare_pt ? " as a bare PyTorch checkpoint"
-                        : adm ? "config.json and model.safetensors" : "diffusion_pytorch_model.safetensors",
+                        : adm ? "config.json and model.safetensors"
+                        : sd  ? "{unet,vae,text_encoder} weights and configs"
+                              : "diffusion_pytorch_model.safetensors",
                 wpath ? wpath : model, dt == LOCO_DTYPE_F32 ? ", as f32" : dt == LOCO_DTYPE_F16 ? ", as f16" : "");
     loco_free(wpath);
     return 0;

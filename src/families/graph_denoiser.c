@@ -4,6 +4,7 @@
 #include "graph/lin.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

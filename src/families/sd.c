@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "families/graph_denoiser.h"
 #include "families/sd.h"
+#include "families/sd_files.h"
 #include "families/sd_text.h"
 #include "families/sd_unet.h"
 #include "families/sd_vae.h"
@@ -385,7 +386,7 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     }
     f->ucfg.text_len = f->text_len;
     if (!s) s = sd_unet_build(&g, &f->ucfg);
-    if (!s) s = loco_weights_locate(unet_dir, NULL, &wpath);
+    if (!s) s = sd_weights_locate(unet_dir, 0, &wpath);
     if (!s) s = graph_load_weights(&g, wpath);
     if (!s) {
         s = loco_check_file(sdir);
@@ -413,4 +414,4 @@ static loco_status open_sd(const char *path, const loco_open_params *p, denoiser
     return s;
 }
 
-const family_entry family_sd = {"StableDiffusion", open_sd, sd_init_random, NULL};
+const family_entry family_sd = {"StableDiffusion", open_sd, sd_init_random, sd_convert};

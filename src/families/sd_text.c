@@ -8,6 +8,7 @@
  *              x += fc2(act(fc1(layer_norm2(x))))
  *   y = final_layer_norm(x), written token-major [T, hidden]. */
 #include "families/json_cfg.h"
+#include "families/sd_files.h"
 #include "families/sd_text.h"
 
 #include <cjson/cJSON.h>
@@ -355,9 +356,9 @@ loco_status sd_text_open(const char *dir, sd_text **out) {
     *out = NULL;
     if (!dir) return loco_fail(LOCO_E_INVALID_ARGUMENT, "sd_text_open: dir is NULL");
     sd_text *te = calloc(1, sizeof *te);
-    char *cfg = join(dir, "config.json"), *st = join(dir, "model.safetensors"), *bin = join(dir, "pytorch_model.bin");
+    char *cfg = join(dir, "config.json"), *wpath = NULL;
     loco_status s = LOCO_OK;
-    if (!te || !cfg || !st || !bin) {
+    if (!te || !cfg) {
         s = loco_fail(LOCO_E_NOMEM, "sd_text_open: out of memory");
         goto done;
     }
@@ -366,14 +367,10 @@ loco_status sd_text_open(const char *dir, sd_text **out) {
         goto done;
     }
     if ((s = sd_text_config_read(cfg, &te->cfg))) goto done;
-    const char *wpath = loco_file_exists(st) ? st : loco_file_exists(bin) ? bin : NULL;
-    if (!wpath) {
-        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no text encoder weights (model.safetensors or pytorch_model.bin)", dir);
-        goto done;
-    }
+    if ((s = sd_weights_locate(dir, 1, &wpath))) goto done;
     s = load_weights(te, wpath);
 done:
-    free(cfg), free(st), free(bin);
+    free(cfg), free(wpath);
     if (s) sd_text_free(te);
     else *out = te;
     return s;

@@ -7,6 +7,7 @@
  * loaded from the one weights file. */
 #define _POSIX_C_SOURCE 200809L
 #include "families/json_cfg.h"
+#include "families/sd_files.h"
 #include "families/sd_vae.h"
 
 #include <cjson/cJSON.h>
@@ -346,7 +347,7 @@ loco_status sd_vae_open_sized(const char *vae_dir, int height, int width, sd_vae
         s = loco_fail_in(s, cfg_path);
         goto done;
     }
-    if ((s = loco_weights_locate(vae_dir, NULL, &w_path)) ||
+    if ((s = sd_weights_locate(vae_dir, 0, &w_path)) ||
         (s = graph_load_weights_subset(&v->enc, w_path, enc_ignore)) ||
         (s = graph_load_weights_subset(&v->dec, w_path, dec_ignore)))
         goto done;

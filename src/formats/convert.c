@@ -38,7 +38,7 @@ static loco_status mkdir_all(const char *dir) {
     return s;
 }
 
-static loco_status copy_file(const char *from, const char *to) {
+loco_status fmt_copy_file(const char *from, const char *to) {
     char *text;
     size_t len;
     loco_status s = loco_read_file(from, &text, &len, (size_t)16 << 20);
@@ -62,55 +62,43 @@ static loco_status convert_floats(const char *name, loco_dtype from, const void 
             loco_to_f32(from, src + loco_dtype_size(from) * i, 1, &f);
             v = f;
         }
+        if (!isfinite(v)) {
+            free(o);
+            return loco_fail(LOCO_E_NUMERIC, "tensor '%s': element %zu is not finite (%g)", name, i, v);
+        }
         if (to == LOCO_DTYPE_F32) {
             float f = (float)v;
-            if (isfinite(v) && !isfinite(f)) goto overflow;
+            if (!isfinite(f)) goto overflow;
             memcpy(o + 4 * i, &f, 4);
         } else {
             float f = (float)v;
             uint16_t h = loco_f32_to_f16(f);
-            if (isfinite(v) && (!isfinite(f) || !isfinite(loco_f16_to_f32(h)))) goto overflow;
+            if (!isfinite(f) || !isfinite(loco_f16_to_f32(h))) goto overflow; /* |v| > 65504 (or rounds above) */
             memcpy(o + 2 * i, &h, 2);
         }
         continue;
     overflow:
         free(o);
-        return loco_fail(LOCO_E_NUMERIC, "tensor '%s': element %zu (%g) does not fit in %s", name, i, v,
-                         loco_dtype_name(to));
+        return loco_fail(LOCO_E_NUMERIC, "tensor '%s': element %zu (%g) does not fit in %s (|x| <= %s)", name, i, v,
+                         loco_dtype_name(to), to == LOCO_DTYPE_F16 ? "65504" : "3.4e38");
     }
     *out = o;
     return LOCO_OK;
 }
 
-loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtype) {
-    if (!model || !out_dir) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_convert: NULL argument");
-    if (dtype != LOCO_DTYPE_F32 && dtype != LOCO_DTYPE_F16 && dtype != LOCO_DTYPE_COUNT)
-        return loco_fail(LOCO_E_INVALID_ARGUMENT, "convert: the dtype must be F32 or F16 (or kept)");
-    struct stat pst;
-    if (stat(model, &pst) != 0) return loco_fail(LOCO_E_NOT_FOUND, "%s: no such file or folder", model);
-    char *dir = fmt_folder_of(model), *cfg = dir ? fmt_path_join(dir, "config.json") : NULL,
-         *sched = dir ? fmt_path_join(dir, "scheduler/scheduler_config.json") : NULL, *wpath = NULL;
-    char *o_w = fmt_path_join(out_dir, FMT_WEIGHTS_ST), *o_cfg = fmt_path_join(out_dir, "config.json"),
-         *o_sd = fmt_path_join(out_dir, "scheduler"),
-         *o_sched = fmt_path_join(out_dir, "scheduler/scheduler_config.json");
+/* Reads every tensor of the weights file wpath, converts the floating-point
+ * ones to dtype (LOCO_DTYPE_COUNT: kept) and, when out_path is not NULL,
+ * writes them to out_path as safetensors with metadata format=pt. With
+ * out_path NULL it only checks that every value converts (finite, and within
+ * the range of dtype): nothing is written. Errors name wpath and the
+ * tensor. */
+loco_status fmt_convert_weights(const char *wpath, const char *out_path, loco_dtype dtype) {
     loco_weights *w = NULL;
     loco_tensor_ref *refs = NULL;
     void **bufs = NULL;
     size_t n = 0;
-    loco_status s = LOCO_OK;
-    if (!dir || !cfg || !sched || !o_w || !o_cfg || !o_sd || !o_sched) {
-        s = loco_fail(LOCO_E_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((s = loco_check_file(cfg)) == LOCO_E_NOT_FOUND)
-        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", dir);
-    if (s) goto done;
-    /* the scheduler config is optional; something else in its place is an
-     * error, found before anything is written */
-    bool have_sched = (s = loco_check_file(sched)) == LOCO_OK;
-    if (s == LOCO_E_NOT_FOUND) s = LOCO_OK;
-    if (s) goto done;
-    if ((s = loco_weights_locate(dir, model, &wpath)) || (s = loco_weights_open(wpath, &w))) goto done;
+    loco_status s = loco_weights_open(wpath, &w);
+    if (s) return s;
     n = loco_weights_count(w);
     refs = calloc(n ? n : 1, sizeof *refs);
     bufs = calloc(n ? n : 1, sizeof *bufs);
@@ -136,17 +124,52 @@ loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtyp
             r->dtype = dtype;
         }
         r->data = bufs[i];
+        if (!out_path) { /* checking only: one tensor at a time */
+            free(bufs[i]);
+            bufs[i] = NULL;
+        }
     }
-    if ((s = mkdir_all(out_dir))) goto done;
     const char *meta[] = {"format", "pt"};
-    if ((s = loco_tensors_write(o_w, refs, n, meta, 1))) goto done;
-    if ((s = copy_file(cfg, o_cfg))) goto done;
-    if (have_sched && !(s = mkdir_all(o_sd))) s = copy_file(sched, o_sched);
+    if (out_path) s = loco_tensors_write(out_path, refs, n, meta, 1);
 done:
     for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);
     free(refs);
     loco_weights_close(w);
+    return s;
+}
+
+loco_status loco_convert(const char *model, const char *out_dir, loco_dtype dtype) {
+    if (!model || !out_dir) return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_convert: NULL argument");
+    if (dtype != LOCO_DTYPE_F32 && dtype != LOCO_DTYPE_F16 && dtype != LOCO_DTYPE_COUNT)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "convert: the dtype must be F32 or F16 (or kept)");
+    struct stat pst;
+    if (stat(model, &pst) != 0) return loco_fail(LOCO_E_NOT_FOUND, "%s: no such file or folder", model);
+    char *dir = fmt_folder_of(model), *cfg = dir ? fmt_path_join(dir, "config.json") : NULL,
+         *sched = dir ? fmt_path_join(dir, "scheduler/scheduler_config.json") : NULL, *wpath = NULL;
+    char *o_w = fmt_path_join(out_dir, FMT_WEIGHTS_ST), *o_cfg = fmt_path_join(out_dir, "config.json"),
+         *o_sd = fmt_path_join(out_dir, "scheduler"),
+         *o_sched = fmt_path_join(out_dir, "scheduler/scheduler_config.json");
+    loco_status s = LOCO_OK;
+    if (!dir || !cfg || !sched || !o_w || !o_cfg || !o_sd || !o_sched) {
+        s = loco_fail(LOCO_E_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((s = loco_check_file(cfg)) == LOCO_E_NOT_FOUND)
+        s = loco_fail(LOCO_E_NOT_FOUND, "%s: no config.json in the model folder", dir);
+    if (s) goto done;
+    /* the scheduler config is optional; something else in its place is an
+     * error, found before anything is written */
+    bool have_sched = (s = loco_check_file(sched)) == LOCO_OK;
+    if (s == LOCO_E_NOT_FOUND) s = LOCO_OK;
+    if (s) goto done;
+    if ((s = loco_weights_locate(dir, model, &wpath))) goto done;
+    /* every value is checked before anything is written */
+    if (dtype != LOCO_DTYPE_COUNT && (s = fmt_convert_weights(wpath, NULL, dtype))) goto done;
+    if ((s = mkdir_all(out_dir)) || (s = fmt_convert_weights(wpath, o_w, dtype))) goto done;
+    if ((s = fmt_copy_file(cfg, o_cfg))) goto done;
+    if (have_sched && !(s = mkdir_all(o_sd))) s = fmt_copy_file(sched, o_sched);
+done:
     free(wpath);
     free(dir);
     free(cfg);

@@ -16,4 +16,17 @@ char *fmt_path_join(const char *dir, const char *name);
  * ("." when it has none). New memory (free); NULL when out of memory. */
 char *fmt_folder_of(const char *path);
 
+/* Copies a file of at most 16 MiB (a config) to `to`, atomically
+ * (convert.c). */
+loco_status fmt_copy_file(const char *from, const char *to);
+
+/* Reads every tensor of the weights file wpath (either format), converts the
+ * floating-point ones to dtype (F32 or F16; LOCO_DTYPE_COUNT keeps them) and
+ * writes them to out_path as safetensors (metadata format=pt). out_path NULL:
+ * only checks that every value converts, one tensor at a time, writing
+ * nothing. A value that is not finite, or beyond the range of dtype (F16:
+ * |x| > 65504), is LOCO_E_NUMERIC naming wpath, the tensor and the element
+ * (convert.c). */
+loco_status fmt_convert_weights(const char *wpath, const char *out_path, loco_dtype dtype);
+
 #endif
