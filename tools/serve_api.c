@@ -487,11 +487,6 @@ static void h_directions(server *sv, session *s, const request *rq, reply *r) {
             }
             mask[i] = c == '1';
         }
-        if (ok) {
-            pthread_mutex_lock(&sv->lock);
-            memcpy(s->mask, mask, hw);
-            pthread_mutex_unlock(&sv->lock);
-        }
     } else if (ok) {
         pthread_mutex_lock(&sv->lock);
         memcpy(mask, s->mask, hw);
@@ -526,7 +521,8 @@ static void h_directions(server *sv, session *s, const request *rq, reply *r) {
         return;
     }
     pthread_mutex_lock(&sv->lock);
-    s->refs++; /* the job's */
+    if (bits) memcpy(s->mask, mask, hw); /* the mask sent is the session's now */
+    s->refs++;                           /* the job's */
     pthread_mutex_unlock(&sv->lock);
     job *j = job_new(JOB_PREPARE, s);
     if (!j) {
