@@ -39,8 +39,14 @@ $(BUILD)/libloco_internal.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/libloco.a
-	$(CC) $(CFLAGS) $(wildcard tools/*.c) -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+# loco serve's page (tools/serve_page/) is compiled into the program
+SERVE_PAGE := $(sort $(wildcard tools/serve_page/*.html tools/serve_page/*.js tools/serve_page/*.css))
+$(BUILD)/serve_page.c: $(SERVE_PAGE) tools/serve_page/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/serve_page/embed.sh $(SERVE_PAGE) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/loco: $(wildcard tools/*.c tools/*.h) $(BUILD)/serve_page.c $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $(wildcard tools/*.c) $(BUILD)/serve_page.c -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS) -lmicrohttpd -lpthread
 
 $(BUILD)/bench_lin: bench/bench_lin.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)

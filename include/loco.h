@@ -39,6 +39,7 @@ typedef enum loco_status {
     LOCO_E_NOT_FOUND,        /* a required tensor or key is missing          */
     LOCO_E_NUMERIC,          /* NaN or Inf where finite numbers are needed   */
     LOCO_E_NOMEM,            /* out of memory, or a size beyond the limits   */
+    LOCO_E_CANCELLED,        /* a progress callback called loco_progress_cancel */
     LOCO_STATUS_COUNT
 } loco_status;
 
@@ -531,8 +532,28 @@ size_t loco_lin_work_bytes(const loco_lin *lin, int k);
 /* Sampling and inversion (DDIM, eta 0; the LOCO Edit authors' timesteps)    */
 /* ------------------------------------------------------------------------ */
 
-/* Progress of long work: phase name, units done of total. */
+/* Progress of long work: phase name, units done of total. The callback runs
+ * on the thread doing the work, after each unit (a DDIM step, a subspace
+ * iteration). */
 typedef void (*loco_progress_fn)(const char *phase, int done, int total, void *user);
+
+/* Called from inside a progress callback: stops the work. The library
+ * function that called the callback frees what it allocated and returns
+ * LOCO_E_CANCELLED ("<phase>: cancelled" in loco_last_error; its outputs are
+ * then unspecified, a handle it would have made is NULL). Outside a
+ * callback it does nothing. Per thread: another thread's work goes on.
+ * Every function that takes a loco_progress_fn can be cancelled this way
+ * (DDIM inversion and sampling, loco_sample, loco_edit_encode/decode/render,
+ * loco_subspace_iteration, loco_edit_prepare). A program that cancels from
+ * another thread sets a flag there and calls this in its next callback: the
+ * work stops within one unit. */
+void loco_progress_cancel(void);
+/* Inside a progress callback: the figure the unit just done produced, or
+ * NaN when it has none. Subspace iterations ("roi", "null", "constrained",
+ * "subspace") give the sine of the largest principal angle between the last
+ * two bases (loco_subspace.sin_angle), the convergence measure compared
+ * with tol. Outside a callback NaN. */
+double loco_progress_value(void);
 
 /* The timestep grid of an n-step schedule over T training steps:
  * grid[i] = linspace(0, 1, n)[i] * (T - 1) in float32 (torch.linspace

@@ -31,6 +31,7 @@ static const char *const status_names[] = {
     [LOCO_E_NOT_FOUND] = "not found",
     [LOCO_E_NUMERIC] = "non-finite number",
     [LOCO_E_NOMEM] = "out of memory or size beyond limits",
+    [LOCO_E_CANCELLED] = "cancelled",
 };
 _Static_assert(sizeof(status_names) / sizeof(status_names[0]) == LOCO_STATUS_COUNT,
                "status_names must cover every loco_status");
@@ -94,6 +95,36 @@ loco_status loco_fail_in(loco_status s, const char *where) {
     char msg[sizeof last_error];
     memcpy(msg, last_error, sizeof msg);
     return loco_fail(s, "%s: %s", where, msg);
+}
+
+/* ---- progress: cancelling, and the figure of the last unit ------------- */
+
+static _Thread_local int progress_depth;     /* callbacks running on this thread */
+static _Thread_local int progress_cancelled; /* loco_progress_cancel in one      */
+static _Thread_local double progress_val = NAN;
+
+void loco_progress_cancel(void) {
+    if (progress_depth > 0) progress_cancelled = 1;
+}
+
+double loco_progress_value(void) { return progress_depth > 0 ? progress_val : NAN; }
+
+loco_status loco_progress_report(loco_progress_fn fn, void *user, const char *phase, int done, int total,
+                                 double value) {
+    if (!fn) return LOCO_OK;
+    const double saved = progress_val;
+    progress_val = value;
+    progress_depth++;
+    fn(phase, done, total, user);
+    progress_depth--;
+    progress_val = saved;
+    /* the outermost report takes the request (a wrapping callback's inner
+     * reports leave it to the loop that called it) */
+    if (progress_cancelled && progress_depth == 0) {
+        progress_cancelled = 0;
+        return loco_fail(LOCO_E_CANCELLED, "%s: cancelled", phase ? phase : "work");
+    }
+    return LOCO_OK;
 }
 
 /* ======================================================================== */

@@ -18,6 +18,12 @@ void loco_log(loco_log_level lvl, const char *fmt, ...) __attribute__((format(pr
 /* Records "where: <the last error message>" and returns s (a file's name in
  * front of a message that lacks it). */
 loco_status loco_fail_in(loco_status s, const char *where);
+/* Calls fn(phase, done, total, user) when fn is set, with `value` as
+ * loco_progress_value() during the call (NaN: none). Returns
+ * LOCO_E_CANCELLED (message "<phase>: cancelled") when the callback called
+ * loco_progress_cancel, else LOCO_OK: a loop stops on nonzero. */
+loco_status loco_progress_report(loco_progress_fn fn, void *user, const char *phase, int done, int total,
+                                 double value);
 
 /* malloc that returns NULL for 0 bytes or for sizes past LOCO_MAX_ALLOC. */
 #define LOCO_MAX_ALLOC ((size_t)64 << 30)

@@ -113,7 +113,7 @@ loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, f
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
         s = ddim_step(m, cond, B, x, eps, tb, t_net, schedule_abar(&m->sched, grid[i]),
                       schedule_abar(&m->sched, grid[i + 1]), 0.0f, NULL, 0);
-        if (progress) progress("inversion", i - from + 1, to - from, user);
+        if (!s) s = loco_progress_report(progress, user, "inversion", i - from + 1, to - from, NAN);
     }
     free(eps);
     free(tb);
@@ -137,7 +137,7 @@ static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, floa
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
         s = ddim_step(m, cond, B, x, eps, tb, grid[i], schedule_abar(&m->sched, grid[i]),
                       schedule_abar(&m->sched, grid[i - 1]), eta, &rng, clip);
-        if (progress) progress("sampling", from - i + 1, from - to, user);
+        if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
     free(eps);
     free(tb);
@@ -153,7 +153,7 @@ typedef struct chunk_progress {
 static void chunk_cb(const char *phase, int done, int total, void *user) {
     (void)total;
     chunk_progress *c = user;
-    c->fn(phase, c->base + done, c->total, c->user);
+    c->fn(phase, c->base + done, c->total, c->user); /* a cancel here reaches the report that called chunk_cb */
 }
 
 loco_status loco_sample(loco_model *m, int n, int steps, float boost_t, uint64_t seed, int batch, int clip_x0,
@@ -311,7 +311,7 @@ static loco_status plan_sample(loco_model *m, const loco_cond *cond, const ddim_
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && p->t[i] <= boost_t) ? 1.0f : 0.0f;
         s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->ab[i], p->lo[i], eta, &rng, clip);
-        if (progress) progress("sampling", from - i + 1, from - to, user);
+        if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
     free(eps);
     free(tb);
@@ -328,7 +328,7 @@ static loco_status plan_invert(loco_model *m, const loco_cond *cond, const ddim_
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
     for (int i = from + 1; i <= to && !s; i++) { /* DDIMInverseScheduler: eps at the target timestep */
         s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->lo[i], p->ab[i], 0.0f, NULL, 0);
-        if (progress) progress("inversion", i - from, to - from, user);
+        if (!s) s = loco_progress_report(progress, user, "inversion", i - from, to - from, NAN);
     }
     free(eps);
     free(tb);
@@ -735,7 +735,8 @@ loco_status loco_subspace_iteration(loco_lin *lin, const uint8_t *mask, const lo
         }
         memcpy(V, Vn, sizeof(float) * k * n);
         out->iters = it + 1;
-        if (p->progress) p->progress(p->phase ? p->phase : "subspace", it + 1, p->max_iter, p->user);
+        if ((s = loco_progress_report(p->progress, p->user, p->phase ? p->phase : "subspace", it + 1, p->max_iter, sa)))
+            goto done;
         if (it + 1 >= p->min_iter && sa < p->tol) {
             out->converged = 1;
             break;

@@ -78,6 +78,7 @@ int cmd_train(args *a);   /* train_cmd.c */
 int cmd_sample(args *a);
 int cmd_generate(args *a);  /* sample_cmd.c */
 int cmd_tokenize(args *a); /* text_cmd.c */
+int cmd_serve(args *a);    /* serve.c */
 /* Writes n images, each [C, H, W] in [-1, 1] (imgs[i]; C <= 4), as one PNG
  * grid with `cols` columns (<= 0: ceil(sqrt(n))), each pixel a zoom x zoom
  * block, atomically. write_grid: the same for contiguous x [n, C, H, W]

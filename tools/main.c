@@ -46,6 +46,9 @@ static const char *const usage_text =
     "       a text-to-image model: also --latent Z / --seed S starts, [--prompt P]\n"
     "       [--negative-prompt N] [--guidance G] (default: what the edit recorded)\n"
     "                                      apply saved directions (transfer, compose)\n"
+    "  serve [MODEL] [--host 127.0.0.1] [--port 8080] [--open]\n"
+    "                                      the interactive editor in a browser (docs/serve.md);\n"
+    "                                      MODEL defaults to models/faces32\n"
     "  convert MODEL OUT_DIR [--dtype f32|f16]\n"
     "                                      write MODEL as a folder with safetensors weights:\n"
     "                                      diffusers (config copied), or guided-diffusion\n"
@@ -121,7 +124,7 @@ static const struct {
     {"info", cmd_info},       {"init", cmd_init},   {"eps", cmd_eps},         {"jacobian", cmd_jacobian},
     {"edit", cmd_edit},       {"apply", cmd_apply}, {"molrg", cmd_molrg},     {"dataset", cmd_dataset},
     {"mask", cmd_mask},       {"analyze", cmd_analyze}, {"convert", cmd_convert}, {"train", cmd_train},
-    {"sample", cmd_sample},   {"generate", cmd_generate},   {"tokenize", cmd_tokenize},
+    {"sample", cmd_sample},   {"generate", cmd_generate},   {"tokenize", cmd_tokenize}, {"serve", cmd_serve},
 };
 
 int main(int argc, char **argv) {
