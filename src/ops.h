@@ -285,15 +285,20 @@ typedef struct mha_params {
 } mha_params;
 /* What the forward keeps for the derivative passes (batch 1): q [C, Tq],
  * k, v [C, Tk], o [C, Tq], P [heads, Tq, Tk] (0 where causality masks). */
-typedef struct mha_saved { float *q, *k, *v, *o, *P; } mha_saved;
+/* The record of one image: q [C, Tq], k, v [C, Tk], and per head and query
+ * row the softmax's maximum m and 1 / sum inv [heads, Tq]; the probabilities
+ * are recomputed from them (not kept: heads x Tq x Tk floats per layer). */
+typedef struct mha_saved { float *q, *k, *v, *m, *inv; } mha_saved;
 /* Floats of one record (each part starts on a multiple of 16 floats from
  * base), and its layout at base. */
 size_t mha_saved_floats(int C, int Tq, int Tk, int heads);
 mha_saved mha_saved_at(float *base, int C, int Tq, int Tk, int heads);
-/* Floats of scratch mha_fwd, mha_jvp and mha_vjp need (the same for all
- * three; images are processed one at a time, so it does not grow with B). */
+/* Floats of scratch mha_fwd, mha_jvp and mha_vjp need for calls on at most B
+ * images or vectors (the forward pass takes them one at a time; J V and
+ * U^T J keep each vector's projections, so that each head's probabilities
+ * are recomputed once per call). */
 size_t mha_scratch(int C, int Dc, int Tq, int Tk, int heads, int B);
-/* save: NULL, or (B must be 1) where q, k, v, o and P are kept. */
+/* save: NULL, or (B must be 1) where the record is kept. */
 void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const float *x, const float *c, float *y,
              float *scratch, const mha_saved *save);
 /* J V and U^T J with respect to x: self (c is x: its tangent enters k and v

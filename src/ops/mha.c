@@ -12,6 +12,11 @@
  *        dq = k dS^T / sqrt(d), dk = q dS / sqrt(d),
  *        dx += W_q^T dq (+ W_k^T dk + W_v^T dv for self-attention)
  * A masked entry has P = 0, so the softmax derivative leaves it 0 too.
+ * The record keeps q, k, v and each row's softmax maximum and normaliser,
+ * not P: J V and U^T J recompute P per head from them with the forward
+ * pass's own operations (bit-identical), one extra q^T k product per head
+ * and call instead of heads x Tq x Tk floats per layer (1.9 GB per UNet
+ * branch of Stable Diffusion 2.1 at 512x512).
  * Every product goes through gemm_f32 and every row reduction is one
  * thread's, so results do not depend on the thread count; images are
  * processed one at a time, so an image's result does not depend on B. */
@@ -63,6 +68,47 @@ static void softmax_rows(int rows, int cols, int causal, float *S) {
     }
 }
 
+/* softmax_rows, keeping each row's maximum m[i] and 1 / sum inv[i]: what
+ * recompute_probs needs to rebuild the same P bit for bit. */
+static void softmax_rows_rec(int rows, int cols, int causal, float *S, float *m_out, float *inv_out) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < rows; i++) {
+        float *row = S + (size_t)i * cols;
+        const int n = visible(causal, i, cols);
+        float m = row[0];
+        for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) {
+            row[j] = fast_expf(row[j] - m);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        for (int j = n; j < cols; j++) row[j] = 0.0f;
+        m_out[i] = m;
+        inv_out[i] = inv;
+    }
+}
+
+/* P [Tq, Tk] of head h from the record: the scores again (the same product
+ * as the forward pass), then exp(S - m) * inv per row with the recorded m
+ * and inv, which are the forward pass's operations on the same numbers: the
+ * same P, without keeping heads x Tq x Tk floats per attention layer. */
+static void recompute_probs(const mha_saved *s, int h, int d, int Tq, int Tk, int causal, float scale, float *P) {
+    const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
+    gemm_f32(1, 0, Tq, Tk, d, scale, s->q + oq, Tq, s->k + ok, Tk, 0.0f, P, Tk);
+    const float *mh = s->m + (size_t)h * Tq, *ih = s->inv + (size_t)h * Tq;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < Tq; i++) {
+        float *row = P + (size_t)i * Tk;
+        const int n = visible(causal, i, Tk);
+        const float m = mh[i], inv = ih[i];
+        for (int j = 0; j < n; j++) row[j] = fast_expf(row[j] - m);
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        for (int j = n; j < Tk; j++) row[j] = 0.0f;
+    }
+}
+
 /* dS <- P * (dS - rowsum(P * dS)), P, dS [rows, cols]: the derivative of
  * softmax_rows at P, forward and transposed alike (the Jacobian is
  * symmetric). Masked entries (P = 0) become 0. */
@@ -83,25 +129,26 @@ static void softmax_rows_grad(int rows, int cols, const float *P, float *dS) {
 /* ======================================================================== */
 
 size_t mha_saved_floats(int C, int Tq, int Tk, int heads) {
-    return 2 * up16((size_t)C * Tq) + 2 * up16((size_t)C * Tk) + up16((size_t)heads * Tq * Tk);
+    return up16((size_t)C * Tq) + 2 * up16((size_t)C * Tk) + 2 * up16((size_t)heads * Tq);
 }
 
 mha_saved mha_saved_at(float *base, int C, int Tq, int Tk, int heads) {
-    (void)heads;
     mha_saved s;
     s.q = base;
     s.k = s.q + up16((size_t)C * Tq);
     s.v = s.k + up16((size_t)C * Tk);
-    s.o = s.v + up16((size_t)C * Tk);
-    s.P = s.o + up16((size_t)C * Tq);
+    s.m = s.v + up16((size_t)C * Tk);
+    s.inv = s.m + up16((size_t)heads * Tq);
     return s;
 }
 
-/* fwd: q, o [C, Tq], k, v [C, Tk], S [Tq, Tk]; jvp: dq, dO, dk, dv, dS;
- * vjp: dO, dq, dk, dv, dS: the same sizes. */
+/* fwd: q, o [C, Tq], k, v [C, Tk], S [Tq, Tk]; jvp and vjp: P and dS [Tq,
+ * Tk], and per vector of the batch (at most B) dq, dO [C, Tq], dk, dv [C, Tk]. */
 size_t mha_scratch(int C, int Dc, int Tq, int Tk, int heads, int B) {
-    (void)Dc, (void)heads, (void)B;
-    return 2 * up16((size_t)C * Tq) + 2 * up16((size_t)C * Tk) + up16((size_t)Tq * Tk);
+    (void)Dc, (void)heads;
+    const size_t per = 2 * up16((size_t)C * Tq) + 2 * up16((size_t)C * Tk), fwd = per + up16((size_t)Tq * Tk),
+                 lin = 2 * up16((size_t)Tq * Tk) + (size_t)(B > 1 ? B : 1) * per;
+    return fwd > lin ? fwd : lin;
 }
 
 /* ======================================================================== */
@@ -118,7 +165,6 @@ void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const fl
         q = save->q;
         k = save->k;
         v = save->v;
-        o = save->o;
     }
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * C * Tq, *cb = c + (size_t)b * Dc * Tk;
@@ -127,12 +173,12 @@ void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const fl
         proj(C, Tk, Dc, p->wv, p->bv, cb, 0.0f, v);
         for (int h = 0; h < p->heads; h++) {
             const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
-            float *Ph = save ? save->P + (size_t)h * Tq * Tk : S;
             /* S[i, j] = scale sum_c q[c, i] k[c, j] */
-            gemm_f32(1, 0, Tq, Tk, d, scale, q + oq, Tq, k + ok, Tk, 0.0f, Ph, Tk);
-            softmax_rows(Tq, Tk, p->causal, Ph);
+            gemm_f32(1, 0, Tq, Tk, d, scale, q + oq, Tq, k + ok, Tk, 0.0f, S, Tk);
+            if (save) softmax_rows_rec(Tq, Tk, p->causal, S, save->m + (size_t)h * Tq, save->inv + (size_t)h * Tq);
+            else softmax_rows(Tq, Tk, p->causal, S);
             /* o[c, i] = sum_j v[c, j] P[i, j] */
-            gemm_f32(0, 1, d, Tq, Tk, 1.0f, v + ok, Tk, Ph, Tk, 0.0f, o + oq, Tq);
+            gemm_f32(0, 1, d, Tq, Tk, 1.0f, v + ok, Tk, S, Tk, 0.0f, o + oq, Tq);
         }
         proj(C, Tq, C, p->wo, p->bo, o, 0.0f, y + (size_t)b * C * Tq);
     }
@@ -142,31 +188,52 @@ void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const fl
 /* Linearisation: J V and V J P against one recorded image                  */
 /* ======================================================================== */
 
+/* The per-vector parts of the scratch of mha_jvp / mha_vjp. */
+typedef struct lin_parts { float *P, *dS, *base; size_t nq, nk; } lin_parts;
+static lin_parts parts_of(float *scratch, int C, int Tq, int Tk) {
+    lin_parts l;
+    l.nq = up16((size_t)C * Tq);
+    l.nk = up16((size_t)C * Tk);
+    l.P = scratch;
+    l.dS = l.P + up16((size_t)Tq * Tk);
+    l.base = l.dS + up16((size_t)Tq * Tk);
+    return l;
+}
+/* vector b's dq, dO [C, Tq], dk, dv [C, Tk] */
+static float *part(const lin_parts *l, int b, int which) {
+    float *v = l->base + (size_t)b * (2 * l->nq + 2 * l->nk);
+    static const int before_q[4] = {0, 1, 2, 2}, before_k[4] = {0, 0, 0, 1};
+    return v + (size_t)before_q[which] * l->nq + (size_t)before_k[which] * l->nk;
+}
+enum { P_DQ, P_DO, P_DK, P_DV };
+
 void mha_jvp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dx,
              float *dy, float *scratch) {
     (void)Dc;
     const int d = C / p->heads;
     const float scale = 1.0f / sqrtf((float)d);
-    float *dq = scratch, *dO = dq + up16((size_t)C * Tq), *dk = dO + up16((size_t)C * Tq),
-          *dv = dk + up16((size_t)C * Tk), *dS = dv + up16((size_t)C * Tk);
+    lin_parts l = parts_of(scratch, C, Tq, Tk);
     for (int b = 0; b < B; b++) {
         const float *dxb = dx + (size_t)b * C * Tq;
-        proj(C, Tq, C, p->wq, NULL, dxb, 0.0f, dq);
+        proj(C, Tq, C, p->wq, NULL, dxb, 0.0f, part(&l, b, P_DQ));
         if (self) { /* the context is x: Dc == C, Tk == Tq */
-            proj(C, Tk, C, p->wk, NULL, dxb, 0.0f, dk);
-            proj(C, Tk, C, p->wv, NULL, dxb, 0.0f, dv);
+            proj(C, Tk, C, p->wk, NULL, dxb, 0.0f, part(&l, b, P_DK));
+            proj(C, Tk, C, p->wv, NULL, dxb, 0.0f, part(&l, b, P_DV));
         }
-        for (int h = 0; h < p->heads; h++) {
-            const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
-            const float *P = s->P + (size_t)h * Tq * Tk;
-            gemm_f32(1, 0, Tq, Tk, d, scale, dq + oq, Tq, s->k + ok, Tk, 0.0f, dS, Tk);
-            if (self) gemm_f32(1, 0, Tq, Tk, d, scale, s->q + oq, Tq, dk + ok, Tk, 1.0f, dS, Tk);
-            softmax_rows_grad(Tq, Tk, P, dS);
-            gemm_f32(0, 1, d, Tq, Tk, 1.0f, s->v + ok, Tk, dS, Tk, 0.0f, dO + oq, Tq);
-            if (self) gemm_f32(0, 1, d, Tq, Tk, 1.0f, dv + ok, Tk, P, Tk, 1.0f, dO + oq, Tq);
-        }
-        proj(C, Tq, C, p->wo, NULL, dO, 0.0f, dy + (size_t)b * C * Tq);
     }
+    for (int h = 0; h < p->heads; h++) {
+        const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
+        recompute_probs(s, h, d, Tq, Tk, p->causal, scale, l.P);
+        for (int b = 0; b < B; b++) {
+            float *dq = part(&l, b, P_DQ), *dO = part(&l, b, P_DO), *dk = part(&l, b, P_DK), *dv = part(&l, b, P_DV);
+            gemm_f32(1, 0, Tq, Tk, d, scale, dq + oq, Tq, s->k + ok, Tk, 0.0f, l.dS, Tk);
+            if (self) gemm_f32(1, 0, Tq, Tk, d, scale, s->q + oq, Tq, dk + ok, Tk, 1.0f, l.dS, Tk);
+            softmax_rows_grad(Tq, Tk, l.P, l.dS);
+            gemm_f32(0, 1, d, Tq, Tk, 1.0f, s->v + ok, Tk, l.dS, Tk, 0.0f, dO + oq, Tq);
+            if (self) gemm_f32(0, 1, d, Tq, Tk, 1.0f, dv + ok, Tk, l.P, Tk, 1.0f, dO + oq, Tq);
+        }
+    }
+    for (int b = 0; b < B; b++) proj(C, Tq, C, p->wo, NULL, part(&l, b, P_DO), 0.0f, dy + (size_t)b * C * Tq);
 }
 
 void mha_vjp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const mha_saved *s, int B, const float *dy,
@@ -174,24 +241,27 @@ void mha_vjp(const mha_params *p, int self, int C, int Tq, int Dc, int Tk, const
     (void)Dc;
     const int d = C / p->heads;
     const float scale = 1.0f / sqrtf((float)d);
-    float *dO = scratch, *dq = dO + up16((size_t)C * Tq), *dk = dq + up16((size_t)C * Tq),
-          *dv = dk + up16((size_t)C * Tk), *dS = dv + up16((size_t)C * Tk);
+    lin_parts l = parts_of(scratch, C, Tq, Tk);
+    for (int b = 0; b < B; b++)
+        gemm_f32(1, 0, C, Tq, C, 1.0f, p->wo, C, dy + (size_t)b * C * Tq, Tq, 0.0f, part(&l, b, P_DO), Tq);
+    for (int h = 0; h < p->heads; h++) {
+        const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
+        recompute_probs(s, h, d, Tq, Tk, p->causal, scale, l.P);
+        for (int b = 0; b < B; b++) {
+            float *dq = part(&l, b, P_DQ), *dO = part(&l, b, P_DO), *dk = part(&l, b, P_DK), *dv = part(&l, b, P_DV);
+            if (self) gemm_f32(0, 0, d, Tk, Tq, 1.0f, dO + oq, Tq, l.P, Tk, 0.0f, dv + ok, Tk);
+            gemm_f32(1, 0, Tq, Tk, d, 1.0f, dO + oq, Tq, s->v + ok, Tk, 0.0f, l.dS, Tk);
+            softmax_rows_grad(Tq, Tk, l.P, l.dS);
+            gemm_f32(0, 1, d, Tq, Tk, scale, s->k + ok, Tk, l.dS, Tk, 0.0f, dq + oq, Tq);
+            if (self) gemm_f32(0, 0, d, Tk, Tq, scale, s->q + oq, Tq, l.dS, Tk, 0.0f, dk + ok, Tk);
+        }
+    }
     for (int b = 0; b < B; b++) {
         float *dxb = dx + (size_t)b * C * Tq;
-        gemm_f32(1, 0, C, Tq, C, 1.0f, p->wo, C, dy + (size_t)b * C * Tq, Tq, 0.0f, dO, Tq);
-        for (int h = 0; h < p->heads; h++) {
-            const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
-            const float *P = s->P + (size_t)h * Tq * Tk;
-            if (self) gemm_f32(0, 0, d, Tk, Tq, 1.0f, dO + oq, Tq, P, Tk, 0.0f, dv + ok, Tk);
-            gemm_f32(1, 0, Tq, Tk, d, 1.0f, dO + oq, Tq, s->v + ok, Tk, 0.0f, dS, Tk);
-            softmax_rows_grad(Tq, Tk, P, dS);
-            gemm_f32(0, 1, d, Tq, Tk, scale, s->k + ok, Tk, dS, Tk, 0.0f, dq + oq, Tq);
-            if (self) gemm_f32(0, 0, d, Tk, Tq, scale, s->q + oq, Tq, dS, Tk, 0.0f, dk + ok, Tk);
-        }
-        proj_t(C, Tq, C, p->wq, dq, dxb);
+        proj_t(C, Tq, C, p->wq, part(&l, b, P_DQ), dxb);
         if (self) {
-            proj_t(C, Tk, C, p->wk, dk, dxb);
-            proj_t(C, Tk, C, p->wv, dv, dxb);
+            proj_t(C, Tk, C, p->wk, part(&l, b, P_DK), dxb);
+            proj_t(C, Tk, C, p->wv, part(&l, b, P_DV), dxb);
         }
     }
 }
