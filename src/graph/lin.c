@@ -163,6 +163,8 @@ loco_status graph_lin_new(const graph *g, const float *x, float t, const float *
 }
 
 const float *graph_lin_output(const graph_lin *L) { return L->rec + L->rec_off[L->g->t_out]; }
+size_t graph_lin_input_floats(const graph_lin *L) { return L->n_in; }
+size_t graph_lin_output_floats(const graph_lin *L) { return L->n_out; }
 
 size_t graph_lin_record_bytes(const graph_lin *L) {
     return (L->rec_floats + L->save_floats + L->g->scratch_floats) * sizeof(float);

@@ -18,6 +18,9 @@ const float *graph_lin_output(const graph_lin *L);
 loco_status graph_lin_jvp(graph_lin *L, int k, const float *V, float *JY);
 /* UJ [k, n_in] = U^T J_y for cotangents U [k, n_out] */
 loco_status graph_lin_vjp(graph_lin *L, int k, const float *U, float *UJ);
+/* floats of one input vector (the graph's x) and of one output vector */
+size_t graph_lin_input_floats(const graph_lin *L);
+size_t graph_lin_output_floats(const graph_lin *L);
 size_t graph_lin_record_bytes(const graph_lin *L);
 size_t graph_lin_work_bytes(const graph_lin *L, int k);
 
