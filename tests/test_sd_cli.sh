@@ -36,6 +36,10 @@ check "a prompt for an unconditional model: error" 'grep -q "takes no prompt" "$
 run_ok "generate one image" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" --steps 10 --seed 3 \
     --out "$T/g1.png" --tensors "$T/g1.safetensors"
 check "generate wrote a 32x32 PNG and its latents" '[ "$(png_size "$T/g1.png")" = "32x32" ] && [ -s "$T/g1.safetensors" ]'
+run_ok "generate --save-tensors" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" --steps 10 --seed 3 \
+    --out "$T/gs.png" --save-tensors --quiet
+check "the latents beside the PNG, the same file as --tensors" 'cmp -s "$T/gs.safetensors" "$T/g1.safetensors" &&
+    cmp -s "$T/gs.png" "$T/g1.png"'
 run_ok "generate again with the same seed" "$LOCO" generate "$P" --image-size 32 --prompt "a photo of a man" --steps 10 \
     --seed 3 --out "$T/g2.png"
 check "the same seed gives the same bytes" 'cmp -s "$T/g1.png" "$T/g2.png"'

@@ -9,11 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
-    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors] [--json]\n"                              \
+    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors | --save-tensors] [--json]\n"                              \
     "       [--timesteps authors|leading|trailing]\n"                              \
     "       [--prompt P [--negative-prompt N] [--guidance 7.5]]   (text-to-image models)\n"                           \
     "   or: loco generate MODEL --prompt P --out IMG.png [--seed 0] [--steps 50] ... (one image)"
@@ -26,6 +27,7 @@ static void sample_progress(const char *phase, int done, int total, void *user) 
 
 static int sample_or_generate(args *a, int generate) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
+    int save_tensors = 0;
     long long count = generate ? 1 : -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
     double boost = 0, g;
     int json = 0, clip = 1, clip_given = 0;
@@ -58,6 +60,7 @@ static int sample_or_generate(args *a, int generate) {
         } else if ((v = opt(a, "--timesteps"))) {
             if (loco_timesteps_parse(v, &ts)) return usage_error("sample: --timesteps '%s' must be authors, leading or trailing", v);
         } else if ((v = opt(a, "--tensors"))) tensors = v;
+        else if (strcmp(s, "--save-tensors") == 0) save_tensors = 1;
         else if (strcmp(s, "--json") == 0) json = 1;
         else if (strcmp(s, "--no-clip") == 0) clip = 0, clip_given = 1;
         else if (s[0] == '-') return usage_error("sample: unknown or incomplete option '%s'", s);
@@ -65,6 +68,17 @@ static int sample_or_generate(args *a, int generate) {
         else return usage_error("sample: unexpected argument '%s'", s);
     }
     if (!model || !out || count < 0 || (generate && !cp.prompt)) return usage_error("sample: %s", SAMPLE_USAGE);
+    /* --save-tensors: the latents (and images) beside the PNG, OUT without
+     * its .png + .safetensors */
+    char tensors_beside[4096];
+    if (save_tensors && !tensors) {
+        size_t n = strlen(out);
+        if (n >= 4 && strcasecmp(out + n - 4, ".png") == 0) n -= 4;
+        if (n + sizeof ".safetensors" > sizeof tensors_beside)
+            return usage_error("sample: --out '%.40s...' is too long for --save-tensors", out);
+        snprintf(tensors_beside, sizeof tensors_beside, "%.*s.safetensors", (int)n, out);
+        tensors = tensors_beside;
+    }
     int rc0 = check_out_file(out, "--out");
     if (!rc0 && tensors) rc0 = check_out_file(tensors, "--tensors");
     if (rc0) return rc0;
