@@ -8,6 +8,7 @@
 #include "families/sd_text.h"
 #include "families/sd_unet.h"
 #include "families/sd_vae.h"
+#include "formats/weights.h"
 #include "schedule.h"
 
 #include <dirent.h>
@@ -27,20 +28,9 @@ static const char *const tokenizer_files[] = {"vocab.json", "merges.txt", "token
 static const char *const subdirs[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-static char *join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
-static char *folder_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    return !slash ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
-}
 
 static loco_status read_text(const char *dir, const char *name, char **text, size_t *len, char **path) {
-    *path = join(dir, name);
+    *path = fmt_path_join(dir, name);
     if (!*path) return loco_fail(LOCO_E_NOMEM, "out of memory");
     loco_status s = loco_check_file(*path);
     if (s == LOCO_E_NOT_FOUND) return loco_fail(LOCO_E_NOT_FOUND, "%s: no %s (a pipeline's configs)", dir, name);
@@ -75,12 +65,12 @@ static loco_status read_configs(const char *dir, sd_configs *c) {
                       "cross_attention_dim (%d)", dir, c->text.hidden, c->unet.cross_dim);
     if (!s) {
         schedule sched;
-        char *sp = join(dir, "scheduler/scheduler_config.json");
+        char *sp = fmt_path_join(dir, "scheduler/scheduler_config.json");
         s = sp ? schedule_from_json(&sched, sp) : loco_fail(LOCO_E_NOMEM, "out of memory");
         free(sp);
     }
     if (!s) {
-        char *tdir = join(dir, "tokenizer");
+        char *tdir = fmt_path_join(dir, "tokenizer");
         loco_tokenizer *tok = NULL;
         s = tdir ? loco_tokenizer_open(tdir, &tok) : loco_fail(LOCO_E_NOMEM, "out of memory");
         loco_tokenizer_free(tok);
@@ -90,7 +80,7 @@ static loco_status read_configs(const char *dir, sd_configs *c) {
 }
 
 static loco_status copy_file(const char *from_dir, const char *to_dir, const char *name) {
-    char *from = join(from_dir, name), *to = join(to_dir, name), *text = NULL;
+    char *from = fmt_path_join(from_dir, name), *to = fmt_path_join(to_dir, name), *text = NULL;
     size_t len;
     loco_status s = from && to ? loco_read_file(from, &text, &len, (size_t)64 << 20)
                                : loco_fail(LOCO_E_NOMEM, "out of memory");
@@ -103,9 +93,9 @@ static loco_status copy_file(const char *from_dir, const char *to_dir, const cha
 
 static loco_status write_weights(const sd_configs *c, const char *out, uint64_t seed, loco_dtype dtype) {
     graph g[3] = {0};
-    char *up = join(out, "unet/diffusion_pytorch_model.safetensors");
-    char *vp = join(out, "vae/diffusion_pytorch_model.safetensors");
-    char *tp = join(out, "text_encoder/model.safetensors");
+    char *up = fmt_path_join(out, "unet/diffusion_pytorch_model.safetensors");
+    char *vp = fmt_path_join(out, "vae/diffusion_pytorch_model.safetensors");
+    char *tp = fmt_path_join(out, "text_encoder/model.safetensors");
     loco_status s = up && vp && tp ? LOCO_OK : loco_fail(LOCO_E_NOMEM, "out of memory");
     /* the UNet at its sample_size (the weights do not depend on it) */
     sd_unet_config u = c->unet;
@@ -149,16 +139,16 @@ static void remove_partial(const char *tmp) {
                                           "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"};
     char *p;
     for (size_t i = 0; i < N_OF(weights); i++)
-        if ((p = join(tmp, weights[i]))) unlink(p), free(p);
+        if ((p = fmt_path_join(tmp, weights[i]))) unlink(p), free(p);
     for (size_t i = 0; i < N_OF(config_files); i++)
-        if ((p = join(tmp, config_files[i]))) unlink(p), free(p);
+        if ((p = fmt_path_join(tmp, config_files[i]))) unlink(p), free(p);
     for (size_t i = 0; i < N_OF(tokenizer_files); i++) {
         char name[64];
         snprintf(name, sizeof name, "tokenizer/%s", tokenizer_files[i]);
-        if ((p = join(tmp, name))) unlink(p), free(p);
+        if ((p = fmt_path_join(tmp, name))) unlink(p), free(p);
     }
     for (size_t i = 0; i < N_OF(subdirs); i++)
-        if ((p = join(tmp, subdirs[i]))) rmdir(p), free(p);
+        if ((p = fmt_path_join(tmp, subdirs[i]))) rmdir(p), free(p);
     rmdir(tmp);
 }
 
@@ -166,7 +156,7 @@ static loco_status write_folder(const char *src, const sd_configs *c, const char
                                 loco_dtype dtype) {
     loco_status s = LOCO_OK;
     for (size_t i = 0; i < N_OF(subdirs) && !s; i++) {
-        char *p = join(tmp, subdirs[i]);
+        char *p = fmt_path_join(tmp, subdirs[i]);
         s = p ? loco_mkdir_p(p) : loco_fail(LOCO_E_NOMEM, "out of memory");
         free(p);
     }
@@ -174,7 +164,7 @@ static loco_status write_folder(const char *src, const sd_configs *c, const char
     for (size_t i = 0; i < N_OF(tokenizer_files) && !s; i++) {
         char name[64];
         snprintf(name, sizeof name, "tokenizer/%s", tokenizer_files[i]);
-        char *from = join(src, name);
+        char *from = fmt_path_join(src, name);
         loco_status have = from ? loco_check_file(from) : LOCO_E_NOMEM;
         free(from);
         if (have == LOCO_OK) s = copy_file(src, tmp, name);
@@ -188,7 +178,7 @@ loco_status sd_init_random(const char *config_path, const char *text, size_t len
                            loco_dtype dtype) {
     (void)text;
     (void)len;
-    char *src = folder_of(config_path);
+    char *src = fmt_folder_of(config_path);
     size_t n = strlen(out_dir) + 32;
     char *tmp = malloc(n);
     sd_configs c;

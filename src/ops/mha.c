@@ -49,8 +49,10 @@ static void proj_t(int M, int N, int K, const float *W, const float *dy, float *
 static inline int visible(int causal, int i, int cols) { return causal && i + 1 < cols ? i + 1 : cols; }
 
 /* Each row of S [rows, cols] <- softmax(row) over its visible keys, 0 on
- * the others. */
-static void softmax_rows(int rows, int cols, int causal, float *S) {
+ * the others; m_out / inv_out (NULL: not kept) receive each row's maximum
+ * and 1 / sum, what recompute_probs needs to rebuild the same P bit for
+ * bit. */
+static void softmax_rows(int rows, int cols, int causal, float *S, float *m_out, float *inv_out) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < rows; i++) {
         float *row = S + (size_t)i * cols;
@@ -65,28 +67,7 @@ static void softmax_rows(int rows, int cols, int causal, float *S) {
         const float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
         for (int j = n; j < cols; j++) row[j] = 0.0f;
-    }
-}
-
-/* softmax_rows, keeping each row's maximum m[i] and 1 / sum inv[i]: what
- * recompute_probs needs to rebuild the same P bit for bit. */
-static void softmax_rows_rec(int rows, int cols, int causal, float *S, float *m_out, float *inv_out) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < rows; i++) {
-        float *row = S + (size_t)i * cols;
-        const int n = visible(causal, i, cols);
-        float m = row[0];
-        for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) {
-            row[j] = fast_expf(row[j] - m);
-            sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) row[j] *= inv;
-        for (int j = n; j < cols; j++) row[j] = 0.0f;
-        m_out[i] = m;
-        inv_out[i] = inv;
+        if (m_out) m_out[i] = m, inv_out[i] = inv;
     }
 }
 
@@ -175,8 +156,8 @@ void mha_fwd(const mha_params *p, int B, int C, int Tq, int Dc, int Tk, const fl
             const size_t oq = (size_t)h * d * Tq, ok = (size_t)h * d * Tk;
             /* S[i, j] = scale sum_c q[c, i] k[c, j] */
             gemm_f32(1, 0, Tq, Tk, d, scale, q + oq, Tq, k + ok, Tk, 0.0f, S, Tk);
-            if (save) softmax_rows_rec(Tq, Tk, p->causal, S, save->m + (size_t)h * Tq, save->inv + (size_t)h * Tq);
-            else softmax_rows(Tq, Tk, p->causal, S);
+            softmax_rows(Tq, Tk, p->causal, S, save ? save->m + (size_t)h * Tq : NULL,
+                         save ? save->inv + (size_t)h * Tq : NULL);
             /* o[c, i] = sum_j v[c, j] P[i, j] */
             gemm_f32(0, 1, d, Tq, Tk, 1.0f, v + ok, Tk, S, Tk, 0.0f, o + oq, Tq);
         }
