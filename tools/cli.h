@@ -7,6 +7,16 @@
 #include "loco.h"
 
 extern int g_quiet; /* --quiet given */
+extern int g_progress_json; /* --progress-json given */
+
+/* ---- progress (progress.c) ------------------------------------------------- */
+/* Whether long work should report progress: not --quiet, and stderr is a
+ * terminal or --progress-json was given. */
+int cli_progress_wanted(void);
+/* A loco_progress_fn: the phase, step i/n, elapsed time and ETA (and the
+ * subspace angle where the library reports one), as a line rewritten in
+ * place on a terminal or as JSON lines with --progress-json. */
+void cli_progress(const char *phase, int done, int total, void *user);
 /* --preset, --head-channels, --heads, --image-size (global options) */
 extern loco_open_params g_open;
 /* loco_model_open_with(path, &g_open, m) */

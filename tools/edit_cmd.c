@@ -25,16 +25,6 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int show_progress(void) { return !g_quiet && isatty(2); }
-
-static void progress_cb(const char *phase, int done, int total, void *user) {
-    (void)user;
-    if (!show_progress()) return;
-    fprintf(stderr, "\r  %-12s %4d/%-4d", phase, done, total);
-    if (done >= total) fputc('\n', stderr);
-    fflush(stderr);
-}
-
 static void say(const char *fmt, const char *arg) {
     if (g_quiet) return;
     fprintf(stderr, fmt, arg);
@@ -299,7 +289,7 @@ int cmd_edit(args *a) {
             return usage_error("edit: --directions entries must be integers in [0, --rank) %s", "");
     if (check_strengths("edit", strengths, n_str)) return 2;
     ep.seed = (uint64_t)seed;
-    ep.progress = progress_cb;
+    ep.progress = cli_progress;
 
     /* every location is checked before any work */
     out_dir od;
@@ -401,7 +391,7 @@ int cmd_edit(args *a) {
     rp.oversample = oversample;
     rp.tol = tol;
     rp.seed = (uint64_t)seed;
-    rp.progress = progress_cb;
+    rp.progress = cli_progress;
     rp.edit_cond = econd;
     rp.start_latent = zstart;
     if ((st = loco_edit_recipe_check(m, &rp, pix))) {
@@ -1055,7 +1045,7 @@ int cmd_apply(args *a) {
     if (t_edit_o > 0) ep.t_edit = (float)t_edit_o;
     if (steps_o) ep.steps = steps_o;
     if (inv_steps_o) ep.inv_steps = inv_steps_o;
-    ep.progress = progress_cb;
+    ep.progress = cli_progress;
     if ((st = loco_edit_timestep(m, &ep, NULL, NULL))) {
         rc = fail(st);
         goto done;

@@ -112,7 +112,7 @@ static const char *const usage_text =
     "  a MoLRG model file (loco molrg);\n"
     "  a Stable Diffusion pipeline folder (model_index.json, unet/, vae/, text_encoder/,\n"
     "    tokenizer/, scheduler/): --image-size N picks the image (and latent) size.\n"
-    "Global options: --threads N, --quiet, --preset p2, --image-size N, --head-channels N, --heads N,\n"
+    "Global options: --threads N, --quiet, --progress-json, --preset p2, --image-size N, --head-channels N, --heads N,\n"
     "--heads-upsample N.\n";
 
 /* ---- main ------------------------------------------------------------------ */
@@ -138,6 +138,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quiet") == 0) {
             g_quiet = 1;
+        } else if (strcmp(argv[i], "--progress-json") == 0) {
+            g_progress_json = 1;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             long long th;
             if (!parse_long(argv[i + 1], 1, 1024, &th)) return usage_error("bad --threads '%s'", argv[i + 1]);

@@ -19,12 +19,6 @@
     "       [--prompt P [--negative-prompt N] [--guidance 7.5]]   (text-to-image models)\n"                           \
     "   or: loco generate MODEL --prompt P --out IMG.png [--seed 0] [--steps 50] ... (one image)"
 
-static void sample_progress(const char *phase, int done, int total, void *user) {
-    (void)user;
-    fprintf(stderr, "\r%s %d/%d ", phase, done, total);
-    if (done == total) fputc('\n', stderr);
-}
-
 static int sample_or_generate(args *a, int generate) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
     int save_tensors = 0;
@@ -120,9 +114,9 @@ static int sample_or_generate(args *a, int generate) {
         loco_model_free(m);
         return fail(LOCO_E_NOMEM);
     }
-    const int prog = !g_quiet && isatty(2);
+    const int prog = cli_progress_wanted();
     st = loco_sample_ts(m, cond, ts, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, z,
-                        prog ? sample_progress : NULL, NULL);
+                        prog ? cli_progress : NULL, NULL);
     if (!st && latent) st = loco_model_decode(m, (int)count, z, x);
     if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
     if (!st && tensors) {
