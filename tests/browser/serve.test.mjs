@@ -54,8 +54,10 @@ try {
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
-  const shot = async (name) => {
+  // the whole page, and the section the step is about (small, for the docs)
+  const shot = async (name, section) => {
     await page.screenshot({ path: path.join(OUT, name), fullPage: true });
+    if (section) await (await page.$(section)).screenshot({ path: path.join(OUT, name.replace('.png', '-section.png')) });
   };
   const text = (sel) => page.$eval(sel, (e) => e.textContent);
   const setField = async (id, v) => {
@@ -147,7 +149,7 @@ try {
   await page.mouse.click(...mid);
   check('the brush paints it again', (await text('#mask-count')) === String(nPainted));
   await page.$eval('#brush-size', (e) => { e.value = '1'; e.dispatchEvent(new Event('input')); });
-  await shot('2-mask.png');
+  await shot('2-mask.png', '#sec-mask');
 
   // ---- 3. find directions (short schedule) -------------------------------------------------
   for (const [k, v] of Object.entries(SHORT)) await setField('#s-' + k, v);
@@ -162,7 +164,7 @@ try {
   check('the progress text says done', /^done:/.test(await text('#progress-text')), await text('#progress-text'));
   const nSliders = await page.$$eval('#sliders input[type=range]', (a) => a.length);
   check('one slider per direction', nSliders === 3, `${nSliders}`);
-  await shot('3-directions.png');
+  await shot('3-directions.png', '#sec-find');
 
   // ---- 4. drag the first slider --------------------------------------------------------------
   const rendersBefore = await page.evaluate(() => +(document.body.dataset.renders || 0));
@@ -207,7 +209,7 @@ try {
     `preview ${times[0]} ms, exact ${times[1]} ms after release`);
   check('the page shows the times', /^preview \d+ ms, exact image \d+ ms after release \(23 steps/.test(rt), rt);
   check('the view is labelled as the exact edit', (await page.$eval('#view-edit', (e) => e.parentElement.textContent)) === 'edit');
-  await shot('4-edit.png');
+  await shot('4-edit.png', '#sec-edit');
 
   // ---- 5. transfer and downloads -----------------------------------------------------------------
   await page.click('#btn-transfer-face');
@@ -237,7 +239,7 @@ try {
   check('directions.safetensors downloads', dl['dl-dirs'][0] === 200 && dl['dl-dirs'][1] > 3 * 3 * 1024 * 4,
     `${dl['dl-dirs'][1]} bytes`);
   check('report.json downloads', dl['dl-report'][0] === 200 && dl['dl-report'][2][0] === 0x7b);
-  await shot('5-transfer.png');
+  await shot('5-transfer.png', '#sec-transfer');
 
   // ---- 6. cancel a long job ------------------------------------------------------------------------
   for (const [k, v] of Object.entries({ steps: '100', min_iter: '400', max_iter: '400' })) await setField('#s-' + k, v);
@@ -255,7 +257,7 @@ try {
   check('the progress text says cancelled', /^cancelled: /.test(await text('#progress-text')));
   check('Find is enabled again', await page.$eval('#btn-find', (e) => !e.disabled));
   check('the earlier directions stay', (await page.$$eval('#sliders input[type=range]', (a) => a.length)) === 3);
-  await shot('6-cancel.png');
+  await shot('6-cancel.png', '#sec-find');
 
   check('no errors in the page', problems.length === 0, problems.join('; '));
 } catch (e) {
