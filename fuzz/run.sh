@@ -9,8 +9,10 @@
 # fuzz/corpus/<target>/ (read-only here; new inputs go to
 # build/fuzz/corpus/<target>/). Prints executions and coverage (cov/ft from
 # libFuzzer's final lines) per target; full logs in build/fuzz/logs/.
-# Targets: safetensors config png pickle pytorch (see fuzz/harness.h), and
-# cli: the command line's number and list parsers (tools/cli_parse.c).
+# Targets: safetensors config png pickle pytorch (see fuzz/harness.h),
+# cli: the command line's number and list parsers (tools/cli_parse.c), and
+# serve: loco serve's API handlers and job queue (fuzz/fuzz_serve.c; needs
+# libmicrohttpd-dev).
 #
 # A crash, leak, timeout or out-of-memory leaves its input in
 # build/fuzz/artifacts/<target>/ and makes the script exit 1. Fix it, then
@@ -24,7 +26,7 @@ set -eu
 cd "$(dirname "$0")/.."
 OUT=build/fuzz
 CC="${FUZZ_CC:-clang}"
-ALL="safetensors config png pickle pytorch cli tokenizer"
+ALL="safetensors config png pickle pytorch cli tokenizer serve"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer $SAN -fopenmp -Iinclude -Isrc -D_GNU_SOURCE -Wall -Wno-unused-parameter"
 LIBS="-lopenblas -lcjson -lpng -lz -lutf8proc -lm"
@@ -34,7 +36,11 @@ if [ "${1:-}" = "--seeds" ]; then
     make -s build/libloco.a
     mkdir -p "$OUT"
     gcc -std=c11 -fopenmp -Iinclude -Isrc -D_GNU_SOURCE fuzz/make_corpus.c build/libloco.a $LIBS -o "$OUT/make_corpus"
-    for t in $ALL; do rm -rf "fuzz/corpus/$t"; mkdir -p "fuzz/corpus/$t"; done
+    for t in $ALL; do # serve's seeds are hand-written requests: kept
+        [ "$t" = serve ] && continue
+        rm -rf "fuzz/corpus/$t"
+        mkdir -p "fuzz/corpus/$t"
+    done
     "$OUT/make_corpus" fuzz/corpus
     cp tests/fixtures/unet-small/config.json fuzz/corpus/config/unet-small.json
     cp tests/fixtures/unet-small_mh/config.json fuzz/corpus/config/unet-small_mh.json
@@ -70,8 +76,15 @@ for t in $TARGETS; do
     [ -f "fuzz/fuzz_$t.c" ] || { echo "fuzz/run.sh: no target '$t' (have: $ALL)" >&2; exit 2; }
     echo "link fuzz_$t"
     extra=""
+    xlibs=""
     [ "$t" = cli ] && extra=tools/cli_parse.c # the CLI's parsers are not in the library
-    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra $OBJS $LIBS -o "$OUT/fuzz_$t"
+    if [ "$t" = serve ]; then                 # loco serve's sources, its page and libmicrohttpd
+        sh tools/serve_page/embed.sh tools/serve_page/*.html tools/serve_page/*.js tools/serve_page/*.css \
+            >"$OUT/serve_page.c"
+        extra="tools/serve.c tools/serve_api.c tools/serve_state.c tools/cli.c tools/cli_parse.c $OUT/serve_page.c"
+        xlibs="-lmicrohttpd -lpthread"
+    fi
+    $CC $CFLAGS -fsanitize=fuzzer "fuzz/fuzz_$t.c" $extra $OBJS $LIBS $xlibs -o "$OUT/fuzz_$t"
 done
 cat fuzz/dict/pickle.dict fuzz/dict/zip.dict >"$OUT/pytorch.dict"
 
@@ -89,6 +102,7 @@ for t in $TARGETS; do
         pytorch) dict="$OUT/pytorch.dict"; maxlen=16384 ;;
         cli) dict=fuzz/dict/cli.dict; maxlen=256 ;;
         tokenizer) dict=fuzz/dict/tokenizer.dict; maxlen=4096 ;;
+        serve) dict=fuzz/dict/serve.dict; maxlen=8192 ;;
     esac
     mkdir -p "$OUT/corpus/$t" "$OUT/artifacts/$t"
     log="$OUT/logs/$t.log"

@@ -164,6 +164,10 @@ expect "render with strength 5000" 400 "$(json POST "/api/sessions/$SID/render" 
 expect "render with a string strength" 400 "$(json POST "/api/sessions/$SID/render" '{"strengths":["a"]}')" 1
 expect "render of the transfer before one" 409 "$(json POST "/api/sessions/$SID/render" '{"target":"transfer"}')" 1
 expect "render with a bad target" 400 "$(json POST "/api/sessions/$SID/render" '{"target":"x"}')" 1
+expect "a preview render" 200 "$(json POST "/api/sessions/$SID/render" '{"strengths":[6,0],"preview":true}')"
+check "  ... is exact on a 20-step schedule (11 steps: a preview would save little)" \
+    'grep -q "\"preview\":true,\"exact\":true,\"steps\":11" "$T/body"'
+expect "render with preview 1 (not a boolean)" 400 "$(json POST "/api/sessions/$SID/render" '{"preview":1}')" 1
 
 # ---- downloads: the files loco edit writes -------------------------------------------------
 for f in edit.png strip.png recon.png original.png; do
@@ -203,6 +207,15 @@ done
 check "  ... runs" 'grep -q "\"state\":\"running\"" "$T/body"'
 t=$(curl -s -o "$T/body" -w '%{time_total}' -H "X-Loco-Token: $TOK" "${URL}api/jobs/$LJ")
 check "status answers while it runs (${t} s < 0.5 s)" 'awk "BEGIN{exit !($t < 0.5)}"'
+# two renders queued behind it: the newer one supersedes the older
+rq_bg() { curl -s -o "$T/$1" -H "X-Loco-Token: $TOK" -H 'Content-Type: application/json' --data-binary "$2" \
+    "${URL}api/sessions/$SID/render"; }
+rq_bg renderA '{"strengths":[1,0]}' &
+RA=$!
+sleep 0.5
+rq_bg renderB '{"strengths":[2,0]}' &
+RB=$!
+sleep 0.5
 t=$(curl -s -o "$T/body" -w '%{time_total}' -X POST -H "X-Loco-Token: $TOK" "${URL}api/jobs/$LJ/cancel")
 check "cancel answers at once (${t} s < 0.5 s)" 'awk "BEGIN{exit !($t < 0.5)}"'
 for _ in $(seq 1 300); do
@@ -211,6 +224,9 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 check "  ... and the job stops (cancelled)" 'grep -q "\"state\":\"cancelled\"" "$T/body"'
+wait "$RA" "$RB"
+check "the older queued render answers superseded" 'grep -q "^{\"superseded\":true" "$T/renderA"'
+check "the newer one renders" 'grep -q "\"image\":\"data:image/png;base64," "$T/renderB"'
 expect "the earlier directions still render" 200 "$(json POST "/api/sessions/$SID/render" '{"strengths":[0,3]}')"
 expect "cancel of an unknown job" 404 "$(req POST /api/jobs/424242/cancel)" 1
 

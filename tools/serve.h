@@ -27,6 +27,7 @@
 #define SERVE_SESSION_IDLE_S 3600          /* idle sessions expire           */
 #define SERVE_MAX_QUEUE 32                 /* jobs waiting for the worker    */
 #define SERVE_MAX_DIRS 64                  /* rank at most this              */
+#define SERVE_PREVIEW_EVALS 10             /* network evaluations of a preview render */
 
 /* ---- HTTP replies (serve.c) ------------------------------------------------ */
 
@@ -108,9 +109,14 @@ typedef struct job {
     float strengths[SERVE_MAX_DIRS]; /* JOB_RENDER                            */
     int n_strengths;
     int target;               /* JOB_RENDER: 0 the image, 1 the transfer image */
+    int preview;              /* JOB_RENDER: a coarse preview (SERVE_PREVIEW_EVALS
+                                 steps), not kept for downloads              */
+    int superseded;           /* cancelled because a newer render came        */
     /* outputs */
     float *out;               /* JOB_RENDER / JOB_SAMPLE: image [n]           */
     double seconds;
+    int evals;                /* JOB_RENDER: network evaluations made         */
+    int exact;                /* JOB_RENDER: the exact image (kept for downloads) */
     int refs;                 /* the table, a waiting request (freed at 0)    */
     struct job *next;         /* queue                                        */
 } job;
@@ -194,6 +200,10 @@ job *job_get_locked(server *sv, uint64_t id);
 void job_wait(server *sv, job *j);
 /* Asks j to stop (a queued job is dropped at once). */
 void job_cancel(server *sv, job *j);
+/* Cancels the unfinished renders of session s for target (0 the image, 1
+ * the transfer image): a newer render makes them stale. Their requests are
+ * answered 409 "superseded by a newer render". */
+void renders_supersede(server *sv, const session *s, int target);
 /* j's progress as JSON (takes the lock). */
 cJSON *job_json(server *sv, job *j);
 

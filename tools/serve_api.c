@@ -586,7 +586,7 @@ static void h_render(server *sv, session *s, const request *rq, reply *r) {
         reply_error(r, 500, "out of memory");
         return;
     }
-    cJSON *tg = cJSON_GetObjectItemCaseSensitive(o, "target");
+    cJSON *tg = cJSON_GetObjectItemCaseSensitive(o, "target"), *pv = cJSON_GetObjectItemCaseSensitive(o, "preview");
     int ok = get_strengths(sv, s, o, j, r);
     if (ok && tg) {
         if (cJSON_IsString(tg) && strcmp(tg->valuestring, "image") == 0) j->target = 0;
@@ -596,24 +596,43 @@ static void h_render(server *sv, session *s, const request *rq, reply *r) {
             ok = 0;
         }
     }
+    if (ok && pv && !cJSON_IsNull(pv)) {
+        if (cJSON_IsBool(pv)) j->preview = cJSON_IsTrue(pv);
+        else {
+            reply_error(r, 400, "'preview' must be true or false");
+            ok = 0;
+        }
+    }
     cJSON_Delete(o);
     if (!ok) {
         job_unref(sv, j);
         return;
     }
+    renders_supersede(sv, s, j->target); /* what they would show is stale now */
     if (job_submit(sv, j)) {
         job_unref(sv, j);
         reply_error(r, 503, "the work queue is full; try again");
         return;
     }
     job_wait(sv, j);
-    if (j->state != JOB_DONE) {
+    pthread_mutex_lock(&sv->lock);
+    int superseded = j->state == JOB_CANCELLED && j->superseded;
+    pthread_mutex_unlock(&sv->lock);
+    if (superseded) { /* a newer render of this session came: no image, not an error */
+        cJSON *out = cJSON_CreateObject();
+        cJSON_AddBoolToObject(out, "superseded", 1);
+        cJSON_AddNumberToObject(out, "job", (double)j->id);
+        reply_json(r, 200, out);
+    } else if (j->state != JOB_DONE) {
         reply_error(r, j->state == JOB_CANCELLED ? 409 : j->error_status ? j->error_status : 500, "render: %s",
                     j->error);
     } else {
         cJSON *out = cJSON_CreateObject();
         add_png(sv, out, "image", j->out);
         cJSON_AddNumberToObject(out, "seconds", j->seconds);
+        cJSON_AddBoolToObject(out, "preview", j->preview);
+        cJSON_AddBoolToObject(out, "exact", j->exact);
+        cJSON_AddNumberToObject(out, "steps", j->evals);
         cJSON_AddNumberToObject(out, "job", (double)j->id);
         reply_json(r, 200, out);
     }

@@ -208,9 +208,9 @@ static void finish_locked(server *sv, job *j, job_state st) {
     pthread_cond_broadcast(&sv->changed);
 }
 
-void job_cancel(server *sv, job *j) {
+/* with the lock held */
+static void cancel_locked(server *sv, job *j, const char *why) {
     atomic_store(&j->cancel, 1);
-    pthread_mutex_lock(&sv->lock);
     if (j->state == JOB_QUEUED) { /* still waiting: out of the queue now */
         job **pp = &sv->queue_head, *prev = NULL;
         while (*pp && *pp != j) {
@@ -223,8 +223,25 @@ void job_cancel(server *sv, job *j) {
             sv->queued--;
             j->refs--; /* the queue's reference; the table keeps one */
         }
-        snprintf(j->error, sizeof j->error, "cancelled before it started");
+        snprintf(j->error, sizeof j->error, "%s", why);
         finish_locked(sv, j, JOB_CANCELLED);
+    }
+}
+
+void job_cancel(server *sv, job *j) {
+    pthread_mutex_lock(&sv->lock);
+    cancel_locked(sv, j, "cancelled before it started");
+    pthread_mutex_unlock(&sv->lock);
+}
+
+void renders_supersede(server *sv, const session *s, int target) {
+    pthread_mutex_lock(&sv->lock);
+    for (int i = 0; i < 256; i++) {
+        job *j = sv->jobs[i];
+        if (j && j->kind == JOB_RENDER && j->s == s && j->target == target && !finished(j)) {
+            j->superseded = 1;
+            cancel_locked(sv, j, "superseded by a newer render");
+        }
     }
     pthread_mutex_unlock(&sv->lock);
 }
@@ -291,6 +308,50 @@ static loco_status render_one(server *sv, const loco_edit_params *ep, const floa
     for (int i = 0; i < n_s && i < rank; i++)
         if (str[i] != 0) moves[k++] = (loco_edit_move){dirs + sv->n * (size_t)i, str[i]};
     return loco_edit_render(sv->model, ep, xt, 1, &k, moves, k, out, NULL);
+}
+
+/* A preview of render_one: the same start x_t + sum_i s_i v_i, denoised on
+ * SERVE_PREVIEW_EVALS points of the sampling grid between the edit point
+ * and 0 (both kept) instead of every point: a few times fewer network
+ * evaluations, an approximation the page shows until render_one's exact
+ * image arrives. *evals: the evaluations made. */
+static loco_status render_preview(server *sv, const loco_edit_params *ep, const float *xt, const float *dirs,
+                                  int rank, const float *str, int n_s, float *out, int *evals, int *exact) {
+    *evals = 0;
+    *exact = 0;
+    int e = 0;
+    loco_status st = loco_edit_timestep(sv->model, ep, NULL, &e);
+    if (st) return st;
+    const int np = loco_ddim_points(ep->timesteps, ep->steps);
+    if (ep->timesteps != LOCO_TIMESTEPS_AUTHORS || e <= 2 * SERVE_PREVIEW_EVALS || np < 2) {
+        /* short schedules: the exact render costs at most twice a preview */
+        *evals = e;
+        *exact = 1;
+        return render_one(sv, ep, xt, dirs, rank, str, n_s, out);
+    }
+    float *grid = malloc(sizeof(float) * (size_t)np), sub[SERVE_PREVIEW_EVALS + 1];
+    if (!grid) return LOCO_E_NOMEM;
+    if ((st = loco_ddim_timesteps(sv->model, ep->timesteps, ep->steps, grid))) {
+        free(grid);
+        return st;
+    }
+    const int K = SERVE_PREVIEW_EVALS;
+    for (int k = 0; k <= K; k++) sub[k] = grid[(int)((long long)k * e / K)]; /* strictly increasing: e > K */
+    float boost = 0; /* the grid timestep nearest boost_t * T, as loco_edit_decode takes it */
+    if (ep->boost_t > 0) {
+        double target = (double)ep->boost_t * sv->info.train_timesteps;
+        int b = np - 1;
+        for (int i = np - 1; i >= 1; i--)
+            if (fabs(grid[i] - target) < fabs(grid[b] - target)) b = i;
+        boost = grid[b];
+    }
+    free(grid);
+    memcpy(out, xt, sizeof(float) * sv->n);
+    for (int i = 0; i < n_s && i < rank; i++)
+        for (size_t q = 0; q < sv->n; q++) out[q] += str[i] * dirs[sv->n * (size_t)i + q];
+    st = loco_ddim_sample_cond(sv->model, NULL, 1, out, sub, K, 0, boost, ep->seed, ep->progress, ep->user);
+    *evals = K;
+    return st;
 }
 
 static loco_status run_prepare(server *sv, job *j, prog_ctx *pc) {
@@ -384,10 +445,17 @@ static loco_status run_job(server *sv, job *j) {
         ep.progress = on_progress;
         ep.user = &pc;
         double t0 = mono_now();
-        st = render_one(sv, &ep, xt, loco_edit_directions_vectors(s->dirs), s->ps.rank, j->strengths, j->n_strengths,
-                        j->out);
+        if (j->preview)
+            st = render_preview(sv, &ep, xt, loco_edit_directions_vectors(s->dirs), s->ps.rank, j->strengths,
+                                j->n_strengths, j->out, &j->evals, &j->exact);
+        else {
+            j->exact = 1;
+            loco_edit_timestep(sv->model, &ep, NULL, &j->evals);
+            st = render_one(sv, &ep, xt, loco_edit_directions_vectors(s->dirs), s->ps.rank, j->strengths,
+                            j->n_strengths, j->out);
+        }
         j->seconds = mono_now() - t0;
-        if (st) return st;
+        if (st || !j->exact) return st; /* an approximate preview is not kept */
         float *copy = malloc(sizeof(float) * sv->n);
         if (copy) memcpy(copy, j->out, sizeof(float) * sv->n);
         pthread_mutex_lock(&sv->lock);
@@ -459,7 +527,10 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&sv->lock);
         if (st == LOCO_OK) finish_locked(sv, j, JOB_DONE);
         else if (!j->error[0]) {
-            snprintf(j->error, sizeof j->error, "%s", st == LOCO_E_CANCELLED ? "cancelled" : msg[0] ? msg : loco_strerror(st));
+            snprintf(j->error, sizeof j->error, "%s",
+                     st == LOCO_E_CANCELLED ? (j->superseded ? "superseded by a newer render" : "cancelled")
+                     : msg[0]               ? msg
+                                            : loco_strerror(st));
             if (!j->error_status) j->error_status = st == LOCO_E_INVALID_ARGUMENT ? 400 : 500;
             finish_locked(sv, j, st == LOCO_E_CANCELLED ? JOB_CANCELLED : JOB_FAILED);
         } else finish_locked(sv, j, JOB_FAILED);

@@ -8,7 +8,7 @@ const TOKEN = document.querySelector('meta[name=loco-token]').content;
 const $ = (id) => document.getElementById(id);
 const st = {
   info: null, session: null, H: 32, W: 32, mask: null, labels: false,
-  dirMask: null, rank: 0, strengths: [], job: null, rendering: false, pending: false,
+  dirMask: null, rank: 0, strengths: [], job: null,
   reconData: null, editData: null, hasTransfer: false,
 };
 
@@ -27,7 +27,11 @@ async function api(method, path, body, ctype) {
   } else if (body instanceof Blob) headers['Content-Type'] = ctype || 'image/png';
   const r = await fetch('/api' + path, { method, headers, body: data });
   const j = await r.json().catch(() => ({ error: 'bad reply (' + r.status + ')' }));
-  if (!r.ok) throw new Error(j.error || ('HTTP ' + r.status));
+  if (!r.ok) {
+    const e = new Error(j.error || ('HTTP ' + r.status));
+    e.status = r.status;
+    throw e;
+  }
   return j;
 }
 
@@ -125,6 +129,7 @@ async function newSession(body, ctype) {
     st.rank = 0;
     st.dirMask = null;
     st.reconData = st.editData = null;
+    st.hasTransfer = false;
     baseImage = await loadImage(s.image);
     $('image-source').textContent = 'image: ' + s.source;
     const sel = $('part');
@@ -265,6 +270,8 @@ async function findDirections() {
     const s = await api('GET', '/sessions/' + st.session);
     st.rank = s.directions.rank;
     st.dirMask = bits(s.directions.mask);
+    st.hasTransfer = false; // new directions drop the transfer
+    for (const id of ['view-t-original', 'view-t-recon', 'view-t-edit']) show(id, null);
     st.reconData = await show('view-recon', s.reconstruction);
     st.editData = await show('view-edit', s.reconstruction);
     drawDiff();
@@ -286,11 +293,24 @@ async function cancelJob() {
 }
 
 // ---- sliders and rendering ----------------------------------------------------
+//
+// While a slider is dragged the page asks for previews (the same start x_t +
+// sum s_i v_i denoised on a few points of the schedule, "preview": true), one
+// at a time, always for the newest strengths. On release it asks for the
+// preview of the final strengths at once (a newer render makes the server
+// cancel an older one still running: {"superseded": true}) and then for the exact
+// render (every step of the schedule: the image `loco edit` makes), unless
+// the preview already was exact (short schedules).
+
+const R = { gen: 0, released: 0, busy: false, shownKey: null, shownGen: 0, t0: 0, flight: null };
 
 function buildSliders(sv) {
   const box = $('sliders');
   box.innerHTML = '';
   st.strengths = sv.map(() => 0);
+  R.shownKey = null;
+  $('render-time').textContent = '';
+  $('view-edit').parentElement.querySelector('figcaption').textContent = 'edit';
   sv.forEach((s, i) => {
     const row = document.createElement('div');
     row.className = 'slider';
@@ -299,33 +319,92 @@ function buildSliders(sv) {
       `<output id="slider-${i}-v">0</output>`;
     box.appendChild(row);
     const inp = row.querySelector('input');
-    inp.addEventListener('input', () => { $(`slider-${i}-v`).textContent = inp.value; });
-    inp.addEventListener('change', () => { st.strengths[i] = +inp.value; requestRender(); });
+    inp.addEventListener('input', () => {
+      $(`slider-${i}-v`).textContent = inp.value;
+      st.strengths[i] = +inp.value;
+      R.gen++;
+      document.body.dataset.exact = '0';
+      dragPreviews();
+    });
+    inp.addEventListener('change', () => { st.strengths[i] = +inp.value; released(); });
   });
   $('btn-reset').disabled = sv.length === 0;
 }
 
-async function requestRender() {
-  if (st.rendering) { st.pending = true; return; }
-  st.rendering = true;
-  do {
-    st.pending = false;
-    const strengths = st.strengths.slice();
-    const t0 = performance.now();
-    try {
-      const r = await api('POST', `/sessions/${st.session}/render`, { strengths });
-      st.editData = await show('view-edit', r.image);
-      drawDiff();
-      if (st.hasTransfer) {
-        const t = await api('POST', `/sessions/${st.session}/render`, { strengths, target: 'transfer' });
-        await show('view-t-edit', t.image);
+// one render request; null when a newer one superseded it (the server
+// answers {"superseded": true} then)
+async function renderReq(strengths, preview, target) {
+  const r = await api('POST', `/sessions/${st.session}/render`, { strengths, preview, target: target || 'image' });
+  return r.superseded ? null : r;
+}
+
+// a preview of strengths (the one in flight when it is for the same ones)
+function preview(strengths) {
+  const key = strengths.join(',');
+  if (R.flight && R.flight.key === key) return R.flight.p;
+  const p = renderReq(strengths, true);
+  R.flight = { key, p };
+  p.finally(() => { if (R.flight && R.flight.p === p) R.flight = null; }).catch(() => {});
+  return p;
+}
+
+async function showEdit(r, gen, key, exact) {
+  if (!r || gen < R.shownGen) return false; // something newer is shown
+  R.shownGen = gen;
+  R.shownKey = exact ? null : key;
+  st.editData = await show('view-edit', r.image);
+  drawDiff();
+  $('view-edit').parentElement.querySelector('figcaption').textContent = exact ? 'edit' : 'edit (preview)';
+  return true;
+}
+
+async function dragPreviews() {
+  if (R.busy) return; // the running loop picks the newest strengths up
+  R.busy = true;
+  try {
+    while (R.released !== R.gen) {
+      const gen = R.gen, strengths = st.strengths.slice(), key = strengths.join(',');
+      if (key !== R.shownKey) {
+        const r = await preview(strengths);
+        if (R.released !== R.gen) await showEdit(r, gen, key, r && r.exact);
       }
-      const ms = performance.now() - t0;
-      $('render-time').textContent = `rendered in ${ms.toFixed(0)} ms (denoising ${(r.seconds * 1000).toFixed(0)} ms)`;
-      document.body.dataset.renders = String((+document.body.dataset.renders || 0) + 1);
-    } catch (e) { setStatus(e.message, true); }
-  } while (st.pending);
-  st.rendering = false;
+      if (R.gen === gen) break;
+    }
+  } catch (e) { setStatus(e.message, true); }
+  R.busy = false;
+}
+
+async function released() {
+  const gen = ++R.gen, t0 = performance.now(), strengths = st.strengths.slice(), key = strengths.join(',');
+  R.released = gen;
+  document.body.dataset.exact = '0';
+  try {
+    let previewMs = null, r = null;
+    if (key !== R.shownKey) {
+      r = await preview(strengths);
+      if (gen !== R.gen) return;
+      await showEdit(r, gen, key, r && r.exact);
+      previewMs = performance.now() - t0;
+      if (r && !r.exact) $('render-time').textContent = `preview (${r.steps} steps) ${previewMs.toFixed(0)} ms after release; the exact image follows`;
+    }
+    if (!r || !r.exact) {
+      r = await renderReq(strengths, false);
+      if (!r || gen !== R.gen) return;
+      await showEdit(r, gen, key, true);
+    }
+    if (st.hasTransfer) {
+      const t = await renderReq(strengths, false, 'transfer');
+      if (t && gen === R.gen) await show('view-t-edit', t.image);
+    }
+    if (gen !== R.gen) return;
+    const ms = performance.now() - t0;
+    $('render-time').textContent = (previewMs !== null && previewMs < ms - 1 ? `preview ${previewMs.toFixed(0)} ms, ` : '') +
+      `exact image ${ms.toFixed(0)} ms after release (${r.steps} steps, denoising ${(r.seconds * 1000).toFixed(0)} ms)`;
+    document.body.dataset.previewMs = previewMs === null ? '' : previewMs.toFixed(0);
+    document.body.dataset.exactMs = ms.toFixed(0);
+    document.body.dataset.renders = String((+document.body.dataset.renders || 0) + 1);
+    document.body.dataset.exact = '1';
+  } catch (e) { setStatus(e.message, true); }
 }
 
 // ---- transfer and downloads ------------------------------------------------------
@@ -388,7 +467,7 @@ $('btn-cancel').onclick = cancelJob;
 $('btn-reset').onclick = () => {
   document.querySelectorAll('#sliders input').forEach((s, i) => { s.value = 0; $(`slider-${i}-v`).textContent = '0'; });
   st.strengths = st.strengths.map(() => 0);
-  requestRender();
+  released();
 };
 $('btn-transfer-face').onclick = () => transfer({ source: 'face', seed: +$('t-face-seed').value, index: +$('t-face-index').value });
 $('t-upload').onchange = (ev) => { if (ev.target.files[0]) transfer(ev.target.files[0], 'image/png'); };
