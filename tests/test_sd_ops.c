@@ -515,18 +515,37 @@ static void run_mha(int self, int causal, int heads, int C, int Tq, int Dc, int 
         for (size_t i = 0; i < (size_t)C * Tq; i++) xd[i] = x[i];
         mha_record(&c, x);
         mha_ref_full(&c, xd, y, q, k, v, ov, P);
-        double m, r[5] = {rel_diff_d(c.s.q, q, (size_t)C * Tq, &m), rel_diff_d(c.s.k, k, (size_t)C * Tk, &m),
-                          rel_diff_d(c.s.v, v, (size_t)C * Tk, &m), rel_diff_d(c.s.o, ov, (size_t)C * Tq, &m),
-                          rel_diff_d(c.s.P, P, (size_t)heads * Tq * Tk, &m)};
-        printf("  record q %.2e k %.2e v %.2e o %.2e P %.2e (max rel diffs, tol 2e-5)\n", r[0], r[1], r[2], r[3], r[4]);
-        for (int i = 0; i < 5; i++)
+        /* the record keeps q, k, v and per row the softmax maximum m and
+         * 1 / sum inv; the probabilities it stands for, exp(S - m) inv on
+         * the visible keys (0 beyond), must be the reference's P */
+        const int dh = C / heads;
+        double *Pr = calloc((size_t)heads * Tq * Tk, sizeof(double));
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < Tq; i++) {
+                const int vis = causal && i + 1 < Tk ? i + 1 : Tk;
+                for (int j = 0; j < vis; j++) {
+                    double sc = 0;
+                    for (int ch = 0; ch < dh; ch++)
+                        sc += (double)c.s.q[(size_t)(h * dh + ch) * Tq + i] * c.s.k[(size_t)(h * dh + ch) * Tk + j];
+                    sc /= sqrt((double)dh);
+                    Pr[((size_t)h * Tq + i) * Tk + j] = exp(sc - c.s.m[(size_t)h * Tq + i]) * c.s.inv[(size_t)h * Tq + i];
+                }
+            }
+        float *Prf = malloc(sizeof(float) * (size_t)heads * Tq * Tk);
+        for (size_t i = 0; i < (size_t)heads * Tq * Tk; i++) Prf[i] = (float)Pr[i];
+        double m, r[4] = {rel_diff_d(c.s.q, q, (size_t)C * Tq, &m), rel_diff_d(c.s.k, k, (size_t)C * Tk, &m),
+                          rel_diff_d(c.s.v, v, (size_t)C * Tk, &m), rel_diff_d(Prf, P, (size_t)heads * Tq * Tk, &m)};
+        printf("  record q %.2e k %.2e v %.2e P from (m, 1/sum) %.2e (max rel diffs, tol 2e-5)\n", r[0], r[1], r[2],
+               r[3]);
+        for (int i = 0; i < 4; i++)
             if (!(r[i] <= 2e-5)) fail_msg("%s: recorded value %d differs from the reference by %.3e", name, i, r[i]);
         if (causal)
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < Tq; i++)
                     for (int j = i + 1; j < Tk; j++)
-                        if (c.s.P[((size_t)h * Tq + i) * Tk + j] != 0.0f)
-                            fail_msg("%s: P[%d, %d, %d] is not 0 beyond the causal mask", name, h, i, j);
+                        if (P[((size_t)h * Tq + i) * Tk + j] != 0.0)
+                            fail_msg("%s: reference P[%d, %d, %d] is not 0 beyond the causal mask", name, h, i, j);
+        free(Pr), free(Prf);
         free(x), free(xd), free(y), free(q), free(k), free(v), free(ov), free(P);
     }
     for (int i = 0; i < 8; i++) free(c.w[i]);
