@@ -67,6 +67,7 @@ static loco_status read_configs(const char *dir, sd_configs *c) {
         schedule sched;
         char *sp = fmt_path_join(dir, "scheduler/scheduler_config.json");
         s = sp ? schedule_from_json(&sched, sp) : loco_fail(LOCO_E_NOMEM, "out of memory");
+        if (!s) schedule_free(&sched);
         free(sp);
     }
     if (!s) {
