@@ -34,11 +34,12 @@ check "jacobian written" '[ -s "$T/jv.safetensors" ]'
 IMG="$T/faces/00000.png"
 run_ok "edit" "$LOCO" edit "$P" $H --image "$IMG" --rect 8,20,8,24 --out "$T/edit" --steps 10 --inv-steps 10 \
     --rank 2 --null-rank 2 --min-iter 2 --max-iter 3 --strengths -4,4
-check "edit outputs" '[ -s "$T/edit/strip.png" ] && [ -s "$T/edit/directions.safetensors" ] && [ -s "$T/edit/report.json" ]'
+check "edit outputs (the strip of 4 zoomed 4x by default)" '[ "$(png_size "$T/edit/strip.png")" = 512x128 ] && [ -s "$T/edit/directions.safetensors" ] && [ -s "$T/edit/report.json" ]'
 check "edit used the P2 scripts' defaults (t_edit 0.7, boost_t 0.2)" \
     'tr -d " \t\n" <"$T/edit/report.json" | grep -q "\"t_edit\":0.69999" && tr -d " \t\n" <"$T/edit/report.json" | grep -q "\"boost_t\":0.2"'
 run_ok "edit --settings ffhq" "$LOCO" edit "$P" $H --image "$IMG" --rect 8,20,8,24 --out "$T/edit_ffhq" --steps 10 \
-    --inv-steps 10 --min-iter 2 --max-iter 3 --strengths 4 --settings ffhq --rank 2
+    --inv-steps 10 --min-iter 2 --max-iter 3 --strengths 4 --settings ffhq --rank 2 --zoom 2
+check "--zoom 2: original | reconstruction | edit, 2x (192x64)" '[ "$(png_size "$T/edit_ffhq/strip.png")" = 192x64 ]'
 check "--settings ffhq: t_edit 0.2, rank 2 as given" \
     'tr -d " \t\n" <"$T/edit_ffhq/report.json" | grep -q "\"t_edit\":0.2" && tr -d " \t\n" <"$T/edit_ffhq/report.json" | grep -q "\"rank\":2"'
 run_ok "apply the directions to another face" "$LOCO" apply "$P" $H --directions "$T/edit/directions.safetensors" \

@@ -152,7 +152,7 @@ run_err "bad --threads" "$E" "$LOCO" --threads 0 eps "$SMALL" --x "$VEC" --t 1 -
 
 echo "sample"
 run_ok "sample 3 images, 5 steps" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3.png" --steps 5 --seed 1
-check "3 images make a 2x2 grid of 32x32 (64x64)" "[ \"\$(png_size '$T/g3.png')\" = 64x64 ]"
+check "3 images of 32x32: a 2x2 grid zoomed 4x by default (256x256)" "[ \"\$(png_size '$T/g3.png')\" = 256x256 ]"
 run_ok "sample again, same seed" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3b.png" --steps 5 --seed 1
 check "same seed: identical PNG" "cmp -s '$T/g3.png' '$T/g3b.png'"
 run_ok "sample, another seed" "$LOCO" --quiet sample "$SMALL" --count 3 --out "$T/g3c.png" --steps 5 --seed 2
@@ -164,14 +164,18 @@ check "--json reports the count" "grep -q '\"count\": 1' '$T/stdout'"
 check "--tensors holds samples [1,3,32,32]" "header '$T/g1.safetensors' | grep -q '\"samples\":{[^}]*\"shape\":\[1,3,32,32\]'"
 run_ok "sample 2 images, zoom 3" "$LOCO" --quiet sample "$SMALL" --count 2 --zoom 3 --out "$T/gz.png" --steps 3
 check "2 images at zoom 3: 192x96" "[ \"\$(png_size '$T/gz.png')\" = 192x96 ]"
-run_ok "sample 5 images in 4 columns" "$LOCO" --quiet sample "$SMALL" --count 5 --cols 4 --out "$T/g5.png" --steps 3
+run_ok "sample 5 images in 4 columns, --zoom 1" "$LOCO" --quiet sample "$SMALL" --count 5 --cols 4 --zoom 1 --out "$T/g5.png" --steps 3
 check "5 images in 4 columns: 128x64" "[ \"\$(png_size '$T/g5.png')\" = 128x64 ]"
+run_ok "sample 2 images, --zoom auto" "$LOCO" --quiet sample "$SMALL" --count 2 --zoom auto --out "$T/ga.png" --steps 3
+check "--zoom auto: 4x for 32x32 (256x128)" "[ \"\$(png_size '$T/ga.png')\" = 256x128 ]"
 E="$T/err/g.png"
 run_err "sample: missing --count" "$E" "$LOCO" sample "$SMALL" --out "$E"
 run_err "sample: --count 0" "$E" "$LOCO" sample "$SMALL" --count 0 --out "$E"
 run_err "sample: --steps 1" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1 --out "$E"
 run_err "sample: more steps than the schedule" "$E" "$LOCO" sample "$SMALL" --count 1 --steps 1001 --out "$E"
 run_err "sample: --zoom 0" "$E" "$LOCO" sample "$SMALL" --count 1 --zoom 0 --out "$E"
+run_err "sample: --zoom 17" "$E" "$LOCO" sample "$SMALL" --count 1 --zoom 17 --out "$E"
+run_err "sample: --zoom big" "$E" "$LOCO" sample "$SMALL" --count 1 --zoom big --out "$E"
 run_err "sample: --boost-t 1" "$E" "$LOCO" sample "$SMALL" --count 1 --boost-t 1 --out "$E"
 run_err "sample: missing model" "$E" "$LOCO" sample "$T/no-such-model" --count 1 --out "$E"
 run_err "sample: output folder missing" "$T/err/nodir/g.png" "$LOCO" sample "$SMALL" --count 1 --steps 2 \

@@ -56,8 +56,8 @@ check "an image size the VAE and UNet cannot divide: error" 'grep -q "image size
 run_ok "edit: text-supervised, from a seed" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" \
     --edit-prompt "a photo of a man wearing glasses" --seed 0 --rect 8,16,8,24 --out "$T/e1" --steps 20 \
     --max-iter 5 --min-iter 2 --save-tensors
-check "edit outputs (32x32 strip of 4, one direction)" \
-    '[ "$(png_size "$T/e1/strip.png")" = "128x32" ] && [ -s "$T/e1/directions.safetensors" ] && tr -d " \t\n" <"$T/e1/report.json" | grep -q "\"rank\":1,"'
+check "edit outputs (a strip of 4 32x32 images zoomed 4x by default, one direction)" \
+    '[ "$(png_size "$T/e1/strip.png")" = "512x128" ] && [ "$(png_size "$T/e1/recon.png")" = "32x32" ] && [ -s "$T/e1/directions.safetensors" ] && tr -d " \t\n" <"$T/e1/report.json" | grep -q "\"rank\":1,"'
 run_ok "the same edit again" "$LOCO" edit "$P" --image-size 32 --prompt "a photo of a man" \
     --edit-prompt "a photo of a man wearing glasses" --seed 0 --rect 8,16,8,24 --out "$T/e2" --steps 20 \
     --max-iter 5 --min-iter 2
@@ -147,7 +147,7 @@ run_ok "apply the unsupervised directions to the image they were found on" "$LOC
     --directions "$T/e3/directions.safetensors" --image "$T/g1.png" --latent "$T/g1.safetensors" --out "$T/a2"
 check "from an image (VAE-encoded, inverted): the edit's images, byte for byte" \
     'cmp -s "$T/e3/recon.png" "$T/a2/img0_recon.png" && cmp -s "$T/e3/edit_d0_s+8.png" "$T/a2/img0_edit_d0_s+8.png" && cmp -s "$T/e3/strip.png" "$T/a2/img0_strip.png"'
-check "a latent start too: 32x32 images, a strip of 4" '[ "$(png_size "$T/a2/img1_strip.png")" = "128x32" ] && [ -s "$T/a2/img1_edit_d0_s-8.png" ]'
+check "a latent start too: 32x32 images, a strip of 4 (zoomed 4x)" '[ "$(png_size "$T/a2/img1_strip.png")" = "512x128" ] && [ "$(png_size "$T/a2/img1_recon.png")" = "32x32" ] && [ -s "$T/a2/img1_edit_d0_s-8.png" ]'
 run_ok "apply under another prompt" "$LOCO" apply "$P" --image-size 32 --directions "$T/e1/directions.safetensors" \
     --seed 0 --prompt "a photo of a cat" --out "$T/a3"
 check "another prompt, other images" '! cmp -s "$T/e1/edit_d0_s+8.png" "$T/a3/img0_edit_d0_s+8.png"'

@@ -95,6 +95,13 @@ int cmd_serve(args *a);    /* serve.c */
  * (sample_cmd.c). */
 loco_status write_images(const char *path, const float *const *imgs, int n, int C, int H, int W, int cols, int zoom);
 loco_status write_grid(const char *path, const float *x, int n, int C, int H, int W, int cols, int zoom);
+/* --zoom: "auto" (stored as 0) or 1..16; returns 1 when valid (images.c).
+ * view_zoom: the zoom a picture of n images of H x W gets: the given one, or
+ * for auto, enough that a tile is >= 128 pixels (at most 8x) when the picture
+ * holds several images (strips, grids), 1 for a single image (which other
+ * commands may read back as input). */
+int parse_zoom(const char *s, long long *zoom);
+int view_zoom(long long zoom, int n, int H, int W);
 
 /* Reads an input image (PNG, or safetensors with x0 [1,C,H,W]) into x0
  * [C,H,W] in [-1,1]; returns 0 or an exit code (edit_cmd.c). */

@@ -66,10 +66,11 @@ static loco_status write_png(const char *dir, const char *name, const float *x, 
     return st;
 }
 
-/* n images side by side */
-static loco_status write_strip(const char *dir, const char *name, const float *const *imgs, int n, int C, int H, int W) {
+/* n images side by side, zoomed (--zoom; auto: see view_zoom) */
+static loco_status write_strip(const char *dir, const char *name, const float *const *imgs, int n, int C, int H, int W,
+                               long long zoom) {
     char *p = path_join(dir, name);
-    loco_status st = p ? write_images(p, imgs, n, C, H, W, n, 1) : LOCO_E_NOMEM;
+    loco_status st = p ? write_images(p, imgs, n, C, H, W, n, view_zoom(zoom, n, H, W)) : LOCO_E_NOMEM;
     free(p);
     return st;
 }
@@ -195,7 +196,7 @@ int cmd_edit(args *a) {
     int rank = 5, null_rank = 5, min_iter = 10, max_iter = 50, oversample = 0, save_tensors = 0, drop_alpha = 0, do_resize = 0, json = 0;
     double tol = 1e-4, strengths[MAX_LIST] = {-8, 8}, dirs_d[MAX_LIST] = {0};
     int n_str = 2, n_dir = 1;
-    long long seed = 0, ll;
+    long long seed = 0, ll, zoom = 0;
     double d;
     int rc0, writing = 0, given_t = 0, given_boost = 0, given_rank = 0, given_null = 0;
     const edit_settings *settings = NULL;
@@ -257,6 +258,8 @@ int cmd_edit(args *a) {
             oversample = (int)ll;
         } else if ((v = opt(a, "--tol"))) {
             if (!parse_float(v, &tol) || tol < 0) return usage_error("edit: bad --tol '%s'", v);
+        } else if ((v = opt(a, "--zoom"))) {
+            if (!parse_zoom(v, &zoom)) return usage_error("edit: bad --zoom '%s' (auto or 1..16)", v);
         } else if ((v = opt(a, "--strengths"))) {
             if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("edit: bad --strengths '%s'", v);
         } else if ((v = opt(a, "--directions"))) {
@@ -493,7 +496,7 @@ int cmd_edit(args *a) {
     }
     strip[0] = orig;
     for (int i = 0; i < n_img; i++) strip[i + 1] = shown + ni * (size_t)i;
-    st = write_strip(dir, "strip.png", strip, n_img + 1, IC, IH, IW);
+    st = write_strip(dir, "strip.png", strip, n_img + 1, IC, IH, IW, zoom);
     free(strip);
     if (st) goto err;
     char name[96];
@@ -862,7 +865,7 @@ int cmd_apply(args *a) {
     double strengths[MAX_LIST] = {-8, 8}, d;
     int idx_d[MAX_LIST] = {0};
     int n_str = 2, n_idx = 1;
-    long long ll;
+    long long ll, zoom = 0;
     /* overrides of what the directions file records */
     const char *prompt_o = NULL, *neg_o = NULL;
     double guidance_o = 0, t_edit_o = 0;
@@ -883,7 +886,9 @@ int cmd_apply(args *a) {
             if (n_comp >= MAX_LIST) return usage_error("apply: at most 64 --direction %s", "");
             comp[n_comp++] = v;
         } else if ((v = opt(a, "--out"))) out = v;
-        else if ((v = opt(a, "--strengths"))) {
+        else if ((v = opt(a, "--zoom"))) {
+            if (!parse_zoom(v, &zoom)) return usage_error("apply: bad --zoom '%s' (auto or 1..16)", v);
+        } else if ((v = opt(a, "--strengths"))) {
             if ((n_str = parse_list(v, strengths, MAX_LIST)) < 1) return usage_error("apply: bad --strengths '%s'", v);
         } else if ((v = opt(a, "--index"))) {
             if ((n_idx = parse_int_list(v, idx_d, MAX_LIST, 0, 4095)) < 1)
@@ -1132,7 +1137,7 @@ int cmd_apply(args *a) {
         strip[0] = is_image ? in : shown; /* from a latent: the unedited sample */
         for (int i = 0; i < n_out; i++) strip[i + 1] = shown + ni * (size_t)i;
         snprintf(name, sizeof name, "%sstrip.png", sub);
-        st = write_strip(dir, name, strip, n_out + 1, IC, IH, IW);
+        st = write_strip(dir, name, strip, n_out + 1, IC, IH, IW, zoom);
         free(strip);
         snprintf(name, sizeof name, "%srecon.png", sub);
         if (!st) st = write_png(dir, name, shown, IC, IH, IW);

@@ -123,3 +123,19 @@ loco_status write_grid(const char *path, const float *x, int n, int C, int H, in
     free(imgs);
     return st;
 }
+
+int parse_zoom(const char *s, long long *zoom) {
+    if (strcmp(s, "auto") == 0) {
+        *zoom = 0;
+        return 1;
+    }
+    return parse_long(s, 1, 16, zoom);
+}
+
+int view_zoom(long long zoom, int n, int H, int W) {
+    if (zoom > 0) return (int)zoom;
+    const int side = H > W ? H : W;
+    if (n < 2 || side >= 128) return 1;
+    int z = (128 + side - 1) / side;
+    return z > 8 ? 8 : z;
+}

@@ -14,7 +14,7 @@
 
 #define SAMPLE_USAGE                                                                                                   \
     "usage: loco sample MODEL --count N --out GRID.png [--steps 50] [--seed 0] [--batch 16] [--cols C]\n"            \
-    "       [--zoom 1] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors | --save-tensors] [--json]\n"                              \
+    "       [--zoom auto] [--boost-t 0] [--no-clip] [--tensors OUT.safetensors | --save-tensors] [--json]\n"                              \
     "       [--timesteps authors|leading|trailing]\n"                              \
     "       [--prompt P [--negative-prompt N] [--guidance 7.5]]   (text-to-image models)\n"                           \
     "   or: loco generate MODEL --prompt P --out IMG.png [--seed 0] [--steps 50] ... (one image)"
@@ -22,7 +22,7 @@
 static int sample_or_generate(args *a, int generate) {
     const char *model = NULL, *out = NULL, *tensors = NULL, *v;
     int save_tensors = 0;
-    long long count = generate ? 1 : -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 1;
+    long long count = generate ? 1 : -1, steps = 50, seed = 0, batch = 16, cols = 0, zoom = 0;
     double boost = 0, g;
     int json = 0, clip = 1, clip_given = 0;
     loco_timesteps ts = LOCO_TIMESTEPS_AUTHORS;
@@ -47,7 +47,7 @@ static int sample_or_generate(args *a, int generate) {
         } else if ((v = opt(a, "--cols"))) {
             if (!parse_long(v, 1, 65536, &cols)) return usage_error("sample: bad --cols '%s'", v);
         } else if ((v = opt(a, "--zoom"))) {
-            if (!parse_long(v, 1, 16, &zoom)) return usage_error("sample: bad --zoom '%s' (1..16)", v);
+            if (!parse_zoom(v, &zoom)) return usage_error("sample: bad --zoom '%s' (auto or 1..16)", v);
         } else if ((v = opt(a, "--boost-t"))) {
             if (!parse_float(v, &boost) || boost < 0 || boost >= 1)
                 return usage_error("sample: bad --boost-t '%s' (in [0, 1))", v);
@@ -118,7 +118,7 @@ static int sample_or_generate(args *a, int generate) {
     st = loco_sample_ts(m, cond, ts, (int)count, (int)steps, (float)boost, (uint64_t)seed, (int)batch, clip, z,
                         prog ? cli_progress : NULL, NULL);
     if (!st && latent) st = loco_model_decode(m, (int)count, z, x);
-    if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, (int)zoom);
+    if (!st) st = write_grid(out, x, (int)count, C, H, W, (int)cols, view_zoom(zoom, (int)count, H, W));
     if (!st && tensors) {
         char sd[32];
         snprintf(sd, sizeof sd, "%lld", seed);
