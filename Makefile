@@ -8,7 +8,7 @@ ARCH    ?= -march=native
 OPT     ?= -O3
 BUILD   ?= build
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(OPT) $(ARCH) -fno-trapping-math -fopenmp -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lcjson -lpng -lz -lutf8proc -lm
+LDLIBS  += -ldnnl -lopenblas -lcjson -lpng -lz -lutf8proc -lm
 TEST_LDLIBS = -lcmocka
 
 LIB_SRC := $(shell find src -name '*.c' | sort)

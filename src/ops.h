@@ -31,6 +31,8 @@ typedef struct conv_geom {
     int pad_t, pad_l;     /* zero padding before the first row / column  */
     int ho, wo;           /* output size (padding after is implied)      */
     int wino;             /* 1: conv2d_fwd/vjp may use Winograd F(2x2,3x3) */
+    int fast;             /* 1: conv2d_fwd/vjp may use oneDNN (conv_dnnl.c); the
+                           * trainer clears it (and wino) to stay bit-identical */
 } conv_geom;
 
 /* 3x3, stride 1, 'same' padding, wide enough channels: conv2d_fwd computes it
@@ -48,6 +50,23 @@ int conv2d_wino_use(const conv_geom *g);
 /* dx += the VJP of a Winograd-eligible convolution, by Winograd (used by
  * conv2d_vjp when conv2d_wino_use). */
 void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch);
+
+/* oneDNN (conv_dnnl.c), tried first by conv2d_fwd and conv2d_vjp: the same
+ * products (y = conv(x) + bias + bias2; dx += conv^T(dy)) when g->fast, the
+ * kernel is larger than 1x1 and oneDNN takes the shape; returns 1 when it
+ * computed the result, 0 when the caller must (nothing written then, except
+ * y prefilled with bias2, which the caller overwrites). Winograd F(4x4,3x3)
+ * for 3x3 'same' convolutions with channels a multiple of 16 on images of at
+ * least 32x32, direct otherwise. ops_conv_dnnl: 1 on, 0 off, -1 (default)
+ * on unless the environment has LOCO_CONV=blas; ops_conv_dnnl_wino likewise
+ * with LOCO_CONV_WINO=0. Primitives and scratch are cached process-wide
+ * behind a mutex; conv2d_dnnl_release frees them. */
+extern int ops_conv_dnnl, ops_conv_dnnl_wino;
+int conv2d_dnnl_fwd(const conv_geom *g, int B, const float *x, const float *w, const float *bias, const float *bias2,
+                    float *y);
+/* conv2d_dnnl_vjp returns how many images (from the first) it did. */
+int conv2d_dnnl_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx);
+void conv2d_dnnl_release(void);
 
 /* 1x1, stride 1, no padding: a plain GEMM without im2col. */
 int conv2d_is_direct(const conv_geom *g);

@@ -748,13 +748,13 @@ static void check_wgrad(const char *name, conv_geom g, int B) {
 
 static void test_op_conv_wgrad(void **st) {
     (void)st;
-    check_wgrad("conv 3x3 s1 p1", (conv_geom){5, 7, 9, 6, 3, 1, 1, 1, 9, 6, 0}, 3);
-    check_wgrad("conv 3x3 s2 p(0,1)", (conv_geom){4, 6, 8, 10, 3, 2, 0, 0, 4, 5, 0}, 3);
-    check_wgrad("conv 3x3 s2 p1", (conv_geom){4, 6, 8, 8, 3, 2, 1, 1, 4, 4, 0}, 2);
-    check_wgrad("conv 1x1", (conv_geom){6, 3, 5, 7, 1, 1, 0, 0, 5, 7, 0}, 3);
+    check_wgrad("conv 3x3 s1 p1", (conv_geom){5, 7, 9, 6, 3, 1, 1, 1, 9, 6, 0, 0}, 3);
+    check_wgrad("conv 3x3 s2 p(0,1)", (conv_geom){4, 6, 8, 10, 3, 2, 0, 0, 4, 5, 0, 0}, 3);
+    check_wgrad("conv 3x3 s2 p1", (conv_geom){4, 6, 8, 8, 3, 2, 1, 1, 4, 4, 0, 0}, 2);
+    check_wgrad("conv 1x1", (conv_geom){6, 3, 5, 7, 1, 1, 0, 0, 5, 7, 0, 0}, 3);
     /* K = 1152: chunks of 3640 columns split the 4 x 1024 into pieces that
      * end inside images */
-    check_wgrad("conv 3x3 s1 p1, 128 -> 4 channels", (conv_geom){128, 4, 32, 32, 3, 1, 1, 1, 32, 32, 0}, 4);
+    check_wgrad("conv 3x3 s1 p1, 128 -> 4 channels", (conv_geom){128, 4, 32, 32, 3, 1, 1, 1, 32, 32, 0, 0}, 4);
 }
 
 static void test_op_group_norm_bwd(void **st) {

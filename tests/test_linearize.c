@@ -287,11 +287,11 @@ static void conv_v(void *p, int B, const float *dy, float *dx) {
 static void test_op_conv(void **s) {
     (void)s;
     const conv_geom gs[5] = {
-        {5, 7, 9, 6, 3, 1, 1, 1, 9, 6, 0},       /* 3x3 pad 1 */
-        {4, 6, 8, 10, 3, 2, 0, 0, 4, 5, 0},      /* stride 2, diffusers' (0,1,0,1) pad */
-        {4, 6, 8, 8, 3, 2, 1, 1, 4, 4, 0},       /* stride 2, pad 1 */
-        {6, 3, 5, 7, 1, 1, 0, 0, 5, 7, 0},       /* 1x1 */
-        {16, 24, 16, 17, 3, 1, 1, 1, 16, 17, 1}, /* 3x3 pad 1 by Winograd (forward and VJP) */
+        {5, 7, 9, 6, 3, 1, 1, 1, 9, 6, 0, 0},       /* 3x3 pad 1 */
+        {4, 6, 8, 10, 3, 2, 0, 0, 4, 5, 0, 0},      /* stride 2, diffusers' (0,1,0,1) pad */
+        {4, 6, 8, 8, 3, 2, 1, 1, 4, 4, 0, 0},       /* stride 2, pad 1 */
+        {6, 3, 5, 7, 1, 1, 0, 0, 5, 7, 0, 0},       /* 1x1 */
+        {16, 24, 16, 17, 3, 1, 1, 1, 16, 17, 1, 0}, /* 3x3 pad 1 by Winograd (forward and VJP) */
     };
     const char *names[5] = {"conv 3x3 s1 p1", "conv 3x3 s2 p(0,1)", "conv 3x3 s2 p1", "conv 1x1", "conv 3x3 Winograd"};
     for (int i = 0; i < 5; i++) {

@@ -42,7 +42,7 @@ static void conv_ref(int B, int ci, int co, int H, int W, const float *x, const 
 }
 
 static void check_geometry(int B, int ci, int co, int H, int W) {
-    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 0};
+    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 0, 0};
     assert_true(conv2d_wino_ok(&g));
     const size_t nx = (size_t)B * ci * H * W, ny = (size_t)B * co * H * W, nw = (size_t)co * ci * 9;
     float *x = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float)), *bias = malloc((size_t)co * sizeof(float));
@@ -108,7 +108,7 @@ static void test_winograd_matches_direct(void **state) {
  * im2col/col2im path, which accumulates into dx the same way; and the
  * adjoint identity <u, conv(v)> = <conv_vjp(u), v> with both Winograd. */
 static void check_vjp(int B, int ci, int co, int H, int W) {
-    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 1};
+    conv_geom g = {ci, co, H, W, 3, 1, 1, 1, H, W, 1, 0};
     assert_true(conv2d_wino_use(&g));
     const size_t nx = (size_t)B * ci * H * W, ny = (size_t)B * co * H * W, nw = (size_t)co * ci * 9;
     float *v = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float)), *u = malloc(ny * sizeof(float));
@@ -149,13 +149,13 @@ static void test_winograd_vjp(void **state) {
  * path bit for bit; and the eligibility rules. */
 static void test_winograd_eligibility(void **state) {
     (void)state;
-    conv_geom g = {16, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0};
+    conv_geom g = {16, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0, 0};
     assert_true(conv2d_wino_ok(&g));
-    conv_geom s2 = {16, 16, 8, 8, 3, 2, 0, 0, 4, 4, 0};
+    conv_geom s2 = {16, 16, 8, 8, 3, 2, 0, 0, 4, 4, 0, 0};
     assert_false(conv2d_wino_ok(&s2));
-    conv_geom k1 = {16, 16, 8, 8, 1, 1, 0, 0, 8, 8, 0};
+    conv_geom k1 = {16, 16, 8, 8, 1, 1, 0, 0, 8, 8, 0, 0};
     assert_false(conv2d_wino_ok(&k1));
-    conv_geom thin = {3, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0};
+    conv_geom thin = {3, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0, 0};
     assert_false(conv2d_wino_ok(&thin));
     /* 8x8 is 64 pixels: im2col even with the flag set */
     const size_t nx = 16 * 64, nw = 16 * 16 * 9;
@@ -170,7 +170,7 @@ static void test_winograd_eligibility(void **state) {
     conv2d_fwd(&g, 1, x, w, NULL, NULL, y1, sc);
     assert_memory_equal(y0, y1, sizeof y0);
     assert_false(conv2d_wino_use(&g)); /* the flag is set but 64 < 256 pixels */
-    conv_geom big = {16, 16, 16, 16, 3, 1, 1, 1, 16, 16, 1};
+    conv_geom big = {16, 16, 16, 16, 3, 1, 1, 1, 16, 16, 1, 0};
     assert_true(conv2d_wino_use(&big));
     big.wino = 0;
     assert_false(conv2d_wino_use(&big));

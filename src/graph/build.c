@@ -114,7 +114,7 @@ static int conv_nd(gbuilder *b, const char *prefix, int in, int cout, int k, int
     if (!n) return -1;
     n->pw = pw;
     n->pb = pb;
-    n->g = (conv_geom){cin, cout, x->h, x->w, k, stride, pad_t, pad_l, ho, wo, 0};
+    n->g = (conv_geom){cin, cout, x->h, x->w, k, stride, pad_t, pad_l, ho, wo, 0, 1};
     n->g.wino = conv2d_wino_ok(&n->g);
     b->g->flops += 2.0 * cout * cin * k * k * (double)ho * wo;
     return out;

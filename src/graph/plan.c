@@ -69,7 +69,10 @@ size_t graph_plan_forward(const graph *u, const char *keep, size_t *off) {
 
 void graph_set_winograd(graph *u, int on) {
     for (int i = 0; i < u->n_nodes; i++)
-        if (u->nodes[i].kind == NODE_CONV) u->nodes[i].g.wino = on && conv2d_wino_ok(&u->nodes[i].g);
+        if (u->nodes[i].kind == NODE_CONV) {
+            u->nodes[i].g.wino = on && conv2d_wino_ok(&u->nodes[i].g);
+            u->nodes[i].g.fast = on;
+        }
 }
 
 double graph_flops_executed(const graph *u) {

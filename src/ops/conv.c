@@ -6,6 +6,7 @@
  *   3x3, stride 1, 'same', wide and large enough: Winograd F(2x2,3x3), for
  *     the forward and, with the kernels transposed and rotated, the VJP;
  *   otherwise: chunked im2col + GEMM (GEMM + col2im for the VJP).
+ * Before these, conv_dnnl.c's oneDNN kernels where they apply (g->fast).
  * conv2d_wgrad: dW = sum_b dy[b] col(x[b])^T over im2col columns that span
  * images, one GEMM per chunk. */
 #include "ops.h"
@@ -382,6 +383,7 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
                 float *y, float *scratch) {
     const int K = g->cin * g->k * g->k;
     const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
+    if (conv2d_dnnl_fwd(g, B, x, w, bias, bias2, y)) return;
     /* Winograd pays for its transforms once images are big enough */
     if (conv2d_wino_use(g)) {
         conv2d_wino(g, B, x, w, 0, bias, bias2, y, scratch);
@@ -414,6 +416,11 @@ void conv2d_fwd(const conv_geom *g, int B, const float *x, const float *w, const
 void conv2d_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx, float *scratch) {
     const int K = g->cin * g->k * g->k;
     const size_t np = (size_t)g->ho * g->wo, nin = (size_t)g->cin * g->h * g->w;
+    const int done = conv2d_dnnl_vjp(g, B, dy, w, dx);
+    if (done == B) return;
+    dy += (size_t)done * g->cout * np;
+    dx += (size_t)done * nin;
+    B -= done;
     if (conv2d_wino_use(g)) {
         conv2d_vjp_wino(g, B, dy, w, dx, scratch);
         return;
