@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libcjson-dev libcmocka-dev liblapacke-dev libpng-dev zlib1g-dev libutf8proc-dev libmicrohttpd-dev)
+PACKAGES=(build-essential pkg-config libdnnl-dev libopenblas-dev libopenblas-openmp-dev libcjson-dev libcmocka-dev liblapacke-dev libpng-dev zlib1g-dev libutf8proc-dev libmicrohttpd-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

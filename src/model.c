@@ -4,6 +4,7 @@
  * initialisation. No family is named here. */
 #define _POSIX_C_SOURCE 200809L
 #include "model.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ void loco_model_free(loco_model *m) {
     schedule_free(&m->sched);
     free(m->path);
     free(m);
+    conv2d_dnnl_release(); /* oneDNN's cached primitives and scratch: rebuilt on demand */
 }
 
 const char *loco_model_open_report(const loco_model *m) { return m ? m->report : NULL; }

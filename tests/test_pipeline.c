@@ -122,11 +122,15 @@ static void test_inversion_and_sampling(void **s) {
      * random-weight model the 8 steps down to t=578 amplify input differences
      * ~300x (measured: a 1e-6 perturbation of xT moves xt by 3.3e-4), so our
      * 7e-6 difference in xT cannot give 1e-4 in xt. The sampling itself is
-     * checked from the reference xT at 1e-4 below; end to end gets 1e-3. */
+     * checked from the reference xT below; end to end gets 1e-3. That
+     * check's bound is 2e-4 (1e-5 of max |xt| = 19.7): the convolutions
+     * round differently on each path and the 8 steps amplify it (measured:
+     * im2col/Winograd F(2x2) + OpenBLAS 6.6e-5, oneDNN direct 8.0e-5,
+     * oneDNN Winograd F(4x4) 1.2e-4). */
     CHECK_CLOSE("xt at the edit step (end to end)", x, r.xt, r.n, 1e-3);
     memcpy(x, r.xT, sizeof(float) * r.n);
     CHECK_OK(loco_ddim_sample(r.m, 1, x, r.grid, 19, 11, 0, 0, NULL, NULL));
-    CHECK_CLOSE("xt from the reference xT", x, r.xt, r.n, 1e-4);
+    CHECK_CLOSE("xt from the reference xT", x, r.xt, r.n, 2e-4);
     /* inverting only up to the edit step (--invert-to edit): 11 steps */
     memcpy(x, r.x0, sizeof(float) * r.n);
     CHECK_OK(loco_ddim_invert(r.m, 1, x, r.grid, 0, 11, NULL, NULL));

@@ -18,8 +18,9 @@
  *
  * Algorithm: Winograd for 3x3, stride-1 'same' convolutions with channels a
  * multiple of 16 and images of at least 32x32 pixels, direct otherwise. The
- * rule looks at one image only, so an image's result does not depend on the
- * batch it is computed in (tests/test_conv_dnnl.c checks it). */
+ * rule looks at one image only, and each image is its own call, so an
+ * image's result does not depend on the batch it is computed in
+ * (tests/test_conv_dnnl.c checks it). */
 #include "internal.h"
 #include "ops.h"
 
@@ -243,40 +244,53 @@ static int reorder(dnnl_primitive_t r, const dnnl_memory_desc_t *from, void *pf,
     return ok;
 }
 
-/* Runs one cached convolution: out (+)= conv(in). Returns 1 when done. */
-static int run(const ckey *k, const float *in, const float *w, const float *bias, float *out) {
+/* Runs one cached convolution (k: one image) on n images, in and out
+ * `sin` and `sout` floats apart: out (+)= conv(in), the weights reordered
+ * once. Returns the number of images done (n unless oneDNN failed). */
+static int run(const ckey *k, int n, const float *in, size_t sin, const float *w, const float *bias, float *out,
+               size_t sout) {
     centry *e = entry_get(k, wino_shape(&(conv_geom){k->cin, k->cout, k->h, k->w, k->k, k->stride, k->pad_t,
                                                      k->pad_l, k->ho, k->wo, 1, 1}));
     if (!e || !e->ok) return 0;
-    void *pin = (void *)in, *pw = (void *)w, *pout = out;
+    void *pin = NULL, *pw = (void *)w, *pout = NULL;
     if (e->r_in && !(pin = scratch_get(0, dnnl_memory_desc_get_size(&e->in_md)))) return 0;
     if (e->r_wei && !(pw = scratch_get(1, dnnl_memory_desc_get_size(&e->wei_md)))) return 0;
     if (e->r_out && !(pout = scratch_get(2, dnnl_memory_desc_get_size(&e->out_md)))) return 0;
     const size_t npad = dnnl_memory_desc_get_size(&e->pad_md);
     void *ppad = npad ? scratch_get(3, npad) : NULL;
     if (npad && !ppad) return 0;
-    int ok = (!e->r_in || reorder(e->r_in, &e->in_user, (void *)in, &e->in_md, pin)) &&
-             (!e->r_wei || reorder(e->r_wei, &e->wei_user, (void *)w, &e->wei_md, pw));
-    dnnl_memory_t mi = NULL, mw = NULL, mo = NULL, mb = NULL, mp = NULL;
-    ok = ok && mem(&e->in_md, pin, &mi) && mem(&e->wei_md, pw, &mw) && mem(&e->out_md, pout, &mo) &&
-         (!k->bias || mem(&e->bias_md, (void *)bias, &mb)) && (!npad || mem(&e->pad_md, ppad, &mp));
-    if (ok) {
-        dnnl_exec_arg_t args[5];
-        int na = 0;
-        args[na++] = (dnnl_exec_arg_t){k->vjp ? DNNL_ARG_DIFF_DST : DNNL_ARG_SRC, mi};
-        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
-        if (mb) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
-        args[na++] = (dnnl_exec_arg_t){k->vjp ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, mo};
-        if (mp) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mp};
-        ok = dnnl_primitive_execute(e->conv, stream, na, args) == dnnl_success;
+    if (e->r_wei && !reorder(e->r_wei, &e->wei_user, (void *)w, &e->wei_md, pw)) return 0;
+    dnnl_memory_t mw = NULL, mb = NULL, mp = NULL;
+    int ok = mem(&e->wei_md, pw, &mw) && (!k->bias || mem(&e->bias_md, (void *)bias, &mb)) &&
+             (!npad || mem(&e->pad_md, ppad, &mp));
+    int done = 0;
+    for (; ok && done < n; done++) {
+        const float *ini = in + (size_t)done * sin;
+        float *outi = out + (size_t)done * sout;
+        void *pi = e->r_in ? pin : (void *)ini, *po = e->r_out ? pout : (void *)outi;
+        dnnl_memory_t mi = NULL, mo = NULL;
+        ok = (!e->r_in || reorder(e->r_in, &e->in_user, (void *)ini, &e->in_md, pi)) && mem(&e->in_md, pi, &mi) &&
+             mem(&e->out_md, po, &mo);
+        if (ok) {
+            dnnl_exec_arg_t args[5];
+            int na = 0;
+            args[na++] = (dnnl_exec_arg_t){k->vjp ? DNNL_ARG_DIFF_DST : DNNL_ARG_SRC, mi};
+            args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mw};
+            if (mb) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mb};
+            args[na++] = (dnnl_exec_arg_t){k->vjp ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, mo};
+            if (mp) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mp};
+            ok = dnnl_primitive_execute(e->conv, stream, na, args) == dnnl_success;
+        }
+        if (mi) dnnl_memory_destroy(mi);
+        if (mo) dnnl_memory_destroy(mo);
+        ok = ok && (!e->r_out || reorder(e->r_out, &e->out_md, po, &e->out_user, outi)) &&
+             dnnl_stream_wait(stream) == dnnl_success;
+        if (!ok) break;
     }
-    if (mi) dnnl_memory_destroy(mi);
     if (mw) dnnl_memory_destroy(mw);
-    if (mo) dnnl_memory_destroy(mo);
     if (mb) dnnl_memory_destroy(mb);
     if (mp) dnnl_memory_destroy(mp);
-    ok = ok && (!e->r_out || reorder(e->r_out, &e->out_md, pout, &e->out_user, out));
-    return ok && dnnl_stream_wait(stream) == dnnl_success;
+    return done;
 }
 
 static ckey key_of(const conv_geom *g, int B, int vjp, int acc, int bias) {
@@ -291,16 +305,12 @@ static int eligible(const conv_geom *g, int B) {
     return g->fast && g->k > 1 && B > 0 && enabled();
 }
 
-/* Images per oneDNN call: big images one at a time (measured: a batch of
- * five 256x256x128 images took 18x one image's time in one call, against 5x
- * in five calls, its Winograd buffers no longer fitting any cache), small
- * ones together (a batch amortises the weights). */
-#define CALL_MAX_FLOATS ((size_t)4 << 20)
-static int chunk_images(const conv_geom *g, int B) {
-    size_t in = (size_t)g->cin * g->h * g->w, out = (size_t)g->cout * g->ho * g->wo, per = in > out ? in : out;
-    size_t n = CALL_MAX_FLOATS / per;
-    return n < 1 ? 1 : n > (size_t)B ? B : (int)n;
-}
+/* One oneDNN call per image: an image's result is then the same in any
+ * batch, bit for bit (with several images per call oneDNN's blocking, and
+ * so the rounding, depended on the batch: 3e-6 in tests/test_backward.c),
+ * and big batches do not outgrow the caches (measured: five 256x256x128
+ * images in one call took 18x one image's time). The weights are reordered
+ * once per image; a few percent of a call. */
 
 int conv2d_dnnl_fwd(const conv_geom *g, int B, const float *x, const float *w, const float *bias, const float *bias2,
                     float *y) {
@@ -314,13 +324,8 @@ int conv2d_dnnl_fwd(const conv_geom *g, int B, const float *x, const float *w, c
         }
     }
     pthread_mutex_lock(&lock);
-    const int step = chunk_images(g, B);
-    int ok = 1;
-    for (int b0 = 0; ok && b0 < B; b0 += step) {
-        const int nb = B - b0 < step ? B - b0 : step;
-        const ckey k = key_of(g, nb, 0, bias2 != NULL, bias != NULL);
-        ok = run(&k, x + (size_t)b0 * nin, w, bias, y + (size_t)b0 * nout);
-    }
+    const ckey k = key_of(g, 1, 0, bias2 != NULL, bias != NULL);
+    const int ok = run(&k, B, x, nin, w, bias, y, nout) == B;
     pthread_mutex_unlock(&lock);
     return ok;
 }
@@ -331,13 +336,8 @@ int conv2d_dnnl_vjp(const conv_geom *g, int B, const float *dy, const float *w, 
     if (!eligible(g, B)) return 0;
     const size_t nin = (size_t)g->cin * g->h * g->w, nout = (size_t)g->cout * g->ho * g->wo;
     pthread_mutex_lock(&lock);
-    const int step = chunk_images(g, B);
-    int b0 = 0;
-    for (; b0 < B; b0 += step) {
-        const int nb = B - b0 < step ? B - b0 : step;
-        const ckey k = key_of(g, nb, 1, 1, 0);
-        if (!run(&k, dy + (size_t)b0 * nout, w, NULL, dx + (size_t)b0 * nin)) break;
-    }
+    const ckey k = key_of(g, 1, 1, 1, 0);
+    const int done = run(&k, B, dy, nout, w, NULL, dx, nin);
     pthread_mutex_unlock(&lock);
-    return b0 < B ? b0 : B;
+    return done;
 }
