@@ -178,6 +178,12 @@ loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float 
     return LOCO_OK;
 }
 
+loco_status model_predict(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *y) {
+    loco_status s = check_inputs(m, batch, x, t, y);
+    if (s) return s;
+    return forward_raw(m, batch, x, t, c, y, NULL, NULL);
+}
+
 loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
     return model_eps_tap(m, batch, x, t, NULL, eps, NULL, NULL);
 }
