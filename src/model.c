@@ -257,8 +257,9 @@ loco_status loco_model_describe(const loco_model *m, char **text) {
     sb_printf(&b, "model: %s\n", m->path);
     m->d.vt->describe(m->d.self, &b);
     static const char *const pred[] = {"epsilon", "v_prediction", "sample"};
-    sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g; the network predicts %s\n", m->sched.T,
-              m->sched.alphas_cumprod[0], m->sched.alphas_cumprod[m->sched.T - 1], pred[m->sched.pred]);
+    sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g%s; the network predicts %s\n",
+              m->sched.T, m->sched.alphas_cumprod[0], m->sched.alphas_cumprod[m->sched.T - 1],
+              m->sched.zero_snr ? " (zero terminal SNR)" : "", pred[m->sched.pred]);
     if (m->report) sb_printf(&b, "%s%s", m->report, m->report[0] && m->report[strlen(m->report) - 1] != '\n' ? "\n" : "");
     if (b.oom) {
         free(b.s);

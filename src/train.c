@@ -5,6 +5,10 @@
 #include "graph/backward.h"
 #include "schedule.h"
 
+_Static_assert((int)LOCO_PRED_EPSILON == (int)PRED_EPSILON && (int)LOCO_PRED_V == (int)PRED_V &&
+                   (int)LOCO_PRED_SAMPLE == (int)PRED_SAMPLE,
+               "loco_prediction and pred_type agree");
+
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -477,10 +481,8 @@ loco_status loco_train(const loco_train_params *p) {
             float *xb = x + (size_t)b * per;
             const float *nb = noise + (size_t)b * per;
             float *tg = target + (size_t)b * per;
-            if (p->prediction == LOCO_PRED_V)
-                for (size_t i = 0; i < per; i++) tg[i] = sa * nb[i] - sb * xb[i]; /* v, before x0 is noised */
-            else if (p->prediction == LOCO_PRED_SAMPLE)
-                for (size_t i = 0; i < per; i++) tg[i] = xb[i];
+            if (p->prediction != LOCO_PRED_EPSILON) /* v or x0, before x0 is noised */
+                for (size_t i = 0; i < per; i++) tg[i] = param_target((pred_type)p->prediction, sa, sb, xb[i], nb[i]);
             for (size_t i = 0; i < per; i++) xb[i] = sa * xb[i] + sb * nb[i];
         }
         threads_for_work(tr.u.flops);
