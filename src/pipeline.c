@@ -4,7 +4,9 @@
  * projection of directions.
  *
  * DDIM (Song et al. 2021, eq. 12) with a_t = alphas_cumprod[floor(t)]:
- *   x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)
+ *   x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)   (eps models; v and sample
+ *   models give x0 and eps from their prediction with param_out, without
+ *   a division by sqrt(a_t), so a_t = 0 works for them: x0 = -v, eps = x)
  *   x' = sqrt(a') x0 + sqrt(1 - a' - sigma^2) eps + sigma z,
  *   sigma = eta sqrt((1 - a') / (1 - a_t)) sqrt(1 - a_t / a')
  * with eta 0 (deterministic) except below the boost timestep. Inversion runs
