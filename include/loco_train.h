@@ -141,7 +141,11 @@ const char *loco_fashion_mnist_class(int label);
  * exponential moving average of the weights is kept, started from the
  * initial weights; at step k (1-based) its decay is min(ema, (1+k)/(10+k)),
  * as diffusers' EMAModel, so short runs do not stay at the initialisation.
- * Schedule: linear betas beta_start..beta_end (1e-4..0.02, DDPM's), T = 1000.
+ * Schedule: linear betas beta_start..beta_end (1e-4..0.02, DDPM's), T = 1000,
+ * or squaredcos_cap_v2 (cosine); zero_snr rescales either to a zero
+ * terminal SNR (alphas_cumprod[999] = 0, Lin et al. 2024), which only a
+ * v_prediction or sample model can use: prediction picks the target (the
+ * loss is the mean squared error of the network's output against it).
  * A smaller beta_end leaves more of the image at a given t (at t = 600,
  * sqrt(abar) is 0.16 with 0.02 and 0.40 with 0.01): small images lose their
  * parts to noise at a smaller t than large ones, so a 32x32 model whose
@@ -161,8 +165,12 @@ const char *loco_fashion_mnist_class(int label);
  *   config.json                          the model config (copied)
  *   diffusion_pytorch_model.safetensors  the EMA weights, F32 (what
  *                                        loco_model_open reads)
- *   scheduler/scheduler_config.json      DDPMScheduler, linear, 1000 steps,
- *                                        beta_start, beta_end
+ *   scheduler/scheduler_config.json      DDPMScheduler, linear (or
+ *                                        squaredcos_cap_v2), 1000 steps,
+ *                                        beta_start, beta_end,
+ *                                        prediction_type; with zero_snr
+ *                                        rescale_betas_zero_snr true and
+ *                                        timestep_spacing "trailing"
  *   train_state.safetensors              raw weights, Adam moments, EMA,
  *                                        step and generator state
  * Everything is determined by seed (weights init, data order, timesteps,
@@ -170,8 +178,13 @@ const char *loco_fashion_mnist_class(int label);
  * resume: continue from out_dir/train_state.safetensors up to `steps` steps
  * in all (steps is the total, not the number of new steps); running N steps
  * and then resuming to N + M gives the same files as N + M steps at once.
- * The schedule cannot change on resume (LOCO_E_INVALID_ARGUMENT naming the
- * state file and key). */
+ * The schedule and the prediction type cannot change on resume
+ * (LOCO_E_INVALID_ARGUMENT naming the state file and key). */
+/* The network's target, diffusers' prediction_type: with x_t = sqrt(abar)
+ * x0 + sqrt(1 - abar) eps, epsilon learns eps, v_prediction learns
+ * v = sqrt(abar) eps - sqrt(1 - abar) x0 and sample learns x0. */
+typedef enum loco_prediction { LOCO_PRED_EPSILON = 0, LOCO_PRED_V = 1, LOCO_PRED_SAMPLE = 2 } loco_prediction;
+
 typedef struct loco_train_params {
     const char *config_path; /* UNet2DModel config.json                     */
     const char *data;        /* "faces", "fashion-mnist" or a PNG folder    */
@@ -198,6 +211,13 @@ typedef struct loco_train_params {
     const char *fashion_dir; /* NULL: LOCO_FASHION_MNIST_DIR                */
     double beta_start, beta_end; /* linear betas, 0 < start < end < 1
                                     (1e-4, 0.02)                            */
+    loco_prediction prediction; /* what the network learns to predict
+                                   (LOCO_PRED_EPSILON)                      */
+    int zero_snr;            /* 1: betas rescaled to zero terminal SNR
+                                (diffusers' rescale_betas_zero_snr); needs
+                                LOCO_PRED_V or LOCO_PRED_SAMPLE (0)          */
+    int cosine;              /* 1: squaredcos_cap_v2 betas (beta_start and
+                                beta_end unused) instead of linear (0)       */
     /* Called after every step (may be NULL): the step just done (1-based),
      * the total, the batch loss and the images per second since the start
      * of this call. */

@@ -180,6 +180,12 @@ loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float 
     return LOCO_OK;
 }
 
+loco_status model_predict(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *y) {
+    loco_status s = check_inputs(m, batch, x, t, y);
+    if (s) return s;
+    return forward_raw(m, batch, x, t, c, y, NULL, NULL);
+}
+
 loco_status loco_model_eps(loco_model *m, int batch, const float *x, const float *t, float *eps) {
     return model_eps_tap(m, batch, x, t, NULL, eps, NULL, NULL);
 }
@@ -253,8 +259,9 @@ loco_status loco_model_describe(const loco_model *m, char **text) {
     sb_printf(&b, "model: %s\n", m->path);
     m->d.vt->describe(m->d.self, &b);
     static const char *const pred[] = {"epsilon", "v_prediction", "sample"};
-    sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g; the network predicts %s\n", m->sched.T,
-              m->sched.alphas_cumprod[0], m->sched.alphas_cumprod[m->sched.T - 1], pred[m->sched.pred]);
+    sb_printf(&b, "schedule: %d train timesteps, abar[0] %.6f, abar[T-1] %.3g%s; the network predicts %s\n",
+              m->sched.T, m->sched.alphas_cumprod[0], m->sched.alphas_cumprod[m->sched.T - 1],
+              m->sched.zero_snr ? " (zero terminal SNR)" : "", pred[m->sched.pred]);
     if (m->report) sb_printf(&b, "%s%s", m->report, m->report[0] && m->report[strlen(m->report) - 1] != '\n' ? "\n" : "");
     if (b.oom) {
         free(b.s);

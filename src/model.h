@@ -34,6 +34,10 @@ loco_status model_check_finite(const float *y, size_t n, const char *what);
  * block outputs). */
 loco_status model_eps_tap(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *eps,
                           act_tap_fn tap, void *user);
+/* The network's own prediction y [batch, out_ch, H, W] (eps, v or x0 as
+ * m->sched.pred says), checked finite: callers that need both eps and x0
+ * convert it with param_out at the alpha of their choice. */
+loco_status model_predict(loco_model *m, int batch, const float *x, const float *t, const loco_cond *c, float *y);
 /* Floats of one image (C*H*W of the input). */
 static inline size_t model_image_size(const loco_model *m) {
     return (size_t)m->info.in_ch * m->info.height * m->info.width;

@@ -24,6 +24,17 @@ static inline float param_out(pred_type p, loco_output out, float sa, float s1, 
     return out == LOCO_OUT_X0 ? (x - s1 * y) / sa : y;
 }
 
+/* The training target of clean x0 and noise eps (x = sa x0 + s1 eps): eps,
+ * v = sa eps - s1 x0, or x0; param_out maps it back to (x0, eps). */
+static inline float param_target(pred_type p, float sa, float s1, float x0, float eps) {
+    switch (p) {
+    case PRED_V: return sa * eps - s1 * x0;
+    case PRED_SAMPLE: return x0;
+    case PRED_EPSILON: break;
+    }
+    return eps;
+}
+
 /* dst[i] = param_out(p, out, sa, s1, x[i], y[i]) for i < n (dst may be y) */
 static inline void param_apply(pred_type p, loco_output out, float sa, float s1, size_t n, const float *x,
                                const float *y, float *dst) {

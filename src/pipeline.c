@@ -4,7 +4,9 @@
  * projection of directions.
  *
  * DDIM (Song et al. 2021, eq. 12) with a_t = alphas_cumprod[floor(t)]:
- *   x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)
+ *   x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)   (eps models; v and sample
+ *   models give x0 and eps from their prediction with param_out, without
+ *   a division by sqrt(a_t), so a_t = 0 works for them: x0 = -v, eps = x)
  *   x' = sqrt(a') x0 + sqrt(1 - a' - sigma^2) eps + sigma z,
  *   sigma = eta sqrt((1 - a') / (1 - a_t)) sqrt(1 - a_t / a')
  * with eta 0 (deterministic) except below the boost timestep. Inversion runs
@@ -56,7 +58,13 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
                              float a, float an, float eta, loco_rng *rng, int clip) {
     const size_t n = model_image_size(m);
     for (int b = 0; b < B; b++) tb[b] = t_net;
-    loco_status s = loco_model_eps_cond(m, B, x, tb, cond, eps);
+    const pred_type pred = m->sched.pred;
+    if (pred == PRED_EPSILON && !(a > 0))
+        return loco_fail(LOCO_E_UNSUPPORTED,
+                         "DDIM: alphas_cumprod is 0 at timestep %g (zero terminal SNR) and an epsilon-prediction model "
+                         "cannot give x0 there",
+                         (double)t_net);
+    loco_status s = model_predict(m, B, x, tb, cond, eps); /* the network's y, turned into eps below */
     if (s) return s;
     /* float32 arithmetic in the reference's order: near t = T, 1/sqrt(a_t) is
      * ~160 and the result depends on the rounding of each step */
@@ -72,9 +80,14 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
         for (size_t i = 0; i < n; i++) z[i] = (float)loco_rng_normal(rng);
     }
     for (size_t i = 0; i < n * (size_t)B; i++) {
-        float x0 = param_out(PRED_EPSILON, LOCO_OUT_X0, sa, s1, x[i], eps[i]); /* eps from loco_model_eps */
+        /* x0 and eps straight from the prediction at the step's start
+         * alpha a (diffusers' DDIMScheduler and DDIMInverseScheduler): for
+         * v models at a = 0 (zero terminal SNR) x0 = -v and eps = x, with
+         * no division; epsilon models give eps = y and x0 as before */
+        const float e = param_out(pred, LOCO_OUT_EPS, sa, s1, x[i], eps[i]);
+        float x0 = param_out(pred, LOCO_OUT_X0, sa, s1, x[i], eps[i]);
         if (clip) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
-        float v = cx * x0 + ce * eps[i];
+        float v = cx * x0 + ce * e;
         if (z) v += sigma * z[i % n];
         x[i] = v;
     }

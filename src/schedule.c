@@ -17,6 +17,10 @@ static void linspace(double start, double end, int n, double *out) {
 }
 
 loco_status schedule_make(schedule *s, const char *kind, int T, double beta_start, double beta_end) {
+    return schedule_make_ex(s, kind, T, beta_start, beta_end, 0);
+}
+
+loco_status schedule_make_ex(schedule *s, const char *kind, int T, double beta_start, double beta_end, int zero_snr) {
     memset(s, 0, sizeof *s);
     if (T < 2 || T > 100000) return loco_fail(LOCO_E_UNSUPPORTED, "schedule: num_train_timesteps %d out of range", T);
     double *betas = malloc(sizeof(double) * (size_t)T);
@@ -45,15 +49,37 @@ loco_status schedule_make(schedule *s, const char *kind, int T, double beta_star
         s->alphas_cumprod = NULL;
         return loco_fail(LOCO_E_UNSUPPORTED, "schedule: beta_schedule '%s' is not supported", kind);
     }
+    /* betas[] becomes alphas_cumprod in double */
     double acc = 1.0;
     for (int i = 0; i < T; i++) {
         acc *= 1.0 - betas[i];
-        s->alphas_cumprod[i] = (float)acc;
+        betas[i] = acc;
     }
+    if (zero_snr) {
+        /* Lin et al. 2024, Algorithm 1, on sqrt(alphas_cumprod): subtract
+         * the last, scale so the first keeps its value. diffusers turns the
+         * result back into betas and multiplies them again; the product of
+         * those ratios is this sequence, so it is used as it is (the last
+         * is exactly 0, and so is diffusers' after its cumprod). */
+        const double r0 = sqrt(betas[0]), rT = sqrt(betas[T - 1]);
+        if (!(r0 > rT)) {
+            free(betas);
+            free(s->alphas_cumprod);
+            s->alphas_cumprod = NULL;
+            return loco_fail(LOCO_E_UNSUPPORTED, "schedule: cannot rescale to zero terminal SNR: alphas_cumprod does not fall");
+        }
+        for (int i = 0; i < T; i++) {
+            double r = (sqrt(betas[i]) - rT) * (r0 / (r0 - rT));
+            betas[i] = r * r;
+        }
+        betas[T - 1] = 0.0;
+    }
+    for (int i = 0; i < T; i++) s->alphas_cumprod[i] = (float)betas[i];
     free(betas);
     s->T = T;
     s->steps_offset = 0;
     s->final_abar = 1.0f;
+    s->zero_snr = zero_snr ? 1 : 0;
     return LOCO_OK;
 }
 
@@ -145,7 +171,31 @@ loco_status schedule_from_json(schedule *s, const char *path) {
         }
         alpha_one = cJSON_IsTrue(v);
     }
-    st = schedule_make(s, kind, T, b0, b1);
+    int zero_snr = 0;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "rescale_betas_zero_snr")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'rescale_betas_zero_snr' must be true or false", path);
+        }
+        zero_snr = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "timestep_spacing")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v) || (strcmp(v->valuestring, "leading") != 0 && strcmp(v->valuestring, "trailing") != 0 &&
+                                   strcmp(v->valuestring, "linspace") != 0)) {
+            cJSON_Delete(j);
+            return loco_fail(LOCO_E_FORMAT, "%s: key 'timestep_spacing' must be \"leading\", \"trailing\" or \"linspace\"",
+                             path);
+        }
+    }
+    if (zero_snr && pred == PRED_EPSILON) {
+        cJSON_Delete(j);
+        return loco_fail(LOCO_E_UNSUPPORTED,
+                         "%s: key 'rescale_betas_zero_snr' is true with prediction_type 'epsilon': at the last timestep "
+                         "alphas_cumprod is 0 and x0 = (x - sqrt(1 - abar) eps) / sqrt(abar) is undefined; a zero "
+                         "terminal SNR needs prediction_type 'v_prediction' or 'sample'",
+                         path);
+    }
+    st = schedule_make_ex(s, kind, T, b0, b1, zero_snr);
     if (st) loco_fail_in(st, path);
     else {
         s->pred = pred;

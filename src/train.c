@@ -1,9 +1,13 @@
-/* train.c - the trainer: eps-prediction MSE, AdamW, EMA, checkpoints
- * (see the Training section of loco.h). */
+/* train.c - the trainer: eps, v or x0 prediction MSE, AdamW, EMA,
+ * checkpoints (see the Training section of loco_train.h). */
 #include "families/unet2d.h"
 #include "loco_train.h"
 #include "graph/backward.h"
 #include "schedule.h"
+
+_Static_assert((int)LOCO_PRED_EPSILON == (int)PRED_EPSILON && (int)LOCO_PRED_V == (int)PRED_V &&
+                   (int)LOCO_PRED_SAMPLE == (int)PRED_SAMPLE,
+               "loco_prediction and pred_type agree");
 
 #include <dirent.h>
 #include <errno.h>
@@ -188,16 +192,23 @@ static void fmt_exact(char *buf, size_t n, double v) {
     }
 }
 
-/* scheduler/scheduler_config.json for linear betas beta_start..beta_end */
-static int sched_json(char *buf, size_t n, double beta_start, double beta_end) {
+static const char *const pred_names[3] = {"epsilon", "v_prediction", "sample"};
+
+static const char *train_kind(const loco_train_params *p) { return p->cosine ? "squaredcos_cap_v2" : "linear"; }
+
+/* scheduler/scheduler_config.json of the run: the default's text is the
+ * one written before prediction types and zero SNR existed, and with zero
+ * SNR diffusers samples from timestep 999 (pure noise) with "trailing" */
+static int sched_json(char *buf, size_t n, const loco_train_params *p) {
     char b0[32], b1[32];
-    fmt_exact(b0, sizeof b0, beta_start);
-    fmt_exact(b1, sizeof b1, beta_end);
+    fmt_exact(b0, sizeof b0, p->beta_start);
+    fmt_exact(b1, sizeof b1, p->beta_end);
     return snprintf(buf, n,
-                    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"linear\",\n  \"beta_start\": %s,\n"
-                    "  \"beta_end\": %s,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"epsilon\",\n"
-                    "  \"clip_sample\": true\n}\n",
-                    b0, b1);
+                    "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"beta_schedule\": \"%s\",\n  \"beta_start\": %s,\n"
+                    "  \"beta_end\": %s,\n  \"num_train_timesteps\": 1000,\n  \"prediction_type\": \"%s\",\n"
+                    "%s  \"clip_sample\": true\n}\n",
+                    train_kind(p), b0, b1, pred_names[p->prediction],
+                    p->zero_snr ? "  \"rescale_betas_zero_snr\": true,\n  \"timestep_spacing\": \"trailing\",\n" : "");
 }
 
 typedef struct trainer {
@@ -239,8 +250,8 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     }
     if ((s = mkdir_all(p->out_dir)) || (s = mkdir_one(sdir))) goto done;
     if ((s = loco_write_file_atomic(cfg_out, cfg_text, cfg_len))) goto done;
-    char sched_text[512]; /* fixed text and two numbers of <= 24 characters */
-    int sched_len = sched_json(sched_text, sizeof sched_text, p->beta_start, p->beta_end);
+    char sched_text[640]; /* fixed text, two numbers of <= 24 characters and two names */
+    int sched_len = sched_json(sched_text, sizeof sched_text, p);
     if ((s = loco_write_file_atomic(sch_out, sched_text, (size_t)sched_len))) goto done;
     char stepbuf[32];
     snprintf(stepbuf, sizeof stepbuf, "%lld", (long long)tr->step);
@@ -269,9 +280,27 @@ static loco_status save_all(const trainer *tr, const loco_train_params *p, const
     snprintf(lrbuf, sizeof lrbuf, "%.9g", (double)p->lr);
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)p->seed);
     snprintf(batchbuf, sizeof batchbuf, "%d", p->batch);
-    const char *smeta[] = {"loco_train_step", stepbuf, "lr", lrbuf, "seed", seedbuf, "batch", batchbuf,
-                           "data", p->data, "beta_start", b0buf, "beta_end", b1buf};
-    s = loco_tensors_write(st_out, refs, 4 * np + 2, smeta, 7);
+    /* the keys of later options only when they differ from their default:
+     * a default run's state is what it was before they existed */
+    const char *smeta[20] = {"loco_train_step", stepbuf, "lr", lrbuf, "seed", seedbuf, "batch", batchbuf,
+                             "data", p->data, "beta_start", b0buf, "beta_end", b1buf};
+    int nmeta = 7;
+    if (p->prediction != LOCO_PRED_EPSILON) {
+        smeta[2 * nmeta] = "prediction_type";
+        smeta[2 * nmeta + 1] = pred_names[p->prediction];
+        nmeta++;
+    }
+    if (p->zero_snr) {
+        smeta[2 * nmeta] = "rescale_betas_zero_snr";
+        smeta[2 * nmeta + 1] = "true";
+        nmeta++;
+    }
+    if (p->cosine) {
+        smeta[2 * nmeta] = "beta_schedule";
+        smeta[2 * nmeta + 1] = train_kind(p);
+        nmeta++;
+    }
+    s = loco_tensors_write(st_out, refs, 4 * np + 2, smeta, nmeta);
 done:
     free(refs);
     free(names);
@@ -316,6 +345,19 @@ static loco_status check_state_betas(const loco_tensors *f, const char *path, co
                              "%s: the state was trained with %s %.9g, this run asks for %.9g (the schedule cannot change on resume)",
                              path, keys[k], got, want[k]);
     }
+    /* the later options: absent means the default */
+    const char *names[3] = {"prediction_type", "rescale_betas_zero_snr", "beta_schedule"};
+    const char *wants[3] = {pred_names[p->prediction], p->zero_snr ? "true" : "false", train_kind(p)};
+    const char *dflts[3] = {"epsilon", "false", "linear"};
+    for (int k = 0; k < 3; k++) {
+        const char *v = loco_tensors_metadata(f, names[k]);
+        if (!v) v = dflts[k];
+        if (strcmp(v, wants[k]) != 0)
+            return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                             "%s: the state was trained with %s %.40s, this run asks for %s (the schedule and the "
+                             "prediction type cannot change on resume)",
+                             path, names[k], v, wants[k]);
+    }
     return LOCO_OK;
 }
 
@@ -358,6 +400,12 @@ loco_status loco_train(const loco_train_params *p) {
     if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->adam_eps > 0) ||
         !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: bad optimiser parameters");
+    if ((int)p->prediction < 0 || (int)p->prediction > 2)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: unknown prediction type %d", (int)p->prediction);
+    if (p->zero_snr && p->prediction == LOCO_PRED_EPSILON)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                         "train: zero terminal SNR needs v_prediction or sample: an epsilon model cannot give x0 at "
+                         "abar = 0");
     if (!(p->beta_start > 0 && p->beta_start < p->beta_end && p->beta_end < 1))
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: need 0 < beta_start (%g) < beta_end (%g) < 1", p->beta_start,
                          p->beta_end);
@@ -372,7 +420,7 @@ loco_status loco_train(const loco_train_params *p) {
     memset(&data, 0, sizeof data);
     schedule sched = {0};
     graph_train *ut = NULL;
-    float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL;
+    float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL, *target = NULL;
     unet_config cfg;
     int built = 0;
     if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
@@ -380,12 +428,13 @@ loco_status loco_train(const loco_train_params *p) {
     graph_set_winograd(&tr.u, p->winograd);
     built = 1;
     if (cfg.in_ch != cfg.out_ch) {
-        s = loco_fail(LOCO_E_UNSUPPORTED, "train: eps prediction needs out_channels == in_channels (%d, %d)", cfg.out_ch,
+        s = loco_fail(LOCO_E_UNSUPPORTED, "train: %s prediction needs out_channels == in_channels (%d, %d)",
+                      pred_names[p->prediction], cfg.out_ch,
                       cfg.in_ch);
         goto done;
     }
     if ((s = data_open(&data, p, &cfg))) goto done;
-    if ((s = schedule_make(&sched, "linear", 1000, p->beta_start, p->beta_end))) goto done;
+    if ((s = schedule_make_ex(&sched, train_kind(p), 1000, p->beta_start, p->beta_end, p->zero_snr))) goto done;
     size_t P = tr.u.total_params;
     size_t per = (size_t)cfg.in_ch * (size_t)cfg.height * (size_t)cfg.width, n = per * (size_t)p->batch;
     tr.w = loco_calloc(P, sizeof(float));
@@ -397,7 +446,9 @@ loco_status loco_train(const loco_train_params *p) {
     noise = loco_malloc(n * sizeof(float));
     epsh = loco_malloc(n * sizeof(float));
     t = loco_malloc((size_t)p->batch * sizeof(float));
-    if (!tr.w || !tr.m || !tr.v || !tr.ema || !tr.grad || !x || !noise || !epsh || !t) {
+    /* the target: the noise itself for eps prediction, else its own buffer */
+    target = p->prediction == LOCO_PRED_EPSILON ? noise : loco_malloc(n * sizeof(float));
+    if (!tr.w || !tr.m || !tr.v || !tr.ema || !tr.grad || !x || !noise || !epsh || !t || !target) {
         s = loco_fail(LOCO_E_NOMEM, "train: out of memory for %zu parameters, batch %d", P, p->batch);
         goto done;
     }
@@ -429,6 +480,9 @@ loco_status loco_train(const loco_train_params *p) {
             float ab = sched.alphas_cumprod[(int)t[b]], sa = sqrtf(ab), sb = sqrtf(1.0f - ab);
             float *xb = x + (size_t)b * per;
             const float *nb = noise + (size_t)b * per;
+            float *tg = target + (size_t)b * per;
+            if (p->prediction != LOCO_PRED_EPSILON) /* v or x0, before x0 is noised */
+                for (size_t i = 0; i < per; i++) tg[i] = param_target((pred_type)p->prediction, sa, sb, xb[i], nb[i]);
             for (size_t i = 0; i < per; i++) xb[i] = sa * xb[i] + sb * nb[i];
         }
         threads_for_work(tr.u.flops);
@@ -436,7 +490,7 @@ loco_status loco_train(const loco_train_params *p) {
         double loss = 0;
         const float g = 2.0f / (float)n;
         for (size_t i = 0; i < n; i++) {
-            float d = epsh[i] - noise[i];
+            float d = epsh[i] - target[i];
             loss += (double)d * d;
             epsh[i] = g * d; /* the cotangent of eps, in place */
         }
@@ -492,6 +546,7 @@ done:
     loco_free(noise);
     loco_free(epsh);
     loco_free(t);
+    if (target != noise) loco_free(target);
     loco_free(data.pix);
     schedule_free(&sched);
     free(cfg_text);

@@ -267,6 +267,89 @@ static void test_schedule_option(void **st) {
     }
 }
 
+/* v prediction with a zero terminal SNR: the loss falls, the folder opens
+ * as a v model with abar[999] = 0, and at t = 999 (pure noise, abar = 0)
+ * its x0_hat = -v_hat is near the data's mean face, as the v target
+ * sqrt(abar) eps - sqrt(1 - abar) x0 = -x0 teaches there; a network taught
+ * eps instead would give -eps_hat = -x there. */
+static void test_v_zero_snr(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("vz", NULL), 40);
+    p.prediction = LOCO_PRED_V;
+    p.zero_snr = 1;
+    float losses[40];
+    p.losses = losses;
+    CHECK_OK(loco_train(&p));
+    double first = 0, last = 0;
+    for (int i = 0; i < 5; i++) first += losses[i] / 5.0;
+    for (int i = 35; i < 40; i++) last += losses[i] / 5.0;
+    printf("  v loss: mean of steps 1-5 %.4f, of steps 36-40 %.4f\n", first, last);
+    if (!(last < 0.75 * first)) fail_msg("v loss did not fall enough: %.4f -> %.4f", first, last);
+    loco_model *m;
+    CHECK_OK(loco_model_open(path("vz", NULL), &m));
+    int T = 0;
+    const float *ac = loco_model_alphas_cumprod(m, &T);
+    assert_true(T == 1000 && ac[999] == 0.0f && ac[0] > 0.9998f);
+    enum { B = 4 };
+    const size_t per = 3 * 32 * 32;
+    float *mean = calloc(per, sizeof(float)), *x = malloc(B * per * sizeof(float)), *x0 = malloc(B * per * sizeof(float)),
+          t[B];
+    uint8_t rgb[32 * 32 * 3];
+    for (int i = 0; i < 64; i++) { /* the training data (flipped half the time): the mean of both mirrors */
+        CHECK_OK(loco_faces_generate(0, i, rgb, NULL, NULL));
+        for (size_t k = 0; k < per; k++) {
+            int c = (int)(k / 1024), yy = (int)(k % 1024) / 32, xx = (int)(k % 32);
+            float a = rgb[(yy * 32 + xx) * 3 + c] / 127.5f - 1, b = rgb[(yy * 32 + 31 - xx) * 3 + c] / 127.5f - 1;
+            mean[k] += (a + b) / 128.0f;
+        }
+    }
+    unsigned long long r = 99;
+    for (size_t i = 0; i < B * per; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        double u1 = ((r >> 11) + 1.0) / 9007199254740993.0;
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        double u2 = (r >> 11) / 9007199254740992.0;
+        x[i] = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+    for (int b = 0; b < B; b++) t[b] = 999.0f;
+    CHECK_OK(loco_model_x0_hat(m, B, x, t, x0, NULL));
+    double mse = 0, mse_eps = 0;
+    for (size_t i = 0; i < B * per; i++) {
+        double d = x0[i] - mean[i % per], de = -x[i] - mean[i % per];
+        mse += d * d;
+        mse_eps += de * de;
+    }
+    mse /= (double)(B * per);
+    mse_eps /= (double)(B * per);
+    printf("  x0_hat at t = 999 from pure noise: MSE to the mean face %.4f (-x, an eps network's answer: %.4f)\n",
+           mse, mse_eps);
+    if (!(mse < 0.25 * mse_eps)) fail_msg("x0_hat at abar = 0 is not near the mean face: %.4f vs %.4f", mse, mse_eps);
+    free(mean);
+    free(x);
+    free(x0);
+    loco_model_free(m);
+
+    /* the library refuses epsilon with zero SNR and unknown types */
+    params(&p, path("bad", NULL), 2);
+    p.zero_snr = 1;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "zero terminal SNR", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.prediction = (loco_prediction)7;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "prediction", NULL);
+    /* resume with another prediction type or without zero SNR: refused */
+    params(&p, path("vz", NULL), 41);
+    p.resume = 1;
+    p.zero_snr = 1;
+    p.prediction = LOCO_PRED_SAMPLE;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "train_state.safetensors", "prediction_type");
+    params(&p, path("vz", NULL), 41);
+    p.resume = 1;
+    p.prediction = LOCO_PRED_V;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "train_state.safetensors", "rescale_betas_zero_snr");
+}
+
 /* (5) hostile arguments */
 static void test_bad_args(void **st) {
     (void)st;
@@ -312,6 +395,7 @@ int main(void) {
         cmocka_unit_test(test_winograd_training),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_schedule_option),
+        cmocka_unit_test(test_v_zero_snr),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

@@ -61,6 +61,52 @@ if ! "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/b" --st
     ok "resume with another beta_end is refused, naming the state file and the key"
 else bad "resume with another beta_end"; fi
 
+# the default run's scheduler config is the one from before prediction types
+if grep -q '"prediction_type": "epsilon",' "$T/b/scheduler/scheduler_config.json" &&
+    ! grep -q 'rescale_betas_zero_snr\|timestep_spacing' "$T/b/scheduler/scheduler_config.json"; then
+    ok "default run: epsilon, no zero-SNR keys in scheduler_config.json"
+else bad "default run's scheduler_config.json"; fi
+
+# --prediction v --zero-snr: written to the scheduler config (diffusers
+# reads the folder as the same model), the folder opens as a v model with
+# abar[T-1] = 0, samples from pure noise (a NaN would fail the network's
+# finite check), and a resume cannot change either flag
+S="$T/v/scheduler/scheduler_config.json"
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/v" --steps 2 --batch 2 --prediction v \
+    --zero-snr --sample-count 4 --sample-steps 3 2>"$T/stderr" && grep -q '"prediction_type": "v_prediction",' "$S" &&
+    grep -q '"rescale_betas_zero_snr": true,' "$S" && grep -q '"timestep_spacing": "trailing",' "$S" &&
+    [ -s "$T/v/samples.png" ] && "$LOCO" info "$T/v" >"$T/stdout" 2>>"$T/stderr" &&
+    grep -q 'abar\[T-1\] 0 (zero terminal SNR);.*v_prediction' "$T/stdout"; then
+    ok "train --prediction v --zero-snr: scheduler_config.json and info say so, samples.png written"
+else bad "train --prediction v --zero-snr"; fi
+for ts in authors trailing; do
+    if "$LOCO" --quiet sample "$T/v" --count 2 --steps 4 --timesteps $ts --out "$T/vs.png" 2>"$T/stderr" &&
+        [ -s "$T/vs.png" ]; then ok "sample a zero-SNR v model from pure noise ($ts timesteps)"
+    else bad "sample a zero-SNR v model ($ts)"; fi
+done
+if ! "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/v" --steps 3 --batch 2 --resume \
+    --sample-count 0 2>"$T/stderr" && grep -q 'train_state.safetensors.*prediction_type v_prediction' "$T/stderr"; then
+    ok "resume of a v run as eps is refused, naming the state file and prediction_type"
+else bad "resume of a v run as eps"; fi
+if ! "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/v" --steps 3 --batch 2 --resume \
+    --prediction v --sample-count 0 2>"$T/stderr" && grep -q 'train_state.safetensors.*rescale_betas_zero_snr true' "$T/stderr"; then
+    ok "resume of a zero-SNR run without --zero-snr is refused, naming the state file and the key"
+else bad "resume without --zero-snr"; fi
+if ! "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/b" --steps 3 --batch 2 --resume \
+    --beta-end 0.01 --prediction v --zero-snr --sample-count 0 2>"$T/stderr" &&
+    grep -q 'train_state.safetensors.*prediction_type epsilon' "$T/stderr"; then
+    ok "resume of an eps run as v is refused (a state from before the key counts as epsilon)"
+else bad "resume of an eps run as v"; fi
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/v" --steps 3 --batch 2 --resume \
+    --prediction v --zero-snr --sample-count 0 2>"$T/stderr"; then ok "resume with the same flags"
+else bad "resume with the same flags"; fi
+if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/c" --steps 1 --batch 2 --schedule cosine \
+    --prediction sample --sample-count 0 2>"$T/stderr" &&
+    grep -q '"beta_schedule": "squaredcos_cap_v2",' "$T/c/scheduler/scheduler_config.json" &&
+    grep -q '"prediction_type": "sample",' "$T/c/scheduler/scheduler_config.json"; then
+    ok "train --schedule cosine --prediction sample: scheduler_config.json says so"
+else bad "train --schedule cosine --prediction sample"; fi
+
 expect_fail() { # description, then the arguments
     d="$1"; shift
     "$LOCO" "$@" >/dev/null 2>"$T/stderr"
@@ -78,5 +124,10 @@ expect_fail "--sample-steps 1" train --config "$T/cfg.json" --data faces --out "
 expect_fail "--beta-end 0" train --config "$T/cfg.json" --data faces --out "$T/x" --beta-end 0
 expect_fail "--beta-start above --beta-end" train --config "$T/cfg.json" --data faces --out "$T/x" --beta-start 0.03
 expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T/x" --bogus
+expect_fail "--prediction bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction bogus
+expect_fail "--zero-snr with eps prediction" train --config "$T/cfg.json" --data faces --out "$T/x" --zero-snr
+expect_fail "--zero-snr --prediction eps" train --config "$T/cfg.json" --data faces --out "$T/x" --zero-snr --prediction eps
+expect_fail "--schedule bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --schedule bogus
+expect_fail "--prediction without a value" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction
 
 summary

@@ -13,7 +13,8 @@
     "usage: loco train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
-    "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]"
+    "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]\n"                         \
+    "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine]"
 
 typedef struct prog {
     int tty, every, total;
@@ -119,22 +120,38 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--beta-end"))) {
             if (!parse_float(v, &d) || !(d > 0 && d < 1)) return usage_error("train: bad --beta-end '%s' (in (0, 1))", v);
             p.beta_end = d;
-        } else if (strcmp(s, "--flip") == 0) p.flip = 1;
+        } else if ((v = opt(a, "--prediction"))) {
+            if (strcmp(v, "eps") == 0 || strcmp(v, "epsilon") == 0) p.prediction = LOCO_PRED_EPSILON;
+            else if (strcmp(v, "v") == 0 || strcmp(v, "v_prediction") == 0) p.prediction = LOCO_PRED_V;
+            else if (strcmp(v, "sample") == 0) p.prediction = LOCO_PRED_SAMPLE;
+            else return usage_error("train: bad --prediction '%s' (eps, v or sample)", v);
+        } else if ((v = opt(a, "--schedule"))) {
+            if (strcmp(v, "linear") == 0) p.cosine = 0;
+            else if (strcmp(v, "cosine") == 0 || strcmp(v, "squaredcos_cap_v2") == 0) p.cosine = 1;
+            else return usage_error("train: bad --schedule '%s' (linear or cosine)", v);
+        } else if (strcmp(s, "--zero-snr") == 0) p.zero_snr = 1;
+        else if (strcmp(s, "--flip") == 0) p.flip = 1;
         else if (strcmp(s, "--winograd") == 0) p.winograd = 1;
         else if (strcmp(s, "--resume") == 0) p.resume = 1;
         else if (s[0] == '-') return usage_error("train: unknown or incomplete option '%s'", s);
         else return usage_error("train: unexpected argument '%s'", s);
     }
     if (!p.config_path || !p.data || !p.out_dir) return usage_error("train: %s", TRAIN_USAGE);
+    if (p.zero_snr && p.prediction == LOCO_PRED_EPSILON)
+        return usage_error("train: --zero-snr needs --prediction v or sample (an eps model cannot give x0 at abar = %d)", 0);
     /* 10000 is the faces default; fashion-mnist uses the whole split unless told */
     if (!count_given && strcmp(p.data, "fashion-mnist") == 0) p.data_count = 0;
     prog pr = {isatty(2), 50, p.steps, 0, 0};
     if (!g_quiet) {
         p.progress = on_step;
         p.user = &pr;
-        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g, ema %g, betas %g..%g, seed %llu)%s\n",
-                p.config_path, p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, p.beta_start, p.beta_end,
-                (unsigned long long)p.seed,
+        static const char *const pn[3] = {"eps", "v", "sample"};
+        char sch[64];
+        if (p.cosine) snprintf(sch, sizeof sch, "cosine betas");
+        else snprintf(sch, sizeof sch, "betas %g..%g", p.beta_start, p.beta_end);
+        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g, ema %g, %s%s, %s prediction, seed %llu)%s\n",
+                p.config_path, p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, sch,
+                p.zero_snr ? " rescaled to zero terminal SNR" : "", pn[p.prediction], (unsigned long long)p.seed,
                 p.resume ? ", resuming" : "");
     }
     /* train in chunks of sample_every steps (resuming from the state each
