@@ -18,7 +18,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_conv $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss
 
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -59,6 +59,10 @@ $(BUILD)/eval_loss: bench/eval_loss.c $(BUILD)/libloco.a
 
 $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+# bench_conv calls the convolutions directly: the internal archive
+$(BUILD)/bench_conv: bench/bench_conv.c $(BUILD)/libloco_internal.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco_internal.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench_sd: bench/bench_sd.c bench/bench_util.h $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
