@@ -55,7 +55,8 @@ void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w,
  * products (y = conv(x) + bias + bias2; dx += conv^T(dy)) when g->fast, the
  * kernel is larger than 1x1 and oneDNN takes the shape; returns 1 when it
  * computed the result, 0 when the caller must (nothing written then, except
- * y prefilled with bias2, which the caller overwrites). Winograd F(4x4,3x3)
+ * y prefilled with bias2, which the caller overwrites); at least 16 input
+ * and output channels (thinner ones stay on the BLAS path). Winograd F(4x4,3x3)
  * for 3x3 'same' convolutions with channels a multiple of 16 on images of at
  * least 32x32, direct otherwise. ops_conv_dnnl: 1 on, 0 off, -1 (default)
  * on unless the environment has LOCO_CONV=blas; ops_conv_dnnl_wino likewise

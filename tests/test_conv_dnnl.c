@@ -3,12 +3,14 @@
  * test_ops.c), forward with bias and per-image bias2 and the transposed
  * convolution accumulating into dx, on every kind of shape the models use:
  * Winograd F(4x4,3x3) (3x3 'same', channels a multiple of 16, images of at
- * least 32x32), direct 3x3 on small images and thin channels (conv_in,
- * conv_out), stride-2 downsampling with diffusers' (0,1,0,1) padding and with
+ * least 32x32), direct 3x3 on small images and on channels not a multiple
+ * of 16, stride-2 downsampling with diffusers' (0,1,0,1) padding and with
  * padding 1; batches of 1 and 3. Also: the adjoint identity
  * <u, conv(v)> = <conv^T(u), v>, an image's result independent of the batch
  * it is computed in, big images split into calls of one image, and that
- * LOCO_CONV=blas (ops_conv_dnnl = 0) turns it off.
+ * LOCO_CONV=blas (ops_conv_dnnl = 0) turns it off, LOCO_CONV_WINO=0 its
+ * Winograd; thin (conv_in, conv_out) and 1x1 convolutions stay on the BLAS
+ * path.
  *
  * Bound: max |dnnl - ref| <= 2e-5 * (1 + max |ref|) with inputs in
  * [-0.5, 0.5) and K = cin * 9 <= 2304 terms (Winograd F(4x4)'s transforms
@@ -68,8 +70,7 @@ static const shape shapes[] = {
     {"3x3 32->48 at 32x32 (Winograd), batch 3", 32, 48, 32, 32, 1, 1, 3},
     {"3x3 64->32 at 40x36 (Winograd, partial tiles), batch 1", 64, 32, 40, 36, 1, 1, 1},
     {"3x3 32->32 at 16x16 (direct: small image), batch 3", 32, 32, 16, 16, 1, 1, 3},
-    {"3x3 3->32 at 32x32 (conv_in: thin input), batch 2", 3, 32, 32, 32, 1, 1, 2},
-    {"3x3 32->3 at 32x32 (conv_out: thin output), batch 2", 32, 3, 32, 32, 1, 1, 2},
+    {"3x3 16->32 at 32x32 (Winograd, the thinnest taken), batch 2", 16, 32, 32, 32, 1, 1, 2},
     {"3x3 24->20 at 33x33 (channels not a multiple of 16)", 24, 20, 33, 33, 1, 1, 2},
     {"3x3 stride 2, pad (0,1,0,1) 32->32 at 32x32, batch 3", 32, 32, 32, 32, 2, -1, 3},
     {"3x3 stride 2, pad 1, 16->32 at 17x17, batch 2", 16, 32, 17, 17, 2, 1, 2},
@@ -178,11 +179,30 @@ static void test_switches(void **state) {
     assert_int_equal(conv2d_dnnl_fwd(&g, 1, x, w, NULL, NULL, y), 0);
     conv_geom k1 = {16, 16, 8, 8, 1, 1, 0, 0, 8, 8, 0, 1};
     assert_int_equal(conv2d_dnnl_fwd(&k1, 1, x, w, NULL, NULL, y), 0);
+    conv_geom thin_in = {3, 16, 8, 8, 3, 1, 1, 1, 8, 8, 0, 1}, thin_out = {16, 3, 8, 8, 3, 1, 1, 1, 8, 8, 0, 1};
+    assert_int_equal(conv2d_dnnl_fwd(&thin_in, 1, x, w, NULL, NULL, y), 0);
+    assert_int_equal(conv2d_dnnl_vjp(&thin_out, 1, x, w, y), 0);
     g.fast = 1;
     assert_int_equal(conv2d_dnnl_fwd(&g, 1, x, w, NULL, NULL, y), 1);
     conv2d_dnnl_release();
     assert_int_equal(conv2d_dnnl_fwd(&g, 1, x, w, NULL, NULL, y), 1); /* rebuilt after a release */
     free(x), free(w), free(y);
+
+    /* LOCO_CONV_WINO=0 (ops_conv_dnnl_wino = 0) takes effect on shapes already
+     * computed with Winograd: other rounding, the same values */
+    const shape ws = {"wino", 32, 32, 32, 32, 1, 1, 1};
+    const conv_geom gw = geom(&ws, 1);
+    const size_t n = 32 * 32 * 32;
+    float *xw = rand_buf(n), *ww = rand_buf(32 * 32 * 9), *y1 = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+    assert_true(y1 && y2);
+    assert_int_equal(conv2d_dnnl_fwd(&gw, 1, xw, ww, NULL, NULL, y1), 1);
+    ops_conv_dnnl_wino = 0;
+    assert_int_equal(conv2d_dnnl_fwd(&gw, 1, xw, ww, NULL, NULL, y2), 1);
+    ops_conv_dnnl_wino = 1;
+    const double d = max_diff(y1, y2, n);
+    printf("  Winograd vs direct on the same shape: max abs diff %.3e (> 0: the switch took effect)\n", d);
+    assert_true(d > 0 && d < 1e-4);
+    free(xw), free(ww), free(y1), free(y2);
 }
 
 int main(void) {
