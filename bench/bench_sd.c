@@ -13,7 +13,9 @@
  * Uses only the public header. Wall times; each figure is the median of
  * --repeat runs (3) except loading and the Jacobian (once). Peak memory is
  * the process's VmHWM, reset before each phase (so each phase's figure
- * includes what stays resident from the phases before: the weights). */
+ * includes what stays resident from the phases before: the weights). The
+ * JSON also gives each figure's CPU time (user + system, all threads), a
+ * better measure than wall time on a shared machine with one thread. */
 #include "bench_util.h"
 #include "loco.h"
 
@@ -26,6 +28,7 @@
 typedef struct phase {
     const char *name;
     double seconds;
+    double cpu_seconds;
     long peak_kb;
     double gflop;  /* 0: not counted */
     size_t extra_bytes;
@@ -34,10 +37,13 @@ typedef struct phase {
 static phase phases[8];
 static int n_phases;
 
+static double cpu_last; /* the CPU time of the last timed run (record's default) */
+
 static void record(const char *name, double s, double gflop, size_t extra) {
     phase *p = &phases[n_phases++];
     p->name = name;
     p->seconds = s;
+    p->cpu_seconds = cpu_last;
     p->peak_kb = proc_status_kb("VmHWM");
     p->gflop = gflop;
     p->extra_bytes = extra;
@@ -80,8 +86,9 @@ int main(int argc, char **argv) {
     op.image_size = image_size;
     loco_model *m = NULL;
     reset_hwm();
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     loco_status s = loco_model_open_with(path, &op, &m);
+    cpu_last = cpu_s() - c0;
     if (s) return fail(path, s);
     record("load", now_s() - t0, 0, 0);
 
@@ -91,8 +98,8 @@ int main(int argc, char **argv) {
     loco_model_image_info(m, &ic, &ih, &iw);
     const size_t zn = (size_t)info.in_channels * info.height * info.width, in = (size_t)ic * ih * iw;
     float *z = malloc(zn * sizeof(float)), *eps = malloc(zn * sizeof(float)), *img = malloc(in * sizeof(float));
-    double *ts = malloc((size_t)repeat * sizeof(double));
-    if (!z || !eps || !img || !ts) return fail("buffers", LOCO_E_NOMEM);
+    double *ts = malloc((size_t)repeat * sizeof(double)), *cs = malloc((size_t)repeat * sizeof(double));
+    if (!z || !eps || !img || !ts || !cs) return fail("buffers", LOCO_E_NOMEM);
     loco_randn(7, zn, z);
 
     /* the prompts: unconditional + conditional (+ edit for T-LOCO's
@@ -106,29 +113,41 @@ int main(int argc, char **argv) {
         loco_cond_free(c);
         c = NULL;
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_cond_new(m, &cp, &c))) return fail("text encoding", s);
         ts[r] = now_s() - t0;
+        cs[r] = cpu_s() - c0;
     }
     qsort(ts, (size_t)repeat, sizeof *ts, cmp_d);
+    qsort(cs, (size_t)repeat, sizeof *cs, cmp_d);
+    cpu_last = cs[repeat / 2];
     record("text (2 prompts)", ts[repeat / 2], 0, 0);
 
     const float t = 500.0f;
     reset_hwm();
     for (int r = 0; r < repeat; r++) {
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_model_eps_cond(m, 1, z, &t, c, eps))) return fail("UNet step", s);
         ts[r] = now_s() - t0;
+        cs[r] = cpu_s() - c0;
     }
     qsort(ts, (size_t)repeat, sizeof *ts, cmp_d);
+    qsort(cs, (size_t)repeat, sizeof *cs, cmp_d);
+    cpu_last = cs[repeat / 2];
     record("UNet step, CFG (x2)", ts[repeat / 2], 2 * info.flops / 1e9, 0);
 
     reset_hwm();
     for (int r = 0; r < repeat; r++) {
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_model_decode(m, 1, z, img))) return fail("VAE decode", s);
         ts[r] = now_s() - t0;
+        cs[r] = cpu_s() - c0;
     }
     qsort(ts, (size_t)repeat, sizeof *ts, cmp_d);
+    qsort(cs, (size_t)repeat, sizeof *cs, cmp_d);
+    cpu_last = cs[repeat / 2];
     record("VAE decode", ts[repeat / 2], 0, 0);
 
     if (jac) {
@@ -142,7 +161,9 @@ int main(int argc, char **argv) {
         loco_lin *lin = NULL;
         reset_hwm();
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_linearize_cond(m, z, 696.27f, c, &lin))) return fail("linearize", s);
+        cpu_last = cpu_s() - c0;
         record("record d x0 / d z_t", now_s() - t0, 0, loco_lin_record_bytes(lin));
         const size_t l = loco_lin_image_mask_count(lin, mask);
         float *V = malloc((size_t)k * zn * sizeof(float)), *JV = malloc((size_t)k * l * sizeof(float));
@@ -151,14 +172,18 @@ int main(int argc, char **argv) {
         loco_randn(8, (size_t)k * zn, V);
         reset_hwm();
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_lin_jvp(lin, LOCO_OUT_IMAGE, mask, k, V, JV))) return fail("J V", s);
         static char jv_name[32], vj_name[32];
         snprintf(jv_name, sizeof jv_name, "J V (k=%d)", k);
         snprintf(vj_name, sizeof vj_name, "U^T J (k=%d)", k);
+        cpu_last = cpu_s() - c0;
         record(jv_name, now_s() - t0, 0, loco_lin_work_bytes(lin, k));
         reset_hwm();
         t0 = now_s();
+        c0 = cpu_s();
         if ((s = loco_lin_vjp(lin, LOCO_OUT_IMAGE, mask, k, JV, UJ))) return fail("U^T J", s);
+        cpu_last = cpu_s() - c0;
         record(vj_name, now_s() - t0, 0, loco_lin_work_bytes(lin, k));
         /* the adjoint identity with U = J V: <J V, J V> = <U^T J, V> */
         double a = 0, b = 0;
@@ -178,8 +203,10 @@ int main(int argc, char **argv) {
                "\"phases\": [",
                path, info.in_channels, info.height, info.width, ic, ih, iw, info.flops / 1e9);
         for (int i = 0; i < n_phases; i++)
-            printf("%s{\"name\": \"%s\", \"seconds\": %.4f, \"peak_bytes\": %lld, \"gflops\": %.2f, \"bytes\": %zu}",
-                   i ? ", " : "", phases[i].name, phases[i].seconds, (long long)phases[i].peak_kb * 1024,
+            printf("%s{\"name\": \"%s\", \"seconds\": %.4f, \"cpu_seconds\": %.4f, \"peak_bytes\": %lld, "
+                   "\"gflops\": %.2f, \"bytes\": %zu}",
+                   i ? ", " : "", phases[i].name, phases[i].seconds, phases[i].cpu_seconds,
+                   (long long)phases[i].peak_kb * 1024,
                    phases[i].gflop > 0 ? phases[i].gflop / phases[i].seconds : 0.0, phases[i].extra_bytes);
         printf("]}\n");
     } else {
@@ -200,5 +227,6 @@ int main(int argc, char **argv) {
     free(eps);
     free(img);
     free(ts);
+    free(cs);
     return 0;
 }

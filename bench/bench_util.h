@@ -13,6 +13,13 @@ static inline double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* this process's CPU time (all threads, user + system) */
+static inline double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* a field of /proc/self/status in kB ("VmHWM", "VmRSS"), -1 if unreadable */
 static inline long proc_status_kb(const char *field) {
     FILE *f = fopen("/proc/self/status", "r");
