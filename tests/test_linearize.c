@@ -13,6 +13,7 @@
 #include "linalg.h"
 #include "model.h"
 #include "ops.h"
+#include "graph/lin.h"
 
 static double dot(const float *a, const float *b, size_t n) {
     double s = 0;
@@ -192,6 +193,35 @@ static void check_network(const char *name) {
     free(x);
     free(mask);
     loco_model_free(m);
+}
+
+/* k vectors through in groups of one (graph_lin_work_budget of 1 byte) give
+ * the same products, bit for bit, as all k at once */
+static void test_vector_groups(void **s) {
+    (void)s;
+    loco_model *m;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &m));
+    const size_t n = 3 * 32 * 32;
+    const int k = 3;
+    float *x = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * k * n), *a = malloc(sizeof(float) * k * n),
+          *b = malloc(sizeof(float) * k * n);
+    randn(x, n, 21);
+    randn(v, k * n, 22);
+    loco_lin *L;
+    CHECK_OK(loco_linearize(m, x, 500.0f, &L));
+    const size_t budget = graph_lin_work_budget;
+    for (int vjp = 0; vjp < 2; vjp++) {
+        graph_lin_work_budget = budget;
+        CHECK_OK(vjp ? loco_lin_vjp(L, LOCO_OUT_X0, NULL, k, v, a) : loco_lin_jvp(L, LOCO_OUT_X0, NULL, k, v, a));
+        graph_lin_work_budget = 1;
+        CHECK_OK(vjp ? loco_lin_vjp(L, LOCO_OUT_X0, NULL, k, v, b) : loco_lin_jvp(L, LOCO_OUT_X0, NULL, k, v, b));
+        CHECK_CLOSE(vjp ? "U^T J, k = 3 in groups of one == at once" : "J V, k = 3 in groups of one == at once", b, a,
+                    k * n, 0);
+    }
+    graph_lin_work_budget = budget;
+    loco_lin_free(L);
+    loco_model_free(m);
+    free(x), free(v), free(a), free(b);
 }
 
 static void test_network_small(void **s) {
@@ -513,7 +543,7 @@ int main(void) {
         cmocka_unit_test(test_op_elementwise),   cmocka_unit_test(test_op_attention),
         cmocka_unit_test(test_fixture_small),    cmocka_unit_test(test_fixture_small_mh),
         cmocka_unit_test(test_network_small),    cmocka_unit_test(test_network_small_mh),
-        cmocka_unit_test(test_cli_jacobian),
+        cmocka_unit_test(test_vector_groups),    cmocka_unit_test(test_cli_jacobian),
     };
     return cmocka_run_group_tests_name("linearize", tests, NULL, NULL);
 }
