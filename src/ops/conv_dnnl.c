@@ -6,15 +6,17 @@
  *
  * Why oneDNN and not our own kernels: its JIT AVX-512 Winograd F(4x4,3x3)
  * (jit_wino_4x3) and direct (brgconv) kernels reach 2-3x our GEMM-based
- * rates on the same cores, forward and backward-data.
+ * rates on the same cores, forward and backward-data (bench/bench_conv).
  *
- * Layout: our tensors stay NCHW / OIHW. Per call, the input and the weights
- * are reordered into the blocked layouts the primitive asks for (a
- * bandwidth pass each: weights are ~1/4-1/100 of a convolution's time), the
- * result reordered back, with a sum post-op where the caller accumulates
- * (dx +=, or a per-image bias2 prefilled). Nothing is cached but the
- * primitives (JIT code, a few KB each) and three grow-only scratch buffers,
- * so memory stays near what the BLAS path uses (no prepared-weight copies).
+ * Layout: our tensors stay NCHW / OIHW. Per call the weights, and per image
+ * the input, are reordered into the blocked layouts the primitive asks for
+ * (bandwidth passes, a few percent of a call), the result reordered back,
+ * with a sum post-op where the caller accumulates (dx +=, or a per-image
+ * bias2 prefilled). Nothing is cached but the primitives (JIT code) and four
+ * grow-only scratch buffers (blocked input, weights and output of one image,
+ * the primitive's scratchpad: ~0.3 GB at celebahq's 256x256 level), freed by
+ * conv2d_dnnl_release; no prepared copies of the weights. One mutex
+ * serialises the calls (the library's own threads do the work).
  *
  * Algorithm: Winograd for 3x3, stride-1 'same' convolutions with channels a
  * multiple of 16 and images of at least 32x32 pixels, direct otherwise. The
@@ -25,8 +27,6 @@
 #include "ops.h"
 
 #include <dnnl.h>
-#include <stdio.h>
-#include <time.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,19 +68,24 @@ static int env_flag(const char *var, const char *off) {
     return !(v && strcmp(v, off) == 0);
 }
 
+/* the switches, read from the environment once */
 static int enabled(void) {
     if (ops_conv_dnnl < 0) ops_conv_dnnl = env_flag("LOCO_CONV", "blas");
     if (ops_conv_dnnl_wino < 0) ops_conv_dnnl_wino = env_flag("LOCO_CONV_WINO", "0");
-    if (!ops_conv_dnnl || engine_failed) return 0;
-    if (!engine) {
-        if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
-            dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
-            if (engine) dnnl_engine_destroy(engine);
-            engine = NULL;
-            engine_failed = 1;
-            loco_log(LOCO_LOG_WARN, "oneDNN: no CPU engine; convolutions use the BLAS path");
-            return 0;
-        }
+    return ops_conv_dnnl && !engine_failed;
+}
+
+/* the CPU engine and its stream, made on first use (call with the lock held) */
+static int engine_ready(void) {
+    if (engine) return 1;
+    if (engine_failed) return 0;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+        if (engine) dnnl_engine_destroy(engine);
+        engine = NULL;
+        engine_failed = 1;
+        loco_log(LOCO_LOG_WARN, "oneDNN: no CPU engine; convolutions use the BLAS path");
+        return 0;
     }
     return 1;
 }
@@ -250,6 +255,7 @@ static int reorder(dnnl_primitive_t r, const dnnl_memory_desc_t *from, void *pf,
  * once. Returns the number of images done (n unless oneDNN failed). */
 static int run(const ckey *k, int n, const float *in, size_t sin, const float *w, const float *bias, float *out,
                size_t sout) {
+    if (!engine_ready()) return 0;
     centry *e = entry_get(k, k->wino);
     if (!e || !e->ok) return 0;
     void *pin = NULL, *pw = (void *)w, *pout = NULL;
