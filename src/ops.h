@@ -68,6 +68,9 @@ int conv2d_dnnl_fwd(const conv_geom *g, int B, const float *x, const float *w, c
 /* conv2d_dnnl_vjp returns how many images (from the first) it did. */
 int conv2d_dnnl_vjp(const conv_geom *g, int B, const float *dy, const float *w, float *dx);
 void conv2d_dnnl_release(void);
+/* 1 when conv2d_dnnl_fwd computes g by Winograd on this CPU (oneDNN's
+ * Winograd needs AVX-512; elsewhere the same shapes run direct). */
+int conv2d_dnnl_uses_winograd(const conv_geom *g);
 
 /* 1x1, stride 1, no padding: a plain GEMM without im2col. */
 int conv2d_is_direct(const conv_geom *g);

@@ -212,8 +212,12 @@ static centry *entry_get(const ckey *k, int wino) {
     centry *e = &entries[n_entries++];
     memset(e, 0, sizeof *e);
     e->key = *k;
-    e->ok = entry_init(e, wino) || (wino && entry_init(e, 0));
-    e->key = *k; /* entry_free cleared it */
+    e->ok = entry_init(e, wino);
+    if (!e->ok && wino) { /* no Winograd on this CPU (it needs AVX-512): direct */
+        e->key = *k;      /* entry_free cleared it */
+        e->ok = entry_init(e, 0);
+    }
+    e->key = *k;
     if (!e->ok)
         loco_log(LOCO_LOG_DEBUG, "oneDNN refused a %dx%d convolution %d -> %d at %dx%d (%s); using the BLAS path",
                  k->k, k->k, k->cin, k->cout, k->h, k->w, k->vjp ? "transposed" : "forward");
@@ -349,4 +353,14 @@ int conv2d_dnnl_vjp(const conv_geom *g, int B, const float *dy, const float *w, 
     const int done = run(&k, B, dy, nout, w, NULL, dx, nin);
     pthread_mutex_unlock(&lock);
     return done;
+}
+
+int conv2d_dnnl_uses_winograd(const conv_geom *g) {
+    if (!eligible(g, 1)) return 0;
+    pthread_mutex_lock(&lock);
+    const ckey k = key_of(g, 1, 0, 0, 0);
+    const centry *e = engine_ready() ? entry_get(&k, k.wino) : NULL;
+    const int w = e && e->ok && e->wino;
+    pthread_mutex_unlock(&lock);
+    return w;
 }

@@ -288,8 +288,14 @@ async function findDirections() {
 }
 
 async function cancelJob() {
-  if (!st.job) return;
-  try { showProgress(await api('POST', `/jobs/${st.job}/cancel`)); } catch (e) { setStatus(e.message, true); }
+  const id = st.job;
+  if (!id) return;
+  try {
+    const j = await api('POST', `/jobs/${id}/cancel`);
+    // the job's own stream may have ended it first: a late reply must not
+    // paint a stale "running" over "cancelled"
+    if (st.job === id) showProgress(j);
+  } catch (e) { setStatus(e.message, true); }
 }
 
 // ---- sliders and rendering ----------------------------------------------------
