@@ -106,13 +106,13 @@ static void test_guided_eps(void **state) {
     }
     /* the decoder's products in groups of one vector (what a 512x512 image
      * gets): the same numbers */
-    extern size_t sd_dec_work_budget;
-    const size_t budget = sd_dec_work_budget;
-    sd_dec_work_budget = 1;
+    extern size_t graph_lin_work_budget;
+    const size_t budget = graph_lin_work_budget;
+    graph_lin_work_budget = 1;
     float *JVg = malloc(sizeof(float) * k * lp), *UJg = malloc(sizeof(float) * k * n);
     CHECK_OK(loco_lin_jvp(L, LOCO_OUT_IMAGE, mp, k, V, JVg));
     CHECK_OK(loco_lin_vjp(L, LOCO_OUT_IMAGE, mp, k, Up, UJg));
-    sd_dec_work_budget = budget;
+    graph_lin_work_budget = budget;
     rel("J V (decoder one vector at a time)", JVg, JVp, (size_t)k * lp, 0.0);
     rel("U^T J (decoder one vector at a time)", UJg, UJp, (size_t)k * n, 0.0);
     free(JVg);

@@ -76,6 +76,13 @@ static void same_file(const char *a, const char *b) {
 }
 
 /* (1) the loss falls, (4) the folder opens as a model */
+/* the mean of n losses */
+static double mean(const float *v, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m += v[i] / (double)n;
+    return m;
+}
+
 static void test_loss_falls(void **st) {
     (void)st;
     setup_dir();
@@ -84,9 +91,7 @@ static void test_loss_falls(void **st) {
     float losses[40];
     p.losses = losses;
     CHECK_OK(loco_train(&p));
-    double first = 0, last = 0;
-    for (int i = 0; i < 5; i++) first += losses[i] / 5.0;
-    for (int i = 35; i < 40; i++) last += losses[i] / 5.0;
+    const double first = mean(losses, 5), last = mean(losses + 35, 5);
     printf("  loss: mean of steps 1-5 %.4f, of steps 36-40 %.4f (step 1 %.4f, step 40 %.4f)\n", first, last,
            losses[0], losses[39]);
     if (!(last < 0.6 * first)) fail_msg("loss did not fall enough: %.4f -> %.4f", first, last);
@@ -282,9 +287,7 @@ static void test_v_zero_snr(void **st) {
     float losses[40];
     p.losses = losses;
     CHECK_OK(loco_train(&p));
-    double first = 0, last = 0;
-    for (int i = 0; i < 5; i++) first += losses[i] / 5.0;
-    for (int i = 35; i < 40; i++) last += losses[i] / 5.0;
+    const double first = mean(losses, 5), last = mean(losses + 35, 5);
     printf("  v loss: mean of steps 1-5 %.4f, of steps 36-40 %.4f\n", first, last);
     if (!(last < 0.75 * first)) fail_msg("v loss did not fall enough: %.4f -> %.4f", first, last);
     loco_model *m;

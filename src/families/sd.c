@@ -280,34 +280,11 @@ static loco_status dec_linearize(void *self, const float *z, void **lin) {
 }
 
 static const float *dec_output(const void *lin) { return graph_lin_output(lin); }
-/* The decoder's products take their k vectors in groups whose work space
- * stays under sd_dec_work_budget (1 GiB; at least one vector a group): at 512x512 a
- * vector's tangents through the decoder take ~0.6 GB, so k = 5 at once would
- * add 3 GB to the record. The results do not depend on the grouping (each
- * vector's product is computed on its own either way). */
-size_t sd_dec_work_budget = (size_t)1 << 30;
-
-static int dec_group(const graph_lin *L, int k) {
-    const size_t one = graph_lin_work_bytes(L, 1);
-    const size_t g = one ? sd_dec_work_budget / one : (size_t)k;
-    return g < 1 ? 1 : g > (size_t)k ? k : (int)g;
-}
-
-static loco_status dec_product(void *lin, int k, const float *in, float *out, int vjp) {
-    graph_lin *L = lin;
-    const size_t n_in = graph_lin_input_floats(L), n_out = graph_lin_output_floats(L);
-    const int g = dec_group(L, k);
-    loco_status s = LOCO_OK;
-    for (int b = 0; b < k && !s; b += g) {
-        const int kb = k - b < g ? k - b : g;
-        s = vjp ? graph_lin_vjp(L, kb, in + (size_t)b * n_out, out + (size_t)b * n_in)
-                : graph_lin_jvp(L, kb, in + (size_t)b * n_in, out + (size_t)b * n_out);
-    }
-    return s;
-}
-
-static loco_status dec_jvp(void *lin, int k, const float *V, float *JV) { return dec_product(lin, k, V, JV, 0); }
-static loco_status dec_vjp(void *lin, int k, const float *U, float *UJ) { return dec_product(lin, k, U, UJ, 1); }
+/* The decoder's products: graph_lin takes the k vectors in groups under
+ * graph_lin_work_budget (at 512x512 a vector's tangents through the decoder
+ * take ~0.6 GB, so k = 5 at once would add 3 GB to the record). */
+static loco_status dec_jvp(void *lin, int k, const float *V, float *JV) { return graph_lin_jvp(lin, k, V, JV); }
+static loco_status dec_vjp(void *lin, int k, const float *U, float *UJ) { return graph_lin_vjp(lin, k, U, UJ); }
 static void dec_free(void *lin) { graph_lin_free(lin); }
 
 static void family_free(void *self) {

@@ -21,8 +21,4 @@ loco_status sd_check_index(const char *path);
  * folder is an error. */
 loco_status sd_init_random(const char *config_path, const char *text, size_t len, const char *out_dir, uint64_t seed,
                            loco_dtype dtype);
-/* Bytes of work space the decoder's J V and U^T J may take at once: their k
- * vectors go in groups that fit (at least one a group). 1 GiB; a variable
- * so that tests can force groups of one. */
-extern size_t sd_dec_work_budget;
 #endif

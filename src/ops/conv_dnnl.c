@@ -304,9 +304,7 @@ static int run(const ckey *k, int n, const float *in, size_t sin, const float *w
 }
 
 static ckey key_of(const conv_geom *g, int B, int vjp, int acc, int bias) {
-    ckey k;
-    memset(&k, 0, sizeof k);
-    k = (ckey){vjp, acc, bias, B, g->cin, g->cout, g->h, g->w, g->k, g->stride, g->pad_t, g->pad_l, g->ho, g->wo, 0};
+    ckey k = (ckey){vjp, acc, bias, B, g->cin, g->cout, g->h, g->w, g->k, g->stride, g->pad_t, g->pad_l, g->ho, g->wo, 0};
     k.wino = wino_shape(g);
     return k;
 }
