@@ -1,12 +1,13 @@
 /* eval_edit.c - how local are LOCO edits on a faces model?
  *
  *   build/eval_edit MODEL [--count 20] [--parts eyes,mouth,hair]
- *       [--data-seed 99] [--strength 4] [--t-edit 0.6] [--steps 100]
+ *       [--data-seed 99] [--faces-version 2] [--strength 4] [--t-edit 0.6] [--steps 100]
  *       [--inv-steps 100] [--invert-to full|edit] [--rank 5] [--null-rank 5]
  *       [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--first K] [--strips DIR] [--json OUT.json]
  *
- * For each part and each of `count` faces (loco_faces_generate with
- * data-seed, by default a seed the shipped models were not trained on), the
+ * For each part and each of `count` faces (loco_faces_generate_version with
+ * data-seed, by default a seed the shipped models were not trained on, and
+ * the generator version the model was trained on), the
  * part mask (dilated by 1 pixel) is the region of interest. The first
  * direction is found with and without null-space projection and both are
  * applied at +-strength; locality = mean |edit - recon| inside the mask /
@@ -101,7 +102,7 @@ int main(int argc, char **argv) {
     loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_edit MODEL [--count 20] [--parts eyes,mouth,hair] [--data-seed 99] "
-                        "[--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "
+                        "[--faces-version 2] [--strength 4] [--t-edit 0.6] [--steps 100] [--inv-steps 100] [--invert-to full|edit] "
                         "[--rank 5] [--null-rank 5] [--min-iter 10] [--max-iter 50] [--oversample 0] [--null-mode project|constrain] [--ring R] [--by-label 1] [--first K] [--strips DIR] [--json OUT]\n");
         return 2;
     }
@@ -109,6 +110,7 @@ int main(int argc, char **argv) {
     char partbuf[256] = "eyes,mouth,hair";
     int count = 20;
     uint64_t data_seed = 99;
+    int faces_version = LOCO_FACES_VERSION;
     double strength = 4;
     int ring = 0, by_label = 0, first = 0;
     loco_edit_recipe es;
@@ -123,6 +125,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--count")) count = atoi(v);
         else if (!strcmp(a, "--parts")) snprintf(partbuf, sizeof partbuf, "%s", v);
         else if (!strcmp(a, "--data-seed")) data_seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--faces-version")) faces_version = atoi(v);
         else if (!strcmp(a, "--strength")) strength = atof(v);
         else if (!strcmp(a, "--t-edit")) es.edit.t_edit = (float)atof(v);
         else if (!strcmp(a, "--steps")) es.edit.steps = atoi(v);
@@ -196,7 +199,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < count && !rc; i++) {
             float *x0i = x0 + n * i, *xti = xt + n * i;
             uint8_t *mi = masks + hw * i;
-            loco_status st = loco_faces_generate(data_seed, first + i, rgb, labels, NULL);
+            loco_status st = loco_faces_generate_version(data_seed, first + i, faces_version, rgb, labels, NULL);
             if (!st) st = loco_part_mask(labels, H, W, parts[pi], 1, mi);
             if (!st && ring > 0) {
                 /* a diagnostic: leave the ring of `ring` pixels around the

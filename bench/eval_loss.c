@@ -1,9 +1,10 @@
 /* eval_loss.c - held-out denoising loss of a model, per timestep band.
  *
- *   build/eval_loss MODEL --data faces|fashion-mnist [--count 512]
+ *   build/eval_loss MODEL --data faces|faces-v1|fashion-mnist [--count 512]
  *       [--bands 10] [--seed 0] [--data-seed 99] [--batch 32] [--json OUT]
  *
- * Held-out data: faces drawn with --data-seed (the shipped faces model was
+ * Held-out data: faces drawn with --data-seed (faces-v1: by the first,
+ * jittered generator, loco_faces_generate_version 1; the shipped faces model was
  * trained on seed 0, images 0..N-1; seed 99 is disjoint), or the Fashion-MNIST
  * test split. For each of `bands` equal timestep bands [b T/bands,
  * (b+1) T/bands) every image is noised at a timestep drawn uniformly in the
@@ -66,14 +67,15 @@ int main(int argc, char **argv) {
     const size_t per = (size_t)C * H * W;
     float *x0 = malloc(sizeof(float) * per * count);
     if (!x0) return 1;
-    if (!strcmp(data, "faces")) {
+    if (!strcmp(data, "faces") || !strcmp(data, "faces-v1")) {
+        const int version = strcmp(data, "faces") == 0 ? LOCO_FACES_VERSION : 1;
         if (C != 3 || H != 32 || W != 32) {
             fprintf(stderr, "eval_loss: faces need a 3x32x32 model\n");
             return 1;
         }
         uint8_t rgb[32 * 32 * 3];
         for (int i = 0; i < count; i++) {
-            if (loco_faces_generate(data_seed, i, rgb, NULL, NULL)) return 1;
+            if (loco_faces_generate_version(data_seed, i, version, rgb, NULL, NULL)) return 1;
             for (int p = 0; p < 32 * 32; p++)
                 for (int c = 0; c < 3; c++) x0[per * i + (size_t)c * 1024 + p] = rgb[p * 3 + c] / 127.5f - 1.0f;
         }

@@ -21,9 +21,10 @@ extern "C" {
  * An image is drawn from LOCO_FACES_N_FACTORS factors, each a number in
  * [0, 1]. Most factors are LOCAL: changing one changes only the pixels of one
  * part (eye size, iris colour, gaze, mouth curve/width/opening, hair colour
- * and length, fringe, blush, shirt colour); five are global nuisances kept
- * small (skin tone in a narrow range, one of 4 background colours, position
- * jitter of +-0.75 px, scale 0.97..1.03). Every pixel is the mean of 4x4
+ * and length, fringe, blush, shirt colour); five are global: skin tone in
+ * a narrow range, one of 4 background colours, position (+-0.75 px) and
+ * scale (0.97..1.03). loco_faces_sample keeps position and scale at 0.5
+ * (centred, scale 1); loco_faces_render honours them. Every pixel is the mean of 4x4
  * subsamples; its label is the part covering most of them (ties go to the
  * higher label). Drawing uses only arithmetic and sqrt, so images are
  * reproducible bit for bit. */
@@ -65,10 +66,19 @@ const char *loco_faces_part_name(int i);
  * is LOCO_E_INVALID_ARGUMENT with a message listing the valid names. */
 loco_status loco_faces_part_labels(const char *part, uint32_t *label_bits);
 
-/* The factors of image `index` (>= 0) of the dataset with `seed`: each factor
+/* The generator's version. 2: offset_x, offset_y and scale are 0.5 (no
+ * geometric jitter: it coupled the parts, docs/datasets.md). 1: the first
+ * generator, with the jitter (models trained before 2026-12-03). Both draw
+ * the same random stream, so the other factors of an image agree. */
+#define LOCO_FACES_VERSION 2
+
+/* The factors of image `index` (>= 0) of the dataset with `seed` under
+ * generator `version` (1 or 2, else LOCO_E_INVALID_ARGUMENT): each factor
  * uniform in [0, 1), drawn from a generator seeded by (seed, index) alone, so
- * any subset of a dataset can be made in any order. factors holds
- * LOCO_FACES_N_FACTORS floats. */
+ * any subset of a dataset can be made in any order; version 2 then fixes the
+ * geometry factors at 0.5. factors holds LOCO_FACES_N_FACTORS floats. */
+loco_status loco_faces_sample_version(uint64_t seed, int index, int version, float *factors);
+/* loco_faces_sample_version at LOCO_FACES_VERSION. */
 loco_status loco_faces_sample(uint64_t seed, int index, float *factors);
 
 /* Draws the face of `factors` (each in [0, 1], else LOCO_E_INVALID_ARGUMENT):
@@ -76,7 +86,10 @@ loco_status loco_faces_sample(uint64_t seed, int index, float *factors);
  * (may be NULL) 32*32 bytes. Buffers owned by the caller. */
 loco_status loco_faces_render(const float *factors, uint8_t *rgb, uint8_t *labels);
 
-/* loco_faces_sample + loco_faces_render; factors may be NULL. */
+/* loco_faces_sample_version + loco_faces_render; labels and factors may be
+ * NULL. loco_faces_generate is version LOCO_FACES_VERSION. */
+loco_status loco_faces_generate_version(uint64_t seed, int index, int version, uint8_t *rgb, uint8_t *labels,
+                                        float *factors);
 loco_status loco_faces_generate(uint64_t seed, int index, uint8_t *rgb, uint8_t *labels, float *factors);
 
 /* A binary mask (1 inside, 0 outside) of the pixels of labels[h*w] that
@@ -151,7 +164,8 @@ const char *loco_fashion_mnist_class(int label);
  * parts to noise at a smaller t than large ones, so a 32x32 model whose
  * mid-range t should mean what it means at 256x256 wants the smaller one.
  *
- * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1),
+ * Data: "faces" (loco_faces_generate with data_seed, images 0..data_count-1;
+ * "faces-v1": the same with generator version 1),
  * "fashion-mnist" (the train split of LOCO_FASHION_MNIST_DIR, or of
  * fashion_dir, the first data_count images when data_count > 0), or a folder
  * of PNG files, in name order (each the config's sample size; gray or RGB

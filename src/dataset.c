@@ -118,16 +118,28 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-loco_status loco_faces_sample(uint64_t seed, int index, float *factors) {
+loco_status loco_faces_sample_version(uint64_t seed, int index, int version, float *factors) {
     if (!factors || index < 0)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "loco_faces_sample: %s", factors ? "negative index" : "NULL factors");
+    if (version != 1 && version != 2)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "faces generator version %d: there are versions 1 and 2", version);
     loco_rng r;
     loco_rng_seed(&r, mix64(seed ^ mix64((uint64_t)index ^ 0x5fa7f0ce5eedull)));
     for (int i = 0; i < F_COUNT; i++) {
         float f = (float)loco_rng_uniform(&r);
         factors[i] = f < 1.0f ? f : 0x1.fffffep-1f; /* rounding may reach 1 */
     }
+    /* The global geometry is drawn (the stream and every other factor stay
+     * as they were) but not used: position and scale jitter moved every
+     * part at once, and a model learned hair length, eye size and mouth
+     * together from it (docs/datasets.md, "Generator versions"). Version 1
+     * kept them. */
+    if (version >= 2) factors[F_OFFSET_X] = factors[F_OFFSET_Y] = factors[F_SCALE] = 0.5f;
     return LOCO_OK;
+}
+
+loco_status loco_faces_sample(uint64_t seed, int index, float *factors) {
+    return loco_faces_sample_version(seed, index, LOCO_FACES_VERSION, factors);
 }
 
 /* ======================================================================== */
@@ -357,13 +369,18 @@ loco_status loco_faces_render(const float *factors, uint8_t *rgb, uint8_t *label
     return LOCO_OK;
 }
 
-loco_status loco_faces_generate(uint64_t seed, int index, uint8_t *rgb, uint8_t *labels, float *factors) {
+loco_status loco_faces_generate_version(uint64_t seed, int index, int version, uint8_t *rgb, uint8_t *labels,
+                                        float *factors) {
     float f[F_COUNT];
-    loco_status st = loco_faces_sample(seed, index, f);
+    loco_status st = loco_faces_sample_version(seed, index, version, f);
     if (st) return st;
     if ((st = loco_faces_render(f, rgb, labels))) return st;
     if (factors) memcpy(factors, f, sizeof f);
     return LOCO_OK;
+}
+
+loco_status loco_faces_generate(uint64_t seed, int index, uint8_t *rgb, uint8_t *labels, float *factors) {
+    return loco_faces_generate_version(seed, index, LOCO_FACES_VERSION, rgb, labels, factors);
 }
 
 /* ======================================================================== */

@@ -71,13 +71,14 @@ typedef struct train_data {
     int n, C, H, W;
     uint8_t *pix;      /* kind 1: [n, H, W, C]                              */
     uint64_t seed;
+    int version;       /* kind 0: the faces generator's version            */
 } train_data;
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static loco_status data_open_dir(train_data *d, const char *dir, int C, int H, int W) {
     DIR *dp = opendir(dir);
-    if (!dp) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: data '%s' is not 'faces', 'fashion-mnist' or a folder", dir);
+    if (!dp) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: data '%s' is not 'faces', 'faces-v1', 'fashion-mnist' or a folder", dir);
     char **names = NULL;
     int n = 0, cap = 0;
     loco_status s = LOCO_OK;
@@ -137,13 +138,14 @@ static loco_status data_open(train_data *d, const loco_train_params *p, const un
     d->C = cfg->in_ch;
     d->H = cfg->height;
     d->W = cfg->width;
-    if (strcmp(p->data, "faces") == 0) {
+    if (strcmp(p->data, "faces") == 0 || strcmp(p->data, "faces-v1") == 0) {
         if (d->C != 3 || d->H != LOCO_FACES_SIZE || d->W != LOCO_FACES_SIZE)
             return loco_fail(LOCO_E_SHAPE, "train: faces are 3x32x32 but the config takes %dx%dx%d", d->C, d->H, d->W);
         if (p->data_count < 1) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: faces data_count must be >= 1");
         d->kind = 0;
         d->n = p->data_count;
         d->seed = p->data_seed;
+        d->version = strcmp(p->data, "faces") == 0 ? LOCO_FACES_VERSION : 1;
         return LOCO_OK;
     }
     if (strcmp(p->data, "fashion-mnist") == 0) {
@@ -165,7 +167,7 @@ static loco_status data_get(const train_data *d, int i, int flip, float *x) {
     uint8_t rgb[LOCO_FACES_SIZE * LOCO_FACES_SIZE * 3];
     const uint8_t *src;
     if (d->kind == 0) {
-        loco_status s = loco_faces_generate(d->seed, i, rgb, NULL, NULL);
+        loco_status s = loco_faces_generate_version(d->seed, i, d->version, rgb, NULL, NULL);
         if (s) return s;
         src = rgb;
     } else {

@@ -118,6 +118,41 @@ static void test_faces_determinism(void **s) {
     /* factors in [0, 1); out-of-range factors and bad arguments are refused */
     for (int i = 0; i < N; i++)
         for (int f = 0; f < NF; f++) assert_true(fa[i][f] >= 0.0f && fa[i][f] < 1.0f);
+    /* no geometric jitter: position and scale are drawn at 0.5, so the nose
+     * (which no factor moves) covers the same pixels in every face */
+    for (int i = 0; i < N; i++)
+        for (int f = 0; f < NF; f++) {
+            const char *name = loco_faces_factor_name(f);
+            if (strcmp(name, "offset_x") == 0 || strcmp(name, "offset_y") == 0 || strcmp(name, "scale") == 0)
+                if (fa[i][f] != 0.5f) fail_msg("face %d: factor %s is %g, not 0.5", i, name, (double)fa[i][f]);
+        }
+    for (int i = 1; i < N; i++)
+        for (int k = 0; k < NPIX; k++)
+            if ((la[i][k] == LOCO_LABEL_NOSE) != (la[0][k] == LOCO_LABEL_NOSE))
+                fail_msg("face %d: the nose moved (pixel %d): geometric jitter is back", i, k);
+    /* version 1 (the first generator) jitters them, from the same stream:
+     * every other factor is the same, and its noses move */
+    int nose_moved = 0;
+    for (int i = 0; i < N; i++) {
+        float f1[NF];
+        uint8_t l1[NPIX];
+        CHECK_OK(loco_faces_sample_version(7, i, 1, f1));
+        int jittered = 0;
+        for (int f = 0; f < NF; f++) {
+            const char *name = loco_faces_factor_name(f);
+            if (strcmp(name, "offset_x") == 0 || strcmp(name, "offset_y") == 0 || strcmp(name, "scale") == 0)
+                jittered += f1[f] != 0.5f;
+            else if (f1[f] != fa[i][f])
+                fail_msg("face %d: version 1's %s is %g, version 2's %g", i, name, (double)f1[f], (double)fa[i][f]);
+        }
+        assert_int_equal(jittered, 3);
+        CHECK_OK(loco_faces_generate_version(7, i, 1, b, l1, NULL));
+        for (int k = 0; k < NPIX; k++) nose_moved += (l1[k] == LOCO_LABEL_NOSE) != (la[0][k] == LOCO_LABEL_NOSE);
+    }
+    printf("  version 1: nose pixels that differ from version 2's nose, over %d faces: %d\n", N, nose_moved);
+    assert_true(nose_moved > 0);
+    expect_error(loco_faces_sample_version(7, 0, 3, fb), LOCO_E_INVALID_ARGUMENT, "version 3", NULL);
+    expect_error(loco_faces_generate_version(7, 0, 0, b, NULL, NULL), LOCO_E_INVALID_ARGUMENT, "version 0", NULL);
     fb[4] = 1.5f;
     expect_error(loco_faces_render(fb, b, lb), LOCO_E_INVALID_ARGUMENT, "mouth_width", "outside [0, 1]");
     fb[4] = NAN;

@@ -50,6 +50,15 @@ for f in 00000.png 00004.png 00004_labels.png factors.csv parts.txt; do cmp -s "
 check "same seed: byte-identical files" "[ $same -eq 1 ]"
 check "--start 2: the same image 2" "cmp -s '$T/a/00002.png' '$T/c/00002.png' && cmp -s '$T/a/00002_labels.png' '$T/c/00002_labels.png'"
 check "another seed: other images" "! cmp -s '$T/a/00000.png' '$T/d/00000.png'"
+run_ok "faces --version 1 (the first, jittered generator)" "$LOCO" --quiet dataset faces --count 5 --out "$T/v1" --seed 3 --version 1
+run_ok "faces --version 2 (the default)" "$LOCO" --quiet dataset faces --count 5 --out "$T/v2" --seed 3 --version 2
+check "--version 2 is the default" "cmp -s '$T/a/factors.csv' '$T/v2/factors.csv' && cmp -s '$T/a/00003.png' '$T/v2/00003.png'"
+# factors.csv columns 16-18 are offset_x, offset_y, scale (after the index)
+check "version 2: no geometric jitter (offset_x, offset_y, scale all 0.500000)" \
+    "[ \"\$(tail -n +2 '$T/a/factors.csv' | cut -d, -f16-18 | sort -u)\" = '0.500000,0.500000,0.500000' ]"
+check "version 1: jittered, the other factors the same" \
+    "[ \$(tail -n +2 '$T/v1/factors.csv' | cut -d, -f16-18 | sort -u | wc -l) -eq 5 ] && [ \"\$(cut -d, -f1-15 '$T/v1/factors.csv')\" = \"\$(cut -d, -f1-15 '$T/a/factors.csv')\" ]"
+run_err "faces: --version 3" "version" "$LOCO" dataset faces --count 1 --out "$T/err/x" --version 3
 run_ok "faces --grid --label-grid --count 64" "$LOCO" --quiet dataset faces --count 64 --grid "$T/g.png" --label-grid "$T/l.png"
 check "contact sheets written" "[ -s '$T/g.png' ] && [ -s '$T/l.png' ]"
 run_ok "faces --grid --grid-zoom 3 --count 16" "$LOCO" --quiet dataset faces --count 16 --grid "$T/g3.png" --grid-zoom 3

@@ -49,6 +49,15 @@ if "$LOCO" --quiet train --config "$T/cfg.json" --data "$T/png" --out "$T/m2" --
     2>"$T/stderr"; then
     ok "train on a PNG folder"
 else bad "train on a PNG folder"; fi
+# the built-in faces are the PNGs of `loco dataset faces`, version for version
+"$LOCO" --quiet dataset faces --version 1 --count 6 --out "$T/png1" 2>"$T/stderr"
+for d in faces:f2 faces-v1:f1 "$T/png":p2 "$T/png1":p1; do
+    "$LOCO" --quiet train --config "$T/cfg.json" --data "${d%:*}" --data-count 6 --out "$T/${d##*:}" --steps 2 \
+        --batch 2 --seed 4 --sample-count 0 2>"$T/stderr" || bad "train --data ${d%:*}"
+done
+if cmp -s "$T/f2/$W" "$T/p2/$W" && cmp -s "$T/f1/$W" "$T/p1/$W" && ! cmp -s "$T/f1/$W" "$T/f2/$W"; then
+    ok "--data faces and faces-v1: the weights of their PNG folders (versions 2 and 1), and not each other's"
+else bad "--data faces / faces-v1 against their PNG folders"; fi
 
 # --beta-end: written to the scheduler config; a resume cannot change it
 if "$LOCO" --quiet train --config "$T/cfg.json" --data faces --out "$T/b" --steps 2 --batch 2 --beta-end 0.01 \

@@ -65,10 +65,14 @@ static int write_sheet(sheet *s, const char *path) {
 
 static int faces(args *a) {
     const char *out = NULL, *grid = NULL, *lgrid = NULL, *v;
-    long long count = -1, seed = 0, start = 0, zoom = 1;
+    long long count = -1, seed = 0, start = 0, zoom = 1, version = LOCO_FACES_VERSION;
     for (; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         if ((v = opt(a, "--out"))) out = v;
+        else if ((v = opt(a, "--version"))) {
+            if (!parse_long(v, 1, 2, &version))
+                return usage_error("dataset faces: bad --version '%s' (the generator's: 1 or 2)", v);
+        }
         else if ((v = opt(a, "--grid"))) grid = v;
         else if ((v = opt(a, "--label-grid"))) lgrid = v;
         else if ((v = opt(a, "--grid-zoom"))) {
@@ -126,7 +130,7 @@ static int faces(args *a) {
     float fac[LOCO_FACES_N_FACTORS];
     for (long long k = 0; k < count; k++) {
         int idx = (int)(start + k);
-        loco_status st = loco_faces_generate((uint64_t)seed, idx, rgb, lab, fac);
+        loco_status st = loco_faces_generate_version((uint64_t)seed, idx, (int)version, rgb, lab, fac);
         if (st) {
             rc = fail(st);
             goto done;
@@ -298,7 +302,7 @@ done:
 
 int cmd_dataset(args *a) {
     const char *u = "usage: loco dataset faces --count N (--out DIR | --grid G.png) [--seed S] [--start I] "
-                    "[--label-grid L.png] [--grid-zoom Z]\n       loco dataset fashion-mnist --count N (--out DIR | --grid G.png) "
+                    "[--label-grid L.png] [--grid-zoom Z] [--version 2]\n       loco dataset fashion-mnist --count N (--out DIR | --grid G.png) "
                     "[--split train|test] [--dir D] [--grid-zoom Z]";
     if (a->i >= a->argc) return usage_error("dataset: %s", u);
     const char *what = a->argv[a->i++];

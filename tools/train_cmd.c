@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #define TRAIN_USAGE                                                                                                    \
-    "usage: loco train --config CONFIG.json --data faces|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
+    "usage: loco train --config CONFIG.json --data faces|faces-v1|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
     "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]\n"                         \
