@@ -63,6 +63,10 @@ void conv2d_vjp_wino(const conv_geom *g, int B, const float *dy, const float *w,
  * with LOCO_CONV_WINO=0. Primitives and scratch are cached process-wide
  * behind a mutex; conv2d_dnnl_release frees them. */
 extern int ops_conv_dnnl, ops_conv_dnnl_wino;
+/* ops_conv_dnnl_bf16 (an experiment, issue #15): 1 rounds each call's input
+ * and weights to bf16 (f32 accumulation and output, direct kernels; needs
+ * AVX512_BF16 or AMX to be fast); -1 (default) reads LOCO_CONV_PRECISION=bf16. */
+extern int ops_conv_dnnl_bf16;
 int conv2d_dnnl_fwd(const conv_geom *g, int B, const float *x, const float *w, const float *bias, const float *bias2,
                     float *y);
 /* conv2d_dnnl_vjp returns how many images (from the first) it did. */

@@ -10,7 +10,8 @@
  * it is computed in, big images split into calls of one image, and that
  * LOCO_CONV=blas (ops_conv_dnnl = 0) turns it off, LOCO_CONV_WINO=0 its
  * Winograd; thin (conv_in, conv_out) and 1x1 convolutions stay on the BLAS
- * path.
+ * path. The opt-in bf16 convolutions stay within the rounding bound of
+ * bf16 inputs and weights, element by element (test_bf16).
  *
  * Bound: max |dnnl - ref| <= 2e-5 * (1 + max |ref|) with inputs in
  * [-0.5, 0.5) and K = cin * 9 <= 2304 terms (Winograd F(4x4)'s transforms
@@ -208,12 +209,75 @@ static void test_switches(void **state) {
     free(xw), free(ww), free(y1), free(y2);
 }
 
+/* bf16 (ops_conv_dnnl_bf16 = 1): the input and the weights are rounded to
+ * bf16 (unit roundoff u = 2^-8), products accumulate in f32. Per output
+ * element, |bf16 - f32| <= ((1+u)^2 - 1 + K 2^-23) (|x| * |w|) + 1e-6, with
+ * |x| * |w| the convolution of the absolute values (K = cin 9 terms): a
+ * bound of the rounding, element by element, not a tolerance. */
+static void check_bf16_bound(const char *what, const float *got, const float *ref, const float *absconv, size_t n,
+                             int K) {
+    const double u = 1.0 / 256, c = (1 + u) * (1 + u) - 1 + K * 0x1p-23;
+    double worst = 0, dmax = 0; /* worst: max |diff| / bound */
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - ref[i]), b = c * absconv[i] + 1e-6;
+        worst = fmax(worst, d / b);
+        dmax = fmax(dmax, d);
+    }
+    printf("  %-58s max abs diff %.3e, max diff / bound %.3f\n", what, dmax, worst);
+    if (!(worst <= 1)) fail_msg("%s: the bf16 error exceeds its bound (max diff / bound %.3f)", what, worst);
+    if (!(dmax > 0)) fail_msg("%s: bf16 gave the f32 result exactly: the switch did not take effect", what);
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    ops_conv_dnnl = 1;
+    const shape ss[] = {
+        {"bf16: 3x3 32->48 at 32x32 (a Winograd shape: direct in bf16), batch 2", 32, 48, 32, 32, 1, 1, 2},
+        {"bf16: 3x3 64->32 at 12x12, batch 1", 64, 32, 12, 12, 1, 1, 1},
+        {"bf16: 3x3 stride 2, pad (0,1,0,1) 32->32 at 16x16", 32, 32, 16, 16, 2, -1, 1},
+    };
+    for (size_t k = 0; k < sizeof ss / sizeof ss[0]; k++) {
+        const shape *s = &ss[k];
+        const conv_geom gd = geom(s, 1), gr = geom(s, 0);
+        const size_t nin = (size_t)s->B * s->cin * s->h * s->w, nout = (size_t)s->B * s->cout * gd.ho * gd.wo;
+        const size_t nw = (size_t)s->cout * s->cin * 9;
+        float *x = rand_buf(nin), *w = rand_buf(nw), *dy = rand_buf(nout), *y = malloc(sizeof(float) * nout),
+              *yr = malloc(sizeof(float) * nout), *ya = malloc(sizeof(float) * nout), *dx = calloc(nin, sizeof(float)),
+              *dxr = calloc(nin, sizeof(float)), *dxa = calloc(nin, sizeof(float)), *xa = malloc(sizeof(float) * nin),
+              *wa = malloc(sizeof(float) * nw), *dya = malloc(sizeof(float) * nout),
+              *scratch = malloc(sizeof(float) * (conv2d_scratch(&gr) + 1));
+        assert_true(y && yr && ya && dx && dxr && dxa && xa && wa && dya && scratch);
+        for (size_t i = 0; i < nin; i++) xa[i] = fabsf(x[i]);
+        for (size_t i = 0; i < nw; i++) wa[i] = fabsf(w[i]);
+        for (size_t i = 0; i < nout; i++) dya[i] = fabsf(dy[i]);
+        conv2d_fwd(&gr, s->B, x, w, NULL, NULL, yr, scratch);
+        conv2d_fwd(&gr, s->B, xa, wa, NULL, NULL, ya, scratch);
+        conv2d_vjp(&gr, s->B, dy, w, dxr, scratch);
+        conv2d_vjp(&gr, s->B, dya, wa, dxa, scratch);
+        ops_conv_dnnl_bf16 = 1;
+        const int fwd = conv2d_dnnl_fwd(&gd, s->B, x, w, NULL, NULL, y), vjp = conv2d_dnnl_vjp(&gd, s->B, dy, w, dx);
+        ops_conv_dnnl_bf16 = 0;
+        if (!fwd || vjp != s->B) {
+            printf("  %s: oneDNN has no bf16 convolution on this CPU (the f32 path computes it)\n", s->name);
+        } else {
+            char what[160];
+            snprintf(what, sizeof what, "%s: forward", s->name);
+            check_bf16_bound(what, y, yr, ya, nout, s->cin * 9);
+            snprintf(what, sizeof what, "%s: dx += VJP", s->name);
+            check_bf16_bound(what, dx, dxr, dxa, nin, s->cout * 9);
+        }
+        free(x), free(w), free(dy), free(y), free(yr), free(ya), free(dx), free(dxr), free(dxa), free(xa), free(wa);
+        free(dya), free(scratch);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_blas_path),
         cmocka_unit_test(test_batch_independent),
         cmocka_unit_test(test_big_images_split),
         cmocka_unit_test(test_switches),
+        cmocka_unit_test(test_bf16),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     conv2d_dnnl_release();

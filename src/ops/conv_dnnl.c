@@ -33,6 +33,7 @@
 
 int ops_conv_dnnl = -1;      /* -1: decide at first use (LOCO_CONV); 0 off; 1 on */
 int ops_conv_dnnl_wino = -1; /* -1: decide at first use (LOCO_CONV_WINO); 0 off; 1 on */
+int ops_conv_dnnl_bf16 = -1; /* -1: decide at first use (LOCO_CONV_PRECISION); 0 f32; 1 bf16 */
 
 #define WINO_MIN_IMAGE_PIXELS 1024 /* 32x32: below, direct is as fast or faster */
 #define MAX_ENTRIES 512
@@ -40,6 +41,7 @@ int ops_conv_dnnl_wino = -1; /* -1: decide at first use (LOCO_CONV_WINO); 0 off;
 typedef struct ckey {
     int vjp, acc, bias, B, cin, cout, h, w, k, stride, pad_t, pad_l, ho, wo;
     int wino; /* asked for Winograd (ops_conv_dnnl_wino may change between calls) */
+    int bf16; /* inputs and weights rounded to bf16, f32 accumulation and output */
 } ckey;
 
 typedef struct centry {
@@ -72,6 +74,7 @@ static int env_flag(const char *var, const char *off) {
 static int enabled(void) {
     if (ops_conv_dnnl < 0) ops_conv_dnnl = env_flag("LOCO_CONV", "blas");
     if (ops_conv_dnnl_wino < 0) ops_conv_dnnl_wino = env_flag("LOCO_CONV_WINO", "0");
+    if (ops_conv_dnnl_bf16 < 0) ops_conv_dnnl_bf16 = !env_flag("LOCO_CONV_PRECISION", "bf16");
     return ops_conv_dnnl && !engine_failed;
 }
 
@@ -146,9 +149,17 @@ static dnnl_status_t conv_desc(const ckey *k, int wino, int vjp, dnnl_convolutio
     dnnl_dims_t bd = {k->cout}, strides = {k->stride, k->stride}, pl = {k->pad_t, k->pad_l};
     dnnl_dims_t pr = {(k->ho - 1) * k->stride + k->k - k->h - k->pad_t, (k->wo - 1) * k->stride + k->k - k->w - k->pad_l};
     dnnl_memory_desc_t s, w, d, b;
-    dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&d, 4, dd, dnnl_f32, dnnl_format_tag_any);
+    /* bf16: what the call reads (src, or diff_dst for the VJP) and the
+     * weights are bf16; what it writes (dst, diff_src) stays f32; the VJP's
+     * forward hint is all bf16 (oneDNN has no f32-src, bf16-weight forward) */
+    const dnnl_data_type_t lo = k->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_init_by_tag(&s, 4, sd, k->vjp && vjp ? dnnl_f32 : lo, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w, 4, wd, lo, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d, 4, dd, k->vjp ? lo : dnnl_f32, dnnl_format_tag_any);
+    if (k->vjp && !vjp) { /* the VJP's forward hint */
+        dnnl_memory_desc_init_by_tag(&s, 4, sd, lo, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&d, 4, dd, lo, dnnl_format_tag_any);
+    }
     dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_x);
     const dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
     if (vjp) return dnnl_convolution_backward_data_desc_init(cd, alg, &s, &w, &d, strides, pl, pr);
@@ -304,8 +315,9 @@ static int run(const ckey *k, int n, const float *in, size_t sin, const float *w
 }
 
 static ckey key_of(const conv_geom *g, int B, int vjp, int acc, int bias) {
-    ckey k = (ckey){vjp, acc, bias, B, g->cin, g->cout, g->h, g->w, g->k, g->stride, g->pad_t, g->pad_l, g->ho, g->wo, 0};
-    k.wino = wino_shape(g);
+    ckey k = (ckey){vjp, acc, bias, B, g->cin, g->cout, g->h, g->w, g->k, g->stride, g->pad_t, g->pad_l, g->ho, g->wo, 0, 0};
+    k.bf16 = ops_conv_dnnl_bf16 > 0;
+    k.wino = !k.bf16 && wino_shape(g); /* oneDNN's Winograd is f32 only */
     return k;
 }
 
