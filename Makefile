@@ -18,7 +18,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_conv $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss $(BUILD)/eval_colour
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_conv $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss $(BUILD)/eval_colour $(BUILD)/bench_gemm
 
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -65,6 +65,9 @@ $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a
 
 # bench_conv calls the convolutions directly: the internal archive
 $(BUILD)/bench_conv: bench/bench_conv.c $(BUILD)/libloco_internal.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco_internal.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench_gemm: bench/bench_gemm.c $(BUILD)/libloco_internal.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco_internal.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench_sd: bench/bench_sd.c bench/bench_util.h $(BUILD)/libloco.a

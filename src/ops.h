@@ -264,6 +264,11 @@ void film_bwd(int B, int C, int hw, const float *x, const float *ss, int silu, c
  * number of threads. Every float product of the kernels goes through here. */
 void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
               int ldb, float beta, float *C, int ldc);
+/* The tiles' kernel: 1 oneDNN's dnnl_sgemm, 0 OpenBLAS, -1 (default) read
+ * the environment at the first product: OpenBLAS unless LOCO_GEMM=dnnl (an
+ * experiment: faster, but a column's rounding depends on the product's
+ * size). The trainer sets 0 (training runs reproduce their weights). */
+extern int ops_gemm_dnnl;
 
 /* ======================================================================== */
 /* Stable Diffusion: LayerNorm, GELU, GEGLU, multi-head attention           */

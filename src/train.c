@@ -428,6 +428,9 @@ loco_status loco_train(const loco_train_params *p) {
     if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
     if ((s = unet2d_build(&tr.u, &cfg))) goto done;
     graph_set_winograd(&tr.u, p->winograd);
+    /* OpenBLAS tiles, as when the shipped models were trained: a README's
+     * training command gives its weights bit for bit (process-wide) */
+    ops_gemm_dnnl = 0;
     built = 1;
     if (cfg.in_ch != cfg.out_ch) {
         s = loco_fail(LOCO_E_UNSUPPORTED, "train: %s prediction needs out_channels == in_channels (%d, %d)",

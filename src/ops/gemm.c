@@ -2,7 +2,7 @@
  *
  * C = alpha op(A) op(B) + beta C (row-major, as cblas_sgemm), computed as a
  * grid of tiles fixed by the shape alone, each tile by a single-threaded
- * OpenBLAS call, the tiles shared among the OpenMP threads. OpenBLAS's own
+ * oneDNN (dnnl_sgemm) or OpenBLAS call (ops_gemm_dnnl), the tiles shared among the OpenMP threads. OpenBLAS's own
  * threading rounds differently with the number of threads (measured: a
  * 128x1152x1024 product differs between 1 and 2 threads), so a result would
  * depend on how many cores were free; with fixed tiles it is bit-identical
@@ -14,8 +14,11 @@
 #include "ops.h"
 
 #include <cblas.h>
+#include <dnnl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -34,17 +37,52 @@ static void blas_serial(void) { openblas_set_num_threads(1); }
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+/* The tiles' kernel: OpenBLAS (the default), or oneDNN's sgemm
+ * (LOCO_GEMM=dnnl: its own JIT kernels, whatever OPENBLAS_CORETYPE says;
+ * 1.4-1.9x OpenBLAS's on the models' products, bench/bench_gemm). Not the
+ * default: its rounding of a column depends on the product's size, so an
+ * image's result would depend on its batch (test_pipeline's batch
+ * independence, test_backward's batch consistency fail with it;
+ * docs/performance.md, "oneDNN matrix products"). -1: read LOCO_GEMM at
+ * the first product. */
+int ops_gemm_dnnl = -1;
+static int use_dnnl(void) {
+    if (ops_gemm_dnnl < 0) {
+        const char *v = getenv("LOCO_GEMM");
+        ops_gemm_dnnl = v && strcmp(v, "dnnl") == 0;
+    }
+    return ops_gemm_dnnl;
+}
+
 typedef struct gemm_job {
     enum CBLAS_TRANSPOSE ta, tb;
-    int M, N, K, lda, ldb, ldc, split_n, step;
+    int M, N, K, lda, ldb, ldc, split_n, step, dnnl;
     float alpha, beta;
     const float *A, *B;
     float *C;
 } gemm_job;
 
+/* one single-threaded product, row-major */
+static void sgemm1(const gemm_job *j, int M, int N, const float *A, const float *B, float *C) {
+    if (j->dnnl) {
+        dnnl_sgemm(j->ta == CblasTrans ? 'T' : 'N', j->tb == CblasTrans ? 'T' : 'N', M, N, j->K, j->alpha, A, j->lda, B,
+                   j->ldb, j->beta, C, j->ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, M, N, j->K, j->alpha, A, j->lda, B, j->ldb, j->beta, C, j->ldc);
+}
+
 /* tile t: columns (split_n) or rows t*step.. of C */
 static void gemm_tile(const gemm_job *j, int t) {
     const int total = j->split_n ? j->N : j->M, lo = t * j->step, len = total - lo < j->step ? total - lo : j->step;
+    if (j->dnnl) {
+        if (j->split_n)
+            sgemm1(j, j->M, len, j->A, j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->C + lo);
+        else
+            sgemm1(j, len, j->N, j->ta == CblasTrans ? j->A + lo : j->A + (size_t)lo * j->lda, j->B,
+                   j->C + (size_t)lo * j->ldc);
+        return;
+    }
     if (j->split_n)
         cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->M, len, j->K, j->alpha, j->A, j->lda,
                     j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->ldb, j->beta, j->C + lo, j->ldc);
@@ -59,7 +97,7 @@ void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     if (M <= 0 || N <= 0) return;
     pthread_once(&blas_once, blas_serial);
     gemm_job j = {trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, lda, ldb, ldc,
-                  1, N, alpha, beta, A, B, C};
+                  1, N, use_dnnl(), alpha, beta, A, B, C};
     const int64_t macs = (int64_t)M * N * (K > 0 ? K : 1);
     /* split the columns of C when there are enough, else its rows */
     int tiles = 1;
@@ -83,8 +121,22 @@ void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 #ifdef _OPENMP
     in_par = omp_in_parallel();
 #endif
-    if (in_par || tiles == 1) {
+    if (in_par) {
         for (int t = 0; t < tiles; t++) gemm_tile(&j, t);
+        return;
+    }
+    if (tiles == 1) {
+        if (j.dnnl) { /* oneDNN threads a call made outside a parallel region */
+#pragma omp parallel num_threads(1)
+            {
+#ifdef _OPENMP
+                omp_set_num_threads(1);
+#endif
+                gemm_tile(&j, 0);
+            }
+        } else {
+            gemm_tile(&j, 0);
+        }
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1)
