@@ -159,14 +159,15 @@ static loco_status project_keep_sign(size_t n, float *v, int r, const float *B) 
 
 /* The text-supervised direction J_e^T delta / |.| as a rank-1 subspace
  * (vT, s = |J_e^T delta|, u = delta / |delta|). */
-static loco_status semantic_direction(loco_model *m, const loco_edit_recipe *p, const float *xt, float t, loco_lin *L,
-                                      loco_output of, const uint8_t *in, size_t n, loco_subspace *out) {
+static loco_status semantic_direction(loco_model *m, const loco_edit_recipe *p, const float *xt, float t,
+                                      const float *y, loco_output of, const uint8_t *in, size_t n,
+                                      loco_subspace *out) {
     loco_lin *Le = NULL;
     loco_status st = loco_linearize_cond(m, xt, t, p->edit_cond, &Le);
     if (st) return st;
     const size_t l = of == LOCO_OUT_IMAGE ? loco_lin_image_mask_count(Le, in) : loco_lin_mask_count(Le, in);
     const size_t nf = of == LOCO_OUT_IMAGE ? loco_lin_image_size(Le) : loco_lin_output_size(Le);
-    const float *y = loco_lin_value(L, of), *ye = loco_lin_value(Le, of);
+    const float *ye = loco_lin_value(Le, of);
     memset(out, 0, sizeof *out);
     out->rank = 1;
     out->n = n;
@@ -336,8 +337,29 @@ loco_status loco_edit_prepare(loco_model *m, const loco_edit_recipe *p, const fl
     sp.phase = "roi";
     t0 = loco_now();
     if (p->edit_cond) {
-        if ((st = semantic_direction(m, p, d->xt, inf_out->t_value, L, of, in, n, &d->roi))) {
+        /* The plain prediction's value is kept and L freed while the edit
+         * guidance's linearization is made and used, then L is made again:
+         * the two records never coexist (each is ~6 GB for SD at 512x512,
+         * with a ~3 GB decoder record; the whole edit peaked at 17.9 GB
+         * with both). It costs one more linearization. */
+        const size_t nf = of == LOCO_OUT_IMAGE ? loco_lin_image_size(L) : loco_lin_output_size(L);
+        const float *yl = loco_lin_value(L, of);
+        float *y = yl ? malloc(sizeof(float) * nf) : NULL;
+        if (!y) {
+            st = loco_fail(LOCO_E_NOMEM, "the decoded prediction: out of memory");
+            goto done;
+        }
+        memcpy(y, yl, sizeof(float) * nf);
+        loco_lin_free(L);
+        L = NULL;
+        st = semantic_direction(m, p, d->xt, inf_out->t_value, y, of, in, n, &d->roi);
+        free(y);
+        if (st) {
             st = fail_in(st, "the edit prompt's direction");
+            goto done;
+        }
+        if ((st = loco_linearize_cond(m, d->xt, inf_out->t_value, ep.cond, &L))) {
+            st = fail_in(st, "linearize");
             goto done;
         }
     } else {
