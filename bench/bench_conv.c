@@ -18,18 +18,13 @@
  * Links the internal archive: it calls conv2d_fwd / conv2d_vjp directly. */
 #include "loco.h"
 #include "ops.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     const char *name;
@@ -53,13 +48,6 @@ static conv_geom geom(const shape *s) {
     conv_geom g = {s->cin, s->cout, s->n, s->n, 3, s->stride, pad, pad, ho, ho, 0, 1};
     g.wino = conv2d_wino_ok(&g);
     return g;
-}
-
-static void fill(float *p, size_t n, unsigned *st) {
-    for (size_t i = 0; i < n; i++) {
-        *st = *st * 1664525u + 1013904223u;
-        p[i] = (float)((*st >> 8) & 0xffff) / 65536.0f - 0.5f;
-    }
 }
 
 static void set_mode(int m) {
@@ -118,7 +106,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_conv: out of memory\n");
             return 1;
         }
-        fill(x, nin, &st), fill(w, nw, &st), fill(b, (size_t)g.cout, &st), fill(dy, nout, &st);
+        fill_uniform(x, nin, &st), fill_uniform(w, nw, &st), fill_uniform(b, (size_t)g.cout, &st), fill_uniform(dy, nout, &st);
         double best[2][4];
         for (int d = 0; d < 2; d++)
             for (int m = 0; m < 4; m++) best[d][m] = 1e30;
@@ -126,11 +114,11 @@ int main(int argc, char **argv) {
             for (int m = 0; m < NM; m++) {
                 set_mode(m);
                 memset(dx, 0, sizeof(float) * nin);
-                double t0 = now();
+                double t0 = now_s();
                 conv2d_fwd(&g, B, x, w, b, NULL, y, sc);
-                double t1 = now();
+                double t1 = now_s();
                 conv2d_vjp(&g, B, dy, w, dx, sc);
-                double t2 = now();
+                double t2 = now_s();
                 if (r > 0) { /* the first round warms up (primitives, pages) */
                     if (t1 - t0 < best[0][m]) best[0][m] = t1 - t0;
                     if (t2 - t1 < best[1][m]) best[1][m] = t2 - t1;

@@ -12,18 +12,13 @@
  * Links the internal archive (calls gemm_f32 directly). */
 #include "loco.h"
 #include "ops.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     const char *name;
@@ -44,13 +39,6 @@ static const shape shapes[] = {
     {"conv_out im2col 3x65536x1152", 0, 0, 3, 65536, 1152},
 };
 #define NS (int)(sizeof shapes / sizeof shapes[0])
-
-static void fill(float *p, size_t n, unsigned *st) {
-    for (size_t i = 0; i < n; i++) {
-        *st = *st * 1664525u + 1013904223u;
-        p[i] = (float)((*st >> 8) & 0xffff) / 65536.0f - 0.5f;
-    }
-}
 
 int main(int argc, char **argv) {
     loco_threads_reexec(argv);
@@ -76,15 +64,15 @@ int main(int argc, char **argv) {
         float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C[2] = {malloc(sizeof(float) * nc),
                                                                                          malloc(sizeof(float) * nc)};
         if (!A || !B || !C[0] || !C[1]) return 1;
-        fill(A, na, &st), fill(B, nb, &st);
+        fill_uniform(A, na, &st), fill_uniform(B, nb, &st);
         const int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
         double best[2] = {1e30, 1e30};
         for (int r = 0; r <= reps; r++)
             for (int m = 0; m < 2; m++) {
                 ops_gemm_dnnl = m;
-                double t0 = now();
+                double t0 = now_s();
                 gemm_f32(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 0.0f, C[m], s->N);
-                double t = now() - t0;
+                double t = now_s() - t0;
                 if (r > 0 && t < best[m]) best[m] = t;
             }
         double d = 0, mx = 0;

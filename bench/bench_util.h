@@ -13,6 +13,15 @@ static inline double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* n floats uniform in [-0.5, 0.5) from a 32-bit LCG whose state *st the
+ * caller keeps (the same inputs every run) */
+static inline void fill_uniform(float *p, size_t n, unsigned *st) {
+    for (size_t i = 0; i < n; i++) {
+        *st = *st * 1664525u + 1013904223u;
+        p[i] = (float)((*st >> 8) & 0xffff) / 65536.0f - 0.5f;
+    }
+}
+
 /* this process's CPU time (all threads, user + system) */
 static inline double cpu_s(void) {
     struct timespec ts;

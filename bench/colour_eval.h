@@ -1,7 +1,7 @@
 /* colour_eval.h - do a faces model's samples have the data's colours?
- * Shared by bench/eval_colour.c (64 samples, the measurement in docs) and
- * tests/test_faces32.c (a few samples in CI). Uses only loco.h and
- * loco_train.h.
+ * Used by bench/eval_colour.c (64 samples, the measurement in docs);
+ * header-only so that a test can check a few samples the same way. Uses
+ * only loco.h and loco_train.h.
  *
  * Two regions, fixed pixel sets taken from the label maps of `n_ref` data
  * faces: "skin", the pixels that are skin (label 1) in every one of them,

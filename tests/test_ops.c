@@ -212,6 +212,8 @@ static void test_gemm_thread_invariant(void **state) {
     (void)state;
     const int shapes[][3] = {{128, 1024, 1152}, {256, 64, 2304}, {64, 64, 64}, {3, 1024, 576}, {37, 515, 300}};
     const int saved = loco_get_threads();
+    /* both tile kernels: OpenBLAS (the default) and oneDNN (LOCO_GEMM=dnnl) */
+    for (int kern = 0; kern < 2; kern++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
@@ -224,6 +226,7 @@ static void test_gemm_thread_invariant(void **state) {
                 for (size_t i = 0; i < (size_t)M * K; i++) A[i] = urand();
                 for (size_t i = 0; i < (size_t)K * N; i++) B[i] = urand();
                 const int lda = ta ? M : K, ldb = tb ? K : N;
+                ops_gemm_dnnl = kern;
                 for (int th = 1; th <= 3; th++) {
                     assert_non_null(C[th - 1]);
                     for (size_t i = 0; i < (size_t)M * N; i++) C[th - 1][i] = 0.25f; /* beta = 0.5 keeps it */
@@ -232,7 +235,8 @@ static void test_gemm_thread_invariant(void **state) {
                 }
                 for (int th = 2; th <= 3; th++)
                     if (memcmp(C[0], C[th - 1], sizeof(float) * (size_t)M * N) != 0)
-                        fail_msg("gemm %dx%dx%d ta=%d tb=%d: %d threads differ from 1", M, N, K, ta, tb, th);
+                        fail_msg("gemm (%s) %dx%dx%d ta=%d tb=%d: %d threads differ from 1", kern ? "oneDNN" : "OpenBLAS",
+                                 M, N, K, ta, tb, th);
                 double worst = 0;
                 for (int i = 0; i < M; i += 7)
                     for (int j = 0; j < N; j += 5) {
@@ -243,11 +247,14 @@ static void test_gemm_thread_invariant(void **state) {
                         double d = fabs(r - C[0][(size_t)i * N + j]);
                         if (d > worst) worst = d;
                     }
-                if (worst > 1e-4) fail_msg("gemm %dx%dx%d ta=%d tb=%d: max diff %.3g vs double", M, N, K, ta, tb, worst);
+                if (worst > 1e-4)
+                    fail_msg("gemm (%s) %dx%dx%d ta=%d tb=%d: max diff %.3g vs double", kern ? "oneDNN" : "OpenBLAS", M, N,
+                             K, ta, tb, worst);
                 free(A);
                 free(B);
                 for (int i = 0; i < 3; i++) free(C[i]);
             }
+    ops_gemm_dnnl = 0;
     loco_set_threads(saved);
 }
 

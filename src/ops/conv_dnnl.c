@@ -156,10 +156,6 @@ static dnnl_status_t conv_desc(const ckey *k, int wino, int vjp, dnnl_convolutio
     dnnl_memory_desc_init_by_tag(&s, 4, sd, k->vjp && vjp ? dnnl_f32 : lo, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w, 4, wd, lo, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&d, 4, dd, k->vjp ? lo : dnnl_f32, dnnl_format_tag_any);
-    if (k->vjp && !vjp) { /* the VJP's forward hint */
-        dnnl_memory_desc_init_by_tag(&s, 4, sd, lo, dnnl_format_tag_any);
-        dnnl_memory_desc_init_by_tag(&d, 4, dd, lo, dnnl_format_tag_any);
-    }
     dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_x);
     const dnnl_alg_kind_t alg = wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
     if (vjp) return dnnl_convolution_backward_data_desc_init(cd, alg, &s, &w, &d, strides, pl, pr);

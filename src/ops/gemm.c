@@ -2,7 +2,8 @@
  *
  * C = alpha op(A) op(B) + beta C (row-major, as cblas_sgemm), computed as a
  * grid of tiles fixed by the shape alone, each tile by a single-threaded
- * oneDNN (dnnl_sgemm) or OpenBLAS call (ops_gemm_dnnl), the tiles shared among the OpenMP threads. OpenBLAS's own
+ * OpenBLAS (or, as an experiment, oneDNN: ops_gemm_dnnl) call, the tiles
+ * shared among the OpenMP threads. OpenBLAS's own
  * threading rounds differently with the number of threads (measured: a
  * 128x1152x1024 product differs between 1 and 2 threads), so a result would
  * depend on how many cores were free; with fixed tiles it is bit-identical
@@ -75,21 +76,11 @@ static void sgemm1(const gemm_job *j, int M, int N, const float *A, const float 
 /* tile t: columns (split_n) or rows t*step.. of C */
 static void gemm_tile(const gemm_job *j, int t) {
     const int total = j->split_n ? j->N : j->M, lo = t * j->step, len = total - lo < j->step ? total - lo : j->step;
-    if (j->dnnl) {
-        if (j->split_n)
-            sgemm1(j, j->M, len, j->A, j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->C + lo);
-        else
-            sgemm1(j, len, j->N, j->ta == CblasTrans ? j->A + lo : j->A + (size_t)lo * j->lda, j->B,
-                   j->C + (size_t)lo * j->ldc);
-        return;
-    }
     if (j->split_n)
-        cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->M, len, j->K, j->alpha, j->A, j->lda,
-                    j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->ldb, j->beta, j->C + lo, j->ldc);
+        sgemm1(j, j->M, len, j->A, j->tb == CblasTrans ? j->B + (size_t)lo * j->ldb : j->B + lo, j->C + lo);
     else
-        cblas_sgemm(CblasRowMajor, j->ta, j->tb, len, j->N, j->K, j->alpha,
-                    j->ta == CblasTrans ? j->A + lo : j->A + (size_t)lo * j->lda, j->lda, j->B, j->ldb, j->beta,
-                    j->C + (size_t)lo * j->ldc, j->ldc);
+        sgemm1(j, len, j->N, j->ta == CblasTrans ? j->A + lo : j->A + (size_t)lo * j->lda, j->B,
+               j->C + (size_t)lo * j->ldc);
 }
 
 void gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
