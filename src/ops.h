@@ -75,6 +75,9 @@ void conv2d_dnnl_release(void);
 /* 1 when conv2d_dnnl_fwd computes g by Winograd on this CPU (oneDNN's
  * Winograd needs AVX-512; elsewhere the same shapes run direct). */
 int conv2d_dnnl_uses_winograd(const conv_geom *g);
+/* 1 when conv2d_dnnl_fwd and conv2d_dnnl_vjp take g (oneDNN on and the
+ * shape eligible); 0 when g runs on the BLAS path. */
+int conv2d_dnnl_handles(const conv_geom *g);
 
 /* 1x1, stride 1, no padding: a plain GEMM without im2col. */
 int conv2d_is_direct(const conv_geom *g);

@@ -207,6 +207,25 @@ static void test_switches(void **state) {
     assert_true(d < 1e-4);
     if (wino) assert_true(d > 0);
     free(xw), free(ww), free(y1), free(y2);
+
+    /* the dispatch: a shape our own Winograd takes (g.wino, as build.c sets
+     * it) goes to oneDNN only where oneDNN computes it by Winograd too
+     * (AVX-512); elsewhere oneDNN's direct kernels were slower (AVX2) and the
+     * BLAS path keeps it, unless oneDNN's Winograd is switched off (oneDNN
+     * direct everywhere). Stride-2 shapes go to oneDNN either way. */
+    conv_geom gb = geom(&ws, 1);
+    gb.wino = conv2d_wino_ok(&gb);
+    assert_true(conv2d_wino_use(&gb));
+    printf("  a Winograd shape goes to %s\n", conv2d_dnnl_handles(&gb) ? "oneDNN" : "the BLAS path (F(2x2))");
+    assert_int_equal(conv2d_dnnl_handles(&gb), wino);
+    ops_conv_dnnl_wino = 0;
+    assert_int_equal(conv2d_dnnl_handles(&gb), 1);
+    ops_conv_dnnl_wino = 1;
+    const shape s2 = {"down", 32, 32, 32, 32, 2, -1, 1};
+    conv_geom g2 = geom(&s2, 1);
+    g2.wino = conv2d_wino_ok(&g2);
+    assert_false(conv2d_wino_use(&g2));
+    assert_int_equal(conv2d_dnnl_handles(&g2), 1);
 }
 
 /* bf16 (ops_conv_dnnl_bf16 = 1): the input and the weights are rounded to

@@ -317,11 +317,39 @@ static ckey key_of(const conv_geom *g, int B, int vjp, int acc, int bias) {
     return k;
 }
 
+/* 1 when this CPU runs oneDNN's Winograd (it needs AVX-512), probed once
+ * on a small shape; takes the lock. */
+static int cpu_has_winograd(void) {
+    static int has = -1;
+    pthread_mutex_lock(&lock);
+    if (has < 0 && engine_ready()) {
+        centry e;
+        memset(&e, 0, sizeof e);
+        e.key = (ckey){.B = 1, .cin = 16, .cout = 16, .h = 32, .w = 32, .k = 3, .stride = 1, .pad_t = 1, .pad_l = 1,
+                       .ho = 32, .wo = 32, .wino = 1};
+        has = entry_init(&e, 1) && e.wino;
+        entry_free(&e);
+    }
+    const int r = has > 0;
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* Where oneDNN has no Winograd (CPUs without AVX-512), its direct kernels
+ * are slower than our own Winograd F(2x2) on the BLAS path: bench_conv on a
+ * Zen 3 (AVX2) took 1.4-1.8x the time on every shape that path takes, and
+ * 0.58x on the stride-2 ones it does not (docs/performance.md). Those
+ * shapes are left to it unless oneDNN's Winograd was switched off
+ * (LOCO_CONV_WINO=0: oneDNN direct everywhere, an A/B switch) or bf16 is on. */
+static int blas_winograd_wins(const conv_geom *g) {
+    return ops_conv_dnnl_wino && ops_conv_dnnl_bf16 <= 0 && conv2d_wino_use(g) && !cpu_has_winograd();
+}
+
 static int eligible(const conv_geom *g, int B) {
     /* 1x1 convolutions stay plain GEMMs; so do thin ones (conv_in's 3
      * input channels, conv_out's 3 outputs: oneDNN took 1.3-2.4x the BLAS
      * path's time there, bench_conv) */
-    return g->fast && g->k > 1 && g->cin >= 16 && g->cout >= 16 && B > 0 && enabled();
+    return g->fast && g->k > 1 && g->cin >= 16 && g->cout >= 16 && B > 0 && enabled() && !blas_winograd_wins(g);
 }
 
 /* One oneDNN call per image: an image's result is then the same in any
@@ -360,6 +388,8 @@ int conv2d_dnnl_vjp(const conv_geom *g, int B, const float *dy, const float *w, 
     pthread_mutex_unlock(&lock);
     return done;
 }
+
+int conv2d_dnnl_handles(const conv_geom *g) { return eligible(g, 1); }
 
 int conv2d_dnnl_uses_winograd(const conv_geom *g) {
     if (!eligible(g, 1)) return 0;
