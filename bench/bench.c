@@ -772,7 +772,7 @@ int main(int argc, char **argv) {
         }
         if (nrows > 0) {
             printf("\nforward pass (loco_model_eps), median after a warm-up; GFLOP/s = flops x batch / median;\n"
-                   "exec%% = the same with the FLOPs the code executes (Winograd 3x3 convolutions at 4/9)\n");
+                   "exec%% = the same with the FLOPs the code executes (Winograd 3x3 convolutions: oneDNN F(4x4) at 1/4, F(2x2) at 4/9)\n");
             printf("%-22s %5s %8s %8s %6s %9s %9s %4s %7s %6s %6s %8s %8s %8s %8s %6s\n", "model", "batch", "params",
                    "GFLOP/im", "load s", "median s", "min s", "runs", "GFLOP/s", "%sgemm", "exec%", "RSS load",
                    "peak fwd", "peak", "expect", "other%");

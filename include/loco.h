@@ -236,8 +236,9 @@ typedef struct loco_model_info {
     int64_t n_params;
     double flops;                  /* one forward pass, batch 1 (2*MACs),
                                       convolutions counted as direct sums  */
-    double flops_executed;         /* the same as the code computes it: the
-                                      Winograd 3x3 convolutions at 4/9 of
+    double flops_executed;         /* the same as the code computes it:
+                                      3x3 convolutions by Winograd at 1/4
+                                      (oneDNN F(4x4)) or 4/9 (F(2x2)) of
                                       their direct cost (<= flops)         */
     size_t weight_bytes;           /* float32 parameters in memory         */
     size_t activation_bytes;       /* forward arena + scratch at batch 1   */

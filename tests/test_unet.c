@@ -92,24 +92,56 @@ static void test_info(void **state) {
     assert_int_equal(inf.n_params, 1113955); /* as the fixture README says */
     assert_int_equal(inf.height, 32);
     assert_int_equal(inf.in_channels, 3);
-    /* executed FLOPs: the 3x3 stride-1 'same' convolutions with >= 16
-     * channels each way on >= 256 pixels run by Winograd at 4/9 the cost */
-    double wino = 0;
-    int n_wino = 0;
+    /* executed FLOPs. On the BLAS path (oneDNN off) the 3x3 stride-1
+     * 'same' convolutions with >= 16 channels each way on >= 256 pixels run
+     * by our Winograd F(2x2) at 4/9 the cost; with oneDNN (the default),
+     * the shapes it takes by Winograd F(4x4) cost 1/4, its direct ones the
+     * full cost, the rest (thin convolutions) stay on the BLAS path. */
+    const int saved = ops_conv_dnnl;
+    double wino = 0, dnnl_wino = 0, blas_wino = 0;
+    int n_wino = 0, n_dnnl_wino = 0;
     for (int i = 0; i < model_graph(m)->n_nodes; i++) {
         const node *n = &model_graph(m)->nodes[i];
         if (n->kind != NODE_CONV) continue;
         const conv_geom *g = &n->g;
-        if (g->k == 3 && g->stride == 1 && g->pad_t == 1 && g->ho == g->h && g->wo == g->w && g->cin >= 16 &&
-            g->cout >= 16 && g->ho * g->wo >= 256) {
-            wino += 2.0 * g->cout * g->cin * 9.0 * g->ho * g->wo;
+        const double direct = 2.0 * g->cout * g->cin * 9.0 * g->ho * g->wo;
+        const int wino_shape = g->k == 3 && g->stride == 1 && g->pad_t == 1 && g->ho == g->h && g->wo == g->w &&
+                               g->cin >= 16 && g->cout >= 16 && g->ho * g->wo >= 256;
+        if (wino_shape) {
+            wino += direct;
             n_wino++;
         }
+        ops_conv_dnnl = 1;
+        if (conv2d_dnnl_handles(g)) {
+            if (conv2d_dnnl_uses_winograd(g)) {
+                dnnl_wino += direct;
+                n_dnnl_wino++;
+            }
+        } else if (wino_shape) {
+            blas_wino += direct;
+        }
+        ops_conv_dnnl = saved;
     }
-    printf("  %d Winograd convolutions, %.4f of %.4f GFLOP; executed %.4f GFLOP\n", n_wino, wino / 1e9,
-           inf.flops / 1e9, inf.flops_executed / 1e9);
+    /* the model's information is taken when it is opened */
+    loco_model *mb, *md;
+    loco_model_info blas;
+    ops_conv_dnnl = 0;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &mb));
+    CHECK_OK(loco_model_get_info(mb, &blas));
+    ops_conv_dnnl = 1;
+    CHECK_OK(loco_model_open(fixture_path("unet-small"), &md));
+    CHECK_OK(loco_model_get_info(md, &inf));
+    ops_conv_dnnl = saved;
+    loco_model_free(mb);
+    loco_model_free(md);
+    printf("  BLAS path: %d Winograd convolutions, %.4f of %.4f GFLOP; executed %.4f GFLOP\n", n_wino, wino / 1e9,
+           blas.flops / 1e9, blas.flops_executed / 1e9);
+    printf("  oneDNN: %d by its Winograd (%.4f GFLOP); executed %.4f GFLOP\n", n_dnnl_wino, dnnl_wino / 1e9,
+           inf.flops_executed / 1e9);
     assert_true(n_wino > 0);
-    assert_true(fabs(inf.flops - 5.0 / 9.0 * wino - inf.flops_executed) <= 1e-9 * inf.flops);
+    assert_true(fabs(blas.flops - 5.0 / 9.0 * wino - blas.flops_executed) <= 1e-9 * blas.flops);
+    assert_true(fabs(inf.flops - 3.0 / 4.0 * dnnl_wino - 5.0 / 9.0 * blas_wino - inf.flops_executed) <=
+                1e-9 * inf.flops);
     char *text;
     CHECK_OK(loco_model_describe(m, &text));
     assert_non_null(strstr(text, "AttnDownBlock2D"));

@@ -75,12 +75,21 @@ void graph_set_winograd(graph *u, int on) {
         }
 }
 
+/* The multiplies the convolutions execute: oneDNN's Winograd F(4x4,3x3)
+ * does 36 per 16 outputs and input-output channel pair where direct does
+ * 144 (1/4), our own F(2x2,3x3) on the BLAS path 16 per 4 (4/9); the
+ * transforms' additions are not counted. */
 double graph_flops_executed(const graph *u) {
     double f = u->flops;
     for (int i = 0; i < u->n_nodes; i++) {
         const conv_geom *g = &u->nodes[i].g;
-        if (u->nodes[i].kind == NODE_CONV && conv2d_wino_use(g))
-            f -= 5.0 / 9.0 * 2.0 * g->cout * g->cin * 9.0 * (double)g->ho * g->wo;
+        if (u->nodes[i].kind != NODE_CONV) continue;
+        const double direct = 2.0 * g->cout * g->cin * 9.0 * (double)g->ho * g->wo;
+        if (conv2d_dnnl_handles(g)) {
+            if (conv2d_dnnl_uses_winograd(g)) f -= 3.0 / 4.0 * direct;
+        } else if (conv2d_wino_use(g)) {
+            f -= 5.0 / 9.0 * direct;
+        }
     }
     return f;
 }
