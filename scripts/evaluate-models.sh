@@ -4,7 +4,7 @@
 # repository root after `make`. Each part can run alone (and in parallel
 # with the others, e.g. one per core with OMP_NUM_THREADS=1):
 #
-#   scripts/evaluate-models.sh faces      faces32: samples, data grid, held-out loss
+#   scripts/evaluate-models.sh faces      faces32: samples, data grid, held-out loss, colours
 #   scripts/evaluate-models.sh fashion    fashion32: samples, data grid, held-out loss
 #   scripts/evaluate-models.sh edits      edit locality on faces32 (20 faces x 3 parts)
 #   scripts/evaluate-models.sh rank-faces32 | rank-fashion32 | rank-random
@@ -27,8 +27,10 @@ want() { [ "$what" = "$1" ] || [ "$what" = all ]; }
 if want faces; then
     run "$B/loco" --quiet sample models/faces32 --count 64 --out "$D/faces32-samples.png" --steps 50 --seed 0 \
         --cols 8 --zoom 2
-    run "$B/loco" --quiet dataset faces --version 1 --count 64 --grid "$D/faces-data.png" --grid-zoom 2
-    run "$B/eval_loss" models/faces32 --data faces-v1 --count 512 --json "$D/faces32-loss.json" >"$D/faces32-loss.txt"
+    run "$B/loco" --quiet dataset faces --count 64 --grid "$D/faces-data.png" --grid-zoom 2
+    run "$B/eval_loss" models/faces32 --data faces --count 512 --json "$D/faces32-loss.json" >"$D/faces32-loss.txt"
+    # colour of 64 samples against the data (bench/colour_eval.h; exits 1 over the bound)
+    run "$B/eval_colour" models/faces32 --json "$D/faces32-colour.json" >"$D/faces32-colour.txt" || true
 fi
 if want fashion; then
     run "$B/loco" --quiet sample models/fashion32 --count 64 --out "$D/fashion32-samples.png" --steps 50 --seed 0 \
@@ -40,7 +42,7 @@ fi
 if want edits; then
     # t_edit 0.6, rank 5, null rank 5 (the setting); 50-step DDIM
     # both ways and 10-15 iterations keep it to ~25 minutes on one core
-    run "$B/eval_edit" models/faces32 --faces-version 1 --count 20 --parts eyes,mouth,hair --strength 4 --steps 50 \
+    run "$B/eval_edit" models/faces32 --count 20 --parts eyes,mouth,hair --strength 4 --steps 50 \
         --inv-steps 50 --max-iter 15 --strips "$D" --json "$D/faces32-edits.json" >"$D/faces32-edits.txt"
 fi
 # rank at t = 0.1, 0.3, 0.5, 0.6, 0.7, 0.9 (exact: every column of the
@@ -61,7 +63,7 @@ analysis() { # name model-dir rank-image-options -- linearity-image-options
 }
 R=$(mktemp -d)
 trap 'rm -rf "$R"' EXIT
-case $what in rank-* | all) "$B/loco" --quiet dataset faces --version 1 --count 2 --seed 99 --out "$R/faces" ;; esac
+case $what in rank-* | all) "$B/loco" --quiet dataset faces --count 2 --seed 99 --out "$R/faces" ;; esac
 FACES="--image $R/faces/00000.png --image $R/faces/00001.png"
 # shellcheck disable=SC2086
 if want rank-faces32; then
