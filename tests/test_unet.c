@@ -114,6 +114,9 @@ static void test_info(void **state) {
         ops_conv_dnnl = 1;
         if (conv2d_dnnl_handles(g)) {
             if (conv2d_dnnl_uses_winograd(g)) {
+                /* oneDNN's Winograd shapes: 3x3 'same', channels a
+                 * multiple of 16, >= 32x32 (conv_dnnl.c) */
+                assert_true(wino_shape && g->cin % 16 == 0 && g->cout % 16 == 0 && g->ho * g->wo >= 1024);
                 dnnl_wino += direct;
                 n_dnnl_wino++;
             }
