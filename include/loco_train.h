@@ -150,7 +150,8 @@ const char *loco_fashion_mnist_class(int label);
  * timestep t uniform in [0, T-1] and Gaussian noise eps per image, forms
  * x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and minimises
  * mean((eps_hat - eps)^2) with AdamW (bias-corrected; decoupled weight decay
- * lr * wd * w), the learning rate ramped linearly over `warmup` steps. An
+ * lr * wd * w), the learning rate ramped linearly over `warmup` steps and,
+ * with lr_decay_steps, brought down linearly over the run's last steps. An
  * exponential moving average of the weights is kept, started from the
  * initial weights; at step k (1-based) its decay is min(ema, (1+k)/(10+k)),
  * as diffusers' EMAModel, so short runs do not stay at the initialisation.
@@ -209,6 +210,15 @@ typedef struct loco_train_params {
     float beta1, beta2, adam_eps; /* 0.9, 0.999, 1e-8                       */
     float weight_decay;      /* 0                                           */
     int warmup;              /* linear warmup steps (0)                     */
+    int lr_decay_steps;      /* > 0: the learning rate falls linearly over
+                                the last lr_decay_steps steps before
+                                lr_decay_end, step k taking
+                                lr * (end - k + 1) / (lr_decay_steps + 1)
+                                (never 0); steps before it are untouched,
+                                so a run saved before the decay starts
+                                resumes into it exactly (0: constant)       */
+    int lr_decay_end;        /* the step the decay ends at (0: steps; set it
+                                when steps is a chunk of a longer run)       */
     float ema;               /* EMA decay in [0, 1) (0.999)                 */
     int flip;                /* random horizontal flips (0)                 */
     int winograd;            /* 1: 3x3 convolutions of the forward and dx

@@ -392,6 +392,17 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
 
 /* ---- the loop -------------------------------------------------------------- */
 
+/* the learning rate's factor at step k (1-based): 1, or the linear decay
+ * over the last lr_decay_steps steps before lr_decay_end (never below
+ * 1 / (lr_decay_steps + 1), also past the end) */
+static float lr_decay_factor(const loco_train_params *p, int64_t k) {
+    const int64_t n = p->lr_decay_steps, end = p->lr_decay_end > 0 ? p->lr_decay_end : p->steps;
+    if (n <= 0 || k <= end - n) return 1.0f;
+    int64_t left = end - k + 1;
+    if (left < 1) left = 1;
+    return (float)((double)left / (double)(n + 1));
+}
+
 loco_status loco_train(const loco_train_params *p) {
     if (!p || !p->config_path || !p->data || !p->out_dir)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: config, data and output folder are required");
@@ -400,7 +411,8 @@ loco_status loco_train(const loco_train_params *p) {
     if (!(p->lr > 0) || !isfinite(p->lr)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: lr must be > 0");
     if (!(p->ema >= 0 && p->ema < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: ema must be in [0, 1)");
     if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->adam_eps > 0) ||
-        !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0)
+        !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0 || p->lr_decay_steps < 0 ||
+        p->lr_decay_end < 0 || p->lr_decay_steps > (p->lr_decay_end > 0 ? p->lr_decay_end : p->steps))
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: bad optimiser parameters");
     if ((int)p->prediction < 0 || (int)p->prediction > 2)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: unknown prediction type %d", (int)p->prediction);
@@ -511,6 +523,7 @@ loco_status loco_train(const loco_train_params *p) {
         int64_t k = tr.step + 1;
         float lr = p->lr;
         if (p->warmup > 0 && k < p->warmup) lr = p->lr * (float)k / (float)p->warmup;
+        lr *= lr_decay_factor(p, k);
         /* EMA decay as diffusers' EMAModel: min(ema, (1 + k) / (10 + k)) */
         float de = (float)((1.0 + (double)k) / (10.0 + (double)k));
         if (de > p->ema) de = p->ema;

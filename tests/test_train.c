@@ -213,6 +213,52 @@ static void test_determinism_resume(void **st) {
     free(db);
 }
 
+/* the learning-rate decay: a constant run saved before the decay starts
+ * resumes into it bit for bit (as the shipped faces model was trained: 2000
+ * constant steps, then resumed to 4000 with the last 2000 decaying); the
+ * decay changes the weights; the decay is checked */
+static void test_lr_decay(void **st) {
+    (void)st;
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("dec1", NULL), 6);
+    p.lr_decay_steps = 3;
+    CHECK_OK(loco_train(&p));
+    params(&p, path("dec2", NULL), 3); /* no decay at all, then resume into it */
+    CHECK_OK(loco_train(&p));
+    params(&p, path("dec2", NULL), 6);
+    p.lr_decay_steps = 3;
+    p.resume = 1;
+    CHECK_OK(loco_train(&p));
+    same_file(path("dec1", "diffusion_pytorch_model.safetensors"), path("dec2", "diffusion_pytorch_model.safetensors"));
+    same_file(path("dec1", "train_state.safetensors"), path("dec2", "train_state.safetensors"));
+    /* run in chunks with the end given: the same again */
+    params(&p, path("dec3", NULL), 4);
+    p.lr_decay_steps = 3;
+    p.lr_decay_end = 6;
+    CHECK_OK(loco_train(&p));
+    params(&p, path("dec3", NULL), 6);
+    p.lr_decay_steps = 3;
+    p.resume = 1;
+    CHECK_OK(loco_train(&p));
+    same_file(path("dec1", "train_state.safetensors"), path("dec3", "train_state.safetensors"));
+    /* without the decay the weights differ */
+    params(&p, path("dec4", NULL), 6);
+    CHECK_OK(loco_train(&p));
+    size_t na, nb;
+    unsigned char *da = slurp(path("dec1", "train_state.safetensors"), &na),
+                  *db = slurp(path("dec4", "train_state.safetensors"), &nb);
+    if (na == nb && memcmp(da, db, na) == 0) fail_msg("lr_decay_steps 3 gave the same weights as no decay");
+    free(da);
+    free(db);
+    params(&p, path("bad", NULL), 2);
+    p.lr_decay_steps = 3; /* more than the run */
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "optimiser", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.lr_decay_steps = -1;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "optimiser", NULL);
+}
+
 /* the schedule option: the folder's scheduler is the run's (the model opened
  * from it has alphas_cumprod of linear betas 1e-4..0.01, recomputed here in
  * double precision), and a resume cannot change it */
@@ -395,6 +441,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_determinism_resume),
+        cmocka_unit_test(test_lr_decay),
         cmocka_unit_test(test_winograd_training),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_schedule_option),

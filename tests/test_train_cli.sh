@@ -136,6 +136,8 @@ expect_fail "unknown option" train --config "$T/cfg.json" --data faces --out "$T
 expect_fail "--prediction bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction bogus
 expect_fail "--zero-snr with eps prediction" train --config "$T/cfg.json" --data faces --out "$T/x" --zero-snr
 expect_fail "--zero-snr --prediction eps" train --config "$T/cfg.json" --data faces --out "$T/x" --zero-snr --prediction eps
+expect_fail "--lr-decay over --steps" train --config "$T/cfg.json" --data faces --out "$T/x" --steps 10 --lr-decay 11
+expect_fail "--lr-decay -1" train --config "$T/cfg.json" --data faces --out "$T/x" --lr-decay -1
 expect_fail "--schedule bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --schedule bogus
 expect_fail "--prediction without a value" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction
 

@@ -11,7 +11,7 @@
 
 #define TRAIN_USAGE                                                                                                    \
     "usage: loco train --config CONFIG.json --data faces|faces-v1|fashion-mnist|DIR --out MODEL_DIR [--steps N]\n"             \
-    "       [--batch 32] [--lr 2e-4] [--warmup 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
+    "       [--batch 32] [--lr 2e-4] [--warmup 0] [--lr-decay 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
     "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]\n"                         \
     "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine]"
@@ -86,6 +86,9 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--warmup"))) {
             if (!parse_long(v, 0, 1000000000, &n)) return usage_error("train: bad --warmup '%s'", v);
             p.warmup = (int)n;
+        } else if ((v = opt(a, "--lr-decay"))) {
+            if (!parse_long(v, 0, 1000000000, &n)) return usage_error("train: bad --lr-decay '%s'", v);
+            p.lr_decay_steps = (int)n;
         } else if ((v = opt(a, "--ema"))) {
             if (!parse_float(v, &d) || !(d >= 0 && d < 1)) return usage_error("train: bad --ema '%s' (in [0, 1))", v);
             p.ema = (float)d;
@@ -137,6 +140,12 @@ int cmd_train(args *a) {
         else return usage_error("train: unexpected argument '%s'", s);
     }
     if (!p.config_path || !p.data || !p.out_dir) return usage_error("train: %s", TRAIN_USAGE);
+    if (p.lr_decay_steps > p.steps) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%d is more than --steps %d", p.lr_decay_steps, p.steps);
+        return usage_error("train: --lr-decay %s", msg);
+    }
+    p.lr_decay_end = p.steps; /* the whole run's, also when it runs in chunks */
     if (p.zero_snr && p.prediction == LOCO_PRED_EPSILON)
         return usage_error("train: --zero-snr needs --prediction v or sample (an eps model cannot give x0 at abar = %d)", 0);
     /* 10000 is the faces default; fashion-mnist uses the whole split unless told */
@@ -149,8 +158,11 @@ int cmd_train(args *a) {
         char sch[64];
         if (p.cosine) snprintf(sch, sizeof sch, "cosine betas");
         else snprintf(sch, sizeof sch, "betas %g..%g", p.beta_start, p.beta_end);
-        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g, ema %g, %s%s, %s prediction, seed %llu)%s\n",
-                p.config_path, p.data, p.steps, p.batch, (double)p.lr, (double)p.ema, sch,
+        char decay[64] = "";
+        if (p.lr_decay_steps > 0)
+            snprintf(decay, sizeof decay, " falling linearly over the last %d steps", p.lr_decay_steps);
+        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g%s, ema %g, %s%s, %s prediction, seed %llu)%s\n",
+                p.config_path, p.data, p.steps, p.batch, (double)p.lr, decay, (double)p.ema, sch,
                 p.zero_snr ? " rescaled to zero terminal SNR" : "", pn[p.prediction], (unsigned long long)p.seed,
                 p.resume ? ", resuming" : "");
     }
