@@ -4,6 +4,7 @@
  * guided_diffusion/unet.py (UNetModel.__init__, ResBlock, AttentionBlock,
  * Downsample, Upsample) and script_util.create_model. */
 #include "families/adm_config.h"
+#include "families/json_cfg.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -798,31 +799,6 @@ static int parse_list(const char *s, long *vals, int max, const char **bad, int 
     }
 }
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* A key that appears twice (parsers disagree on which one wins): its name, or
- * NULL. *s is set when out of memory. */
-static const char *duplicate_key(const cJSON *root, loco_status *s, const char *path) {
-    int n = cJSON_GetArraySize(root);
-    if (n < 2) return NULL;
-    const char **k = malloc((size_t)n * sizeof *k);
-    if (!k) {
-        *s = loco_fail(LOCO_E_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    int i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, root) k[i++] = it->string;
-    qsort(k, (size_t)n, sizeof *k, cmp_str_ptr);
-    const char *dup = NULL;
-    for (i = 1; i < n && !dup; i++)
-        if (strcmp(k[i - 1], k[i]) == 0) dup = k[i];
-    free(k);
-    return dup;
-}
-
 static const char *const known_keys[] = {
     "image_size", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads",
     "num_head_channels", "num_heads_upsample", "learn_sigma", "use_scale_shift_norm", "resblock_updown",
@@ -1015,7 +991,7 @@ loco_status adm_config_parse(adm_config *c, const char *text, size_t len, const 
             s = loco_fail(LOCO_E_FORMAT, "%s: unexpected text after the JSON object (at byte %zu)", path,
                           (size_t)(q - text));
     if (!s) {
-        const char *dup = duplicate_key(root, &s, path);
+        const char *dup = cfg_duplicate_key(root, &s, path);
         if (!s && dup) s = loco_fail(LOCO_E_FORMAT, "%s: key '%s' appears twice", path, dup);
     }
     if (!s) s = parse_root(c, root, path);
