@@ -2,7 +2,7 @@
  *
  *   build/eval_colour MODEL [--count 64] [--steps 50] [--seed 0]
  *       [--faces-version 2] [--data-seed 0] [--ref 512] [--held-out-seed 99]
- *       [--bound 8] [--json OUT]
+ *       [--bound 8] [--boost-t 0] [--json OUT]
  *
  * Draws `count` samples as `loco sample MODEL --steps S --seed SEED` does
  * (DDIM, x0 clipped) and `count` held-out data faces (--held-out-seed), and
@@ -38,13 +38,13 @@ int main(int argc, char **argv) {
     loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_colour MODEL [--count 64] [--steps 50] [--seed 0] [--faces-version 2] "
-                        "[--data-seed 0] [--ref 512] [--held-out-seed 99] [--bound 8] [--json OUT]\n");
+                        "[--data-seed 0] [--ref 512] [--held-out-seed 99] [--bound 8] [--boost-t 0] [--json OUT]\n");
         return 2;
     }
     const char *model = argv[1], *json = NULL;
     int count = 64, steps = 50, version = LOCO_FACES_VERSION, nref = 512;
     uint64_t seed = 0, data_seed = 0, held_seed = 99;
-    double bound = 8;
+    double bound = 8, boost = 0;
     for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ref")) nref = atoi(v);
         else if (!strcmp(a, "--held-out-seed")) held_seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--bound")) bound = atof(v);
+        else if (!strcmp(a, "--boost-t")) boost = atof(v);
         else if (!strcmp(a, "--json")) json = v;
         else {
             fprintf(stderr, "eval_colour: unknown option %s\n", a);
@@ -66,8 +67,8 @@ int main(int argc, char **argv) {
         }
     }
     if (count < 2 || count > 4096 || steps < 1 || steps > 1000 || nref < 1 || nref > 100000 ||
-        (version != 1 && version != 2) || !(bound > 0)) {
-        fprintf(stderr, "eval_colour: --count 2..4096, --steps 1..1000, --ref 1..100000, --faces-version 1|2, --bound > 0\n");
+        (version != 1 && version != 2) || !(bound > 0) || !(boost >= 0 && boost < 1)) {
+        fprintf(stderr, "eval_colour: --count 2..4096, --steps 1..1000, --ref 1..100000, --faces-version 1|2, --bound > 0, --boost-t in [0, 1)\n");
         return 2;
     }
     ce_regions r;
@@ -89,7 +90,7 @@ int main(int argc, char **argv) {
     float *x = malloc(sizeof(float) * 3 * CE_PIX * (size_t)count);
     float(*cs)[2][3] = malloc(sizeof *cs * (size_t)count), (*ch)[2][3] = malloc(sizeof *ch * (size_t)count);
     if (!x || !cs || !ch) return 1;
-    if (loco_sample(m, count, steps, 0, seed, 16, 1, x, NULL, NULL)) {
+    if (loco_sample(m, count, steps, (float)boost, seed, 16, 1, x, NULL, NULL)) {
         fprintf(stderr, "eval_colour: sampling: %s\n", loco_last_error());
         return 1;
     }

@@ -589,8 +589,11 @@ loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, f
 /* Draws n images from the model: x_T ~ N(0, I), then `steps` DDIM steps
  * down the grid of loco_ddim_grid(steps, T) (eta 0, except that steps
  * starting at a timestep <= boost_t * T are stochastic, eta 1; boost_t 0 =
- * off). Image i's starting noise depends on (seed, i) only, so the images
- * do not depend on n or batch. Works in batches of `batch` images (>= 1).
+ * off). Image i's starting noise, and the noise of its stochastic steps
+ * (one stream per image, unlike loco_ddim_sample's shared one: images that
+ * shared it would be pulled towards each other), depend on (seed, i) only,
+ * so the images do not depend on n or batch. Works in batches of `batch`
+ * images (>= 1).
  * clip_x0: clamp each step's predicted x0 to [-1, 1] before the update, as
  * diffusers' DDIMScheduler does with clip_sample (its default; eps stays the
  * network's); 0 is plain DDIM as in loco_ddim_sample. x: [n, C, H, W]

@@ -54,8 +54,10 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
 /* clip: clamp the predicted x0 to [-1, 1] (diffusers' clip_sample; eps
  * stays the network's, as with use_clipped_model_output False) */
 /* a and an: the alphas (alphas_cumprod) at the step's start and end */
+/* rng: the stochastic steps' noise (NULL when eta is 0): one stream shared
+ * by the batch (n_rng 1) or one per image (n_rng B) */
 static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float *x, float *eps, float *tb, float t_net,
-                             float a, float an, float eta, loco_rng *rng, int clip) {
+                             float a, float an, float eta, loco_rng *rng, int n_rng, int clip) {
     const size_t n = model_image_size(m);
     for (int b = 0; b < B; b++) tb[b] = t_net;
     const pred_type pred = m->sched.pred;
@@ -72,12 +74,16 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
     float sigma = 0.0f;
     if (eta > 0) sigma = eta * sqrtf((1.0f - an) / (1.0f - a)) * sqrtf(fmaxf(0.0f, 1.0f - a / an));
     const float ce = sqrtf(fmaxf(0.0f, 1.0f - an - sigma * sigma));
-    /* stochastic steps draw one noise image per step, shared by the whole
-     * batch: an image's result does not depend on its batch neighbours */
+    /* stochastic steps draw one noise image per step from each stream: with
+     * one stream it is shared by the whole batch (an edit's strengths then
+     * differ only by the edit), with one per image each image has its own;
+     * either way an image's result does not depend on its batch neighbours */
     float *z = NULL;
+    const size_t nz = n_rng > 1 ? n * (size_t)B : n;
     if (sigma > 0) {
-        if (!(z = loco_malloc(sizeof(float) * n))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
-        for (size_t i = 0; i < n; i++) z[i] = (float)loco_rng_normal(rng);
+        if (!rng) return loco_fail(LOCO_E_INVALID_ARGUMENT, "DDIM: a stochastic step without a noise stream");
+        if (!(z = loco_malloc(sizeof(float) * nz))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
+        for (size_t i = 0; i < nz; i++) z[i] = (float)loco_rng_normal(&rng[n_rng > 1 ? i / n : 0]);
     }
     for (size_t i = 0; i < n * (size_t)B; i++) {
         /* x0 and eps straight from the prediction at the step's start
@@ -88,7 +94,7 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
         float x0 = param_out(pred, LOCO_OUT_X0, sa, s1, x[i], eps[i]);
         if (clip) x0 = x0 < -1.0f ? -1.0f : x0 > 1.0f ? 1.0f : x0;
         float v = cx * x0 + ce * e;
-        if (z) v += sigma * z[i % n];
+        if (z) v += sigma * z[n_rng > 1 ? i : i % n];
         x[i] = v;
     }
     free(z);
@@ -125,7 +131,7 @@ loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, f
     for (int i = from; i < to && !s; i++) {
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
         s = ddim_step(m, cond, B, x, eps, tb, t_net, schedule_abar(&m->sched, grid[i]),
-                      schedule_abar(&m->sched, grid[i + 1]), 0.0f, NULL, 0);
+                      schedule_abar(&m->sched, grid[i + 1]), 0.0f, NULL, 1, 0);
         if (!s) s = loco_progress_report(progress, user, "inversion", i - from + 1, to - from, NAN);
     }
     free(eps);
@@ -133,8 +139,22 @@ loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, f
     return s;
 }
 
+/* The stochastic steps' noise streams: first_image < 0, one stream from
+ * seed shared by the batch; else one per image, image b's seeded from
+ * (seed, first_image + b) only. *rng is the caller's (free). */
+static loco_status noise_streams(uint64_t seed, int first_image, int B, loco_rng **rng, int *n_rng) {
+    *n_rng = first_image < 0 ? 1 : B;
+    if (!(*rng = loco_malloc(sizeof **rng * (size_t)*n_rng))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
+    if (first_image < 0) loco_rng_seed(*rng, seed);
+    else
+        for (int b = 0; b < B; b++)
+            loco_rng_seed(&(*rng)[b], (seed ^ 0xD1B54A32D192ED03ull) * 0x9E3779B97F4A7C15ull + (uint64_t)(first_image + b));
+    return LOCO_OK;
+}
+
 static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
-                               int to, float boost_t, uint64_t seed, int clip, loco_progress_fn progress, void *user) {
+                               int to, float boost_t, uint64_t seed, int first_image, int clip,
+                               loco_progress_fn progress, void *user) {
     loco_status s = check_grid(m, grid, to, from);
     if (s) return s;
     if (!x || B < 1 || to < 0 || from <= to)
@@ -143,15 +163,20 @@ static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, floa
     if (m->info.in_ch != m->info.out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
     float *eps, *tb;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
-    loco_rng rng;
-    loco_rng_seed(&rng, seed);
+    loco_rng *rng;
+    int n_rng;
+    if ((s = noise_streams(seed, first_image, B, &rng, &n_rng))) return s;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) {
+        free(rng);
+        return s;
+    }
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
         s = ddim_step(m, cond, B, x, eps, tb, grid[i], schedule_abar(&m->sched, grid[i]),
-                      schedule_abar(&m->sched, grid[i - 1]), eta, &rng, clip);
+                      schedule_abar(&m->sched, grid[i - 1]), eta, rng, n_rng, clip);
         if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
+    free(rng);
     free(eps);
     free(tb);
     return s;
@@ -181,12 +206,12 @@ loco_status loco_sample_cond(loco_model *m, const loco_cond *cond, int n, int st
 
 loco_status loco_ddim_sample(loco_model *m, int B, float *x, const float *grid, int from, int to, float boost_t,
                              uint64_t seed, loco_progress_fn progress, void *user) {
-    return ddim_sample(m, NULL, B, x, grid, from, to, boost_t, seed, 0, progress, user);
+    return ddim_sample(m, NULL, B, x, grid, from, to, boost_t, seed, -1, 0, progress, user);
 }
 
 loco_status loco_ddim_sample_cond(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
                                   int to, float boost_t, uint64_t seed, loco_progress_fn progress, void *user) {
-    return ddim_sample(m, cond, B, x, grid, from, to, boost_t, seed, 0, progress, user);
+    return ddim_sample(m, cond, B, x, grid, from, to, boost_t, seed, -1, 0, progress, user);
 }
 
 /* ======================================================================== */
@@ -312,20 +337,26 @@ static loco_status check_span(const loco_model *m, const ddim_plan *p, int B, co
 
 /* Sampling on a plan from point `from` down to `to`. */
 static loco_status plan_sample(loco_model *m, const loco_cond *cond, const ddim_plan *p, int B, float *x, int from,
-                               int to, float boost_t, uint64_t seed, int clip, loco_progress_fn progress, void *user) {
+                               int to, float boost_t, uint64_t seed, int first_image, int clip,
+                               loco_progress_fn progress, void *user) {
     if (p->ts == LOCO_TIMESTEPS_AUTHORS)
-        return ddim_sample(m, cond, B, x, p->t, from, to, boost_t, seed, clip, progress, user);
+        return ddim_sample(m, cond, B, x, p->t, from, to, boost_t, seed, first_image, clip, progress, user);
     loco_status s = check_span(m, p, B, x, to, from, "sampling");
     if (s) return s;
     float *eps, *tb;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
-    loco_rng rng;
-    loco_rng_seed(&rng, seed);
+    loco_rng *rng;
+    int n_rng;
+    if ((s = noise_streams(seed, first_image, B, &rng, &n_rng))) return s;
+    if ((s = ddim_buffers(m, B, &eps, &tb))) {
+        free(rng);
+        return s;
+    }
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && p->t[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->ab[i], p->lo[i], eta, &rng, clip);
+        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->ab[i], p->lo[i], eta, rng, n_rng, clip);
         if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
+    free(rng);
     free(eps);
     free(tb);
     return s;
@@ -340,7 +371,7 @@ static loco_status plan_invert(loco_model *m, const loco_cond *cond, const ddim_
     float *eps, *tb;
     if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
     for (int i = from + 1; i <= to && !s; i++) { /* DDIMInverseScheduler: eps at the target timestep */
-        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->lo[i], p->ab[i], 0.0f, NULL, 0);
+        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->lo[i], p->ab[i], 0.0f, NULL, 1, 0);
         if (!s) s = loco_progress_report(progress, user, "inversion", i - from, to - from, NAN);
     }
     free(eps);
@@ -353,7 +384,7 @@ loco_status loco_ddim_sample_ts(loco_model *m, const loco_cond *cond, loco_times
     ddim_plan p;
     loco_status s = plan_make(m, ts, steps, &p);
     if (s) return s;
-    s = plan_sample(m, cond, &p, B, x, from, to, boost_t, seed, 0, progress, user);
+    s = plan_sample(m, cond, &p, B, x, from, to, boost_t, seed, -1, 0, progress, user);
     plan_free(&p);
     return s;
 }
@@ -389,8 +420,8 @@ loco_status loco_sample_ts(loco_model *m, const loco_cond *cond, loco_timesteps 
     for (int b = 0; b < nb && !s; b++) {
         const int i0 = b * batch, B = n - i0 < batch ? n - i0 : batch;
         chunk_progress cp = {progress, user, b * top, nb * top};
-        s = plan_sample(m, cond, &p, B, x + (size_t)i0 * per, top, 0, boost_t * (float)(T - 1),
-                        seed ^ 0xD1B54A32D192ED03ull, clip_x0, progress ? chunk_cb : NULL, &cp);
+        s = plan_sample(m, cond, &p, B, x + (size_t)i0 * per, top, 0, boost_t * (float)(T - 1), seed, i0, clip_x0,
+                        progress ? chunk_cb : NULL, &cp);
     }
     plan_free(&p);
     return s;
@@ -477,7 +508,7 @@ loco_status loco_edit_encode_full(loco_model *m, const loco_edit_params *p, cons
             evals += gip.n - 1;
             if (!s && xT) memcpy(xT, xt, sizeof(float) * n);
             if (!s && e < gp.n - 1) {
-                s = plan_sample(m, p->cond, &gp, 1, xt, gp.n - 1, e, 0, p->seed, 0, p->progress, p->user);
+                s = plan_sample(m, p->cond, &gp, 1, xt, gp.n - 1, e, 0, p->seed, -1, 0, p->progress, p->user);
                 evals += gp.n - 1 - e;
             }
         } else {
@@ -519,7 +550,7 @@ loco_status loco_edit_decode(loco_model *m, const loco_edit_params *p, int B, fl
     const int e = nearest_start(g.t, g.n, (double)p->t_edit * m->sched.T);
     float boost = 0;
     if (p->boost_t > 0) boost = g.t[nearest_start(g.t, g.n, (double)p->boost_t * m->sched.T)];
-    s = plan_sample(m, p->cond, &g, B, x, e, 0, boost, p->seed, 0, p->progress, p->user);
+    s = plan_sample(m, p->cond, &g, B, x, e, 0, boost, p->seed, -1, 0, p->progress, p->user);
     if (!s) {
         s = model_check_finite(x, (size_t)B * model_image_size(m), "denoising: the edited images");
     }

@@ -173,6 +173,27 @@ static void test_sample(void **s) {
     CHECK_OK(loco_sample(m, 1, 6, 0.5f, 7, 1, 0, c, NULL, NULL));
     assert_true(max_abs_diff(a, c, n) > 1e-6); /* stochastic steps change it */
     for (size_t i = 0; i < n; i++) assert_true(isfinite(c[i]));
+    /* the stochastic steps' noise is each image's own and does not depend on
+     * the batch: what the boost changes in image 0 and in image 1 is
+     * uncorrelated (one stream shared by the batch gave the same noise to
+     * every image, and 64 boosted samples of a trained model came out as one
+     * image) */
+    {
+        float *bb = malloc(sizeof(float) * 3 * n), *b3 = malloc(sizeof(float) * 3 * n);
+        CHECK_OK(loco_sample(m, 3, 6, 0.5f, 7, 2, 0, bb, NULL, NULL));
+        CHECK_OK(loco_sample(m, 3, 6, 0.5f, 7, 3, 0, b3, NULL, NULL));
+        CHECK_CLOSE("boosted: 3 samples in batches of 2 vs one batch of 3", bb, b3, 3 * n, 0);
+        CHECK_CLOSE("boosted image 0 alone vs image 0 of 3", c, bb, n, 0);
+        double s01 = 0, s00 = 0, s11 = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d0 = (double)bb[i] - a[i], d1 = (double)bb[n + i] - a[n + i];
+            s01 += d0 * d1, s00 += d0 * d0, s11 += d1 * d1;
+        }
+        const double corr = s01 / sqrt(s00 * s11);
+        printf("  boost 0.5: correlation of the changes to images 0 and 1: %.4f (shared noise: near 1)\n", corr);
+        if (!(fabs(corr) < 0.2)) fail_msg("boosted images 0 and 1 changed alike: correlation %.4f", corr);
+        free(bb), free(b3);
+    }
     /* clip_x0: every step's x0 in [-1, 1], so the last step (abar 0.9999)
      * gives |x| <= 1 + 0.01 |eps|; the unclipped random-model sample is far
      * outside */
