@@ -17,9 +17,9 @@
 #include <stdio.h>
 
 static void row(FILE *f, const char *set, const char *region, const ce_stats *s, int g) {
-    fprintf(f, "| %s | %s | %.1f %.1f %.1f | %.1f %.1f %.1f | %.2f / %.2f / %.2f |\n", set, region, s->mean[g][0],
+    fprintf(f, "| %s | %s | %.1f %.1f %.1f | %.1f %.1f %.1f | %.2f / %.2f / %.2f | %.2f |\n", set, region, s->mean[g][0],
             s->mean[g][1], s->mean[g][2], s->spread[g][0], s->spread[g][1], s->spread[g][2], s->dist_median[g],
-            s->dist_p90[g], s->dist_max[g]);
+            s->dist_p90[g], s->dist_max[g], s->flat_median[g]);
 }
 
 static void json_stats(FILE *f, const char *name, const ce_stats *s) {
@@ -28,9 +28,9 @@ static void json_stats(FILE *f, const char *name, const ce_stats *s) {
     for (int g = 0; g < 2; g++)
         fprintf(f,
                 "%s\"%s\": {\"mean\": [%.3f, %.3f, %.3f], \"spread\": [%.3f, %.3f, %.3f], \"distance_median\": %.3f, "
-                "\"distance_p90\": %.3f, \"distance_max\": %.3f}",
+                "\"distance_p90\": %.3f, \"distance_max\": %.3f, \"within_image_median\": %.3f}",
                 g ? ", " : "", rn[g], s->mean[g][0], s->mean[g][1], s->mean[g][2], s->spread[g][0], s->spread[g][1],
-                s->spread[g][2], s->dist_median[g], s->dist_p90[g], s->dist_max[g]);
+                s->spread[g][2], s->dist_median[g], s->dist_p90[g], s->dist_max[g], s->flat_median[g]);
     fprintf(f, "}");
 }
 
@@ -89,7 +89,8 @@ int main(int argc, char **argv) {
     }
     float *x = malloc(sizeof(float) * 3 * CE_PIX * (size_t)count);
     float(*cs)[2][3] = malloc(sizeof *cs * (size_t)count), (*ch)[2][3] = malloc(sizeof *ch * (size_t)count);
-    if (!x || !cs || !ch) return 1;
+    float(*fs)[2] = malloc(sizeof *fs * (size_t)count), (*fh)[2] = malloc(sizeof *fh * (size_t)count);
+    if (!x || !cs || !ch || !fs || !fh) return 1;
     if (loco_sample(m, count, steps, (float)boost, seed, 16, 1, x, NULL, NULL)) {
         fprintf(stderr, "eval_colour: sampling: %s\n", loco_last_error());
         return 1;
@@ -98,18 +99,20 @@ int main(int argc, char **argv) {
     for (int i = 0; i < count; i++) {
         ce_to_rgb(x + (size_t)i * 3 * CE_PIX, rgb);
         ce_colours(&r, rgb, cs[i]);
+        ce_flatness(&r, rgb, (const float(*)[3])cs[i], fs[i]);
         if (loco_faces_generate_version(held_seed, i, version, rgb, NULL, NULL)) return 1;
         ce_colours(&r, rgb, ch[i]);
+        ce_flatness(&r, rgb, (const float(*)[3])ch[i], fh[i]);
     }
     ce_stats ss, sh;
-    ce_summarise(&r, count, (const float(*)[2][3])cs, &ss);
-    ce_summarise(&r, count, (const float(*)[2][3])ch, &sh);
+    ce_summarise(&r, count, (const float(*)[2][3])cs, (const float(*)[2])fs, &ss);
+    ce_summarise(&r, count, (const float(*)[2][3])ch, (const float(*)[2])fh, &sh);
     printf("eval_colour %s: %d samples (%d steps, seed %llu) and %d held-out faces (seed %llu) against %d training "
            "faces (seed %llu, generator %d); regions: skin %d px, background %d px\n\n",
            model, count, steps, (unsigned long long)seed, count, (unsigned long long)held_seed, nref,
            (unsigned long long)data_seed, version, r.count[0], r.count[1]);
     printf("| set | region | mean R G B | spread R G B | distance to the nearest training colour: median / p90 / max "
-           "|\n|---|---|---|---|---|\n");
+           "| within one image: median distance from its mean colour, median over images |\n|---|---|---|---|---|---|\n");
     row(stdout, "held-out data", "skin", &sh, 0);
     row(stdout, "samples", "skin", &ss, 0);
     row(stdout, "held-out data", "background", &sh, 1);
@@ -132,7 +135,7 @@ int main(int argc, char **argv) {
         fprintf(f, "\n}\n");
         fclose(f);
     }
-    free(x), free(cs), free(ch);
+    free(x), free(cs), free(ch), free(fs), free(fh);
     ce_free(&r);
     loco_model_free(m);
     return pass ? 0 : 3;
