@@ -18,7 +18,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 SH_TESTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all test asan bench clean
-all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_conv $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss $(BUILD)/eval_colour $(BUILD)/bench_gemm
+all: $(BUILD)/loco $(BUILD)/bench $(BUILD)/bench_conv $(BUILD)/bench_sd $(BUILD)/bench_edit $(BUILD)/bench_lin $(BUILD)/eval_edit $(BUILD)/eval_loss $(BUILD)/eval_colour $(BUILD)/eval_modes $(BUILD)/bench_gemm
 
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDR) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -58,6 +58,9 @@ $(BUILD)/eval_loss: bench/eval_loss.c $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/eval_colour: bench/eval_colour.c bench/colour_eval.h $(BUILD)/libloco.a
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/eval_modes: bench/eval_modes.c bench/colour_eval.h $(BUILD)/libloco.a
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/libloco.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench_edit: bench/bench_edit.c $(BUILD)/libloco.a

@@ -40,7 +40,7 @@ typedef struct ce_regions {
 } ce_regions;
 
 /* 8-bit RGB [H*W*3] -> the region colours [2][3] */
-static void ce_colours(const ce_regions *r, const uint8_t *rgb, float out[2][3]) {
+static inline void ce_colours(const ce_regions *r, const uint8_t *rgb, float out[2][3]) {
     for (int g = 0; g < 2; g++)
         for (int c = 0; c < 3; c++) {
             double s = 0;
@@ -50,7 +50,7 @@ static void ce_colours(const ce_regions *r, const uint8_t *rgb, float out[2][3])
         }
 }
 
-static int ce_cmp(const void *a, const void *b) {
+static inline int ce_cmp(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
@@ -61,7 +61,7 @@ static int ce_cmp(const void *a, const void *b) {
  * part in the data too: on the data's flat backgrounds an RMS gives ~14
  * levels, the median ~3, the distance of the flat pixels from a mean that
  * the edge pixels pull a little) */
-static void ce_flatness(const ce_regions *r, const uint8_t *rgb, const float col[2][3], float out[2]) {
+static inline void ce_flatness(const ce_regions *r, const uint8_t *rgb, const float col[2][3], float out[2]) {
     double d[CE_PIX];
     for (int g = 0; g < 2; g++) {
         int k = 0;
@@ -78,7 +78,7 @@ static void ce_flatness(const ce_regions *r, const uint8_t *rgb, const float col
 
 /* The regions and the reference colours from faces 0..n_ref-1 of (seed,
  * version). Returns 0 on success; free with ce_free. */
-static int ce_init(ce_regions *r, uint64_t seed, int version, int n_ref) {
+static inline int ce_init(ce_regions *r, uint64_t seed, int version, int n_ref) {
     memset(r, 0, sizeof *r);
     r->ref = malloc(sizeof *r->ref * (size_t)n_ref);
     uint8_t(*rgb)[CE_PIX * 3] = malloc(sizeof *rgb * (size_t)n_ref);
@@ -110,13 +110,13 @@ static int ce_init(ce_regions *r, uint64_t seed, int version, int n_ref) {
     return 0;
 }
 
-static void ce_free(ce_regions *r) {
+static inline void ce_free(ce_regions *r) {
     free(r->ref);
     r->ref = NULL;
 }
 
 /* distance of colour col (region g) to the nearest reference colour */
-static double ce_distance(const ce_regions *r, int g, const float col[3]) {
+static inline double ce_distance(const ce_regions *r, int g, const float col[3]) {
     double best = 1e30;
     for (int i = 0; i < r->n_ref; i++) {
         double d = 0;
@@ -127,7 +127,7 @@ static double ce_distance(const ce_regions *r, int g, const float col[3]) {
 }
 
 /* an image [3, H, W] in [-1, 1] as 8-bit RGB, rounded and clamped as a PNG is written */
-static void ce_to_rgb(const float *x, uint8_t *rgb) {
+static inline void ce_to_rgb(const float *x, uint8_t *rgb) {
     for (int p = 0; p < CE_PIX; p++)
         for (int c = 0; c < 3; c++) {
             float v = (x[(size_t)c * CE_PIX + p] + 1.0f) * 127.5f + 0.5f;
@@ -143,7 +143,7 @@ typedef struct ce_stats {
 
 /* statistics of n images' region colours cols [n][2][3] and flatness
  * flat [n][2] */
-static void ce_summarise(const ce_regions *r, int n, const float (*cols)[2][3], const float (*flat)[2], ce_stats *s) {
+static inline void ce_summarise(const ce_regions *r, int n, const float (*cols)[2][3], const float (*flat)[2], ce_stats *s) {
     memset(s, 0, sizeof *s);
     double *d = malloc(sizeof(double) * (size_t)n);
     if (!d) return;

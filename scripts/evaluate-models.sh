@@ -31,6 +31,8 @@ if want faces; then
     run "$B/eval_loss" models/faces32 --data faces --count 512 --json "$D/faces32-loss.json" >"$D/faces32-loss.txt"
     # colour of 64 samples against the data (bench/colour_eval.h; exits 1 over the bound)
     run "$B/eval_colour" models/faces32 --json "$D/faces32-colour.json" >"$D/faces32-colour.txt" || true
+    # does the model keep backgrounds to the data's four colours? (bench/eval_modes.c)
+    run "$B/eval_modes" models/faces32 >"$D/faces32-modes.txt"
 fi
 if want fashion; then
     run "$B/loco" --quiet sample models/fashion32 --count 64 --out "$D/fashion32-samples.png" --steps 50 --seed 0 \

@@ -1,0 +1,163 @@
+/* eval_modes.c - does a faces model keep its backgrounds to the data's four
+ * colours? A probe of mode interpolation.
+ *
+ *   build/eval_modes MODEL [--count 24] [--frac 0.3] [--t 0.2,0.4,0.6,0.8]
+ *       [--steps 50] [--faces-version 2] [--held-out-seed 99] [--seed 0]
+ *
+ * The data's backgrounds are one of four flat colours. For each of `count`
+ * held-out faces this moves the background a fraction `frac` of the way to
+ * another of the four (the face drawn again with the next background), noises
+ * the image to timestep t (fixed noise per face), runs DDIM (eta 0) back to
+ * t = 0 on the authors' `steps`-point grid, and measures the background
+ * colour that comes out (bench/colour_eval.h's region): its distance to the
+ * nearest training background colour and to the colour it went in with. It
+ * does the same for the unchanged faces (the control: their background
+ * should come back as it went in).
+ *
+ * What a denoiser that knows the colours are four does: once the noise on
+ * the background's mean colour (per-pixel sigma / sqrt(386 pixels)) is well
+ * under the distance between the four, the posterior of x0 has one of them,
+ * so an in-between colour comes out at the nearest of the four (distance ~0);
+ * a denoiser that is linear along the colour direction leaves it where it
+ * went in. Prints a table, one row per t. Exit 0; 1 on errors. */
+#include "colour_eval.h"
+
+#include <stdio.h>
+
+/* a standard normal from a splitmix64 stream (Box-Muller) */
+static double normal(uint64_t *s) {
+    double u[2];
+    for (int k = 0; k < 2; k++) {
+        uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        u[k] = ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
+}
+
+static double dist3(const float a[3], const float b[3]) {
+    double d = 0;
+    for (int c = 0; c < 3; c++) d += ((double)a[c] - b[c]) * ((double)a[c] - b[c]);
+    return sqrt(d);
+}
+
+int main(int argc, char **argv) {
+    loco_threads_reexec(argv);
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: eval_modes MODEL [--count 24] [--frac 0.3] [--t 0.2,0.4,0.6,0.8] [--steps 50] "
+                        "[--faces-version 2] [--held-out-seed 99] [--seed 0]\n");
+        return 2;
+    }
+    const char *model = argv[1], *tlist = "0.2,0.4,0.6,0.8";
+    int count = 24, steps = 50, version = LOCO_FACES_VERSION;
+    double frac = 0.3;
+    uint64_t held_seed = 99, seed = 0;
+    for (int i = 2; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "eval_modes: option %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--count")) count = atoi(v);
+        else if (!strcmp(a, "--frac")) frac = atof(v);
+        else if (!strcmp(a, "--t")) tlist = v;
+        else if (!strcmp(a, "--steps")) steps = atoi(v);
+        else if (!strcmp(a, "--faces-version")) version = atoi(v);
+        else if (!strcmp(a, "--held-out-seed")) held_seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else {
+            fprintf(stderr, "eval_modes: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    double ts[16];
+    int nt = 0;
+    for (const char *p = tlist; *p && nt < 16;) {
+        char *end;
+        ts[nt] = strtod(p, &end);
+        if (end == p || !(ts[nt] > 0 && ts[nt] < 1)) {
+            fprintf(stderr, "eval_modes: --t wants fractions in (0, 1), comma-separated\n");
+            return 2;
+        }
+        nt++;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (count < 1 || count > 4096 || steps < 2 || steps > 1000 || !(frac >= 0 && frac <= 1) || nt < 1 ||
+        (version != 1 && version != 2)) {
+        fprintf(stderr, "eval_modes: --count 1..4096, --steps 2..1000, --frac in [0, 1], --faces-version 1|2\n");
+        return 2;
+    }
+    int fb = -1;
+    for (int i = 0; i < loco_faces_n_factors(); i++)
+        if (!strcmp(loco_faces_factor_name(i), "background")) fb = i;
+    ce_regions r;
+    if (fb < 0 || ce_init(&r, 0, version, 512)) {
+        fprintf(stderr, "eval_modes: the reference faces: %s\n", loco_last_error());
+        return 1;
+    }
+    loco_model *m = NULL;
+    if (loco_model_open(model, &m)) {
+        fprintf(stderr, "eval_modes: %s\n", loco_last_error());
+        return 1;
+    }
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    if (inf.in_channels != 3 || inf.height != LOCO_FACES_SIZE || inf.width != LOCO_FACES_SIZE) {
+        fprintf(stderr, "eval_modes: %s is not a 3x32x32 faces model\n", model);
+        return 1;
+    }
+    float *grid = malloc(sizeof(float) * (size_t)steps), *x = malloc(sizeof(float) * 3 * CE_PIX);
+    if (!grid || !x || loco_ddim_grid(steps, 1000, grid)) return 1;
+    printf("eval_modes %s: %d held-out faces (seed %llu, generator %d), background moved %.2f of the way to another "
+           "of the four; DDIM from t back to 0 (%d-point grid)\n\n",
+           model, count, (unsigned long long)held_seed, version, frac, steps);
+    printf("| t | sqrt(abar) | moved: to the nearest training colour, in / out | moved: out from in | unchanged: to the "
+           "nearest training colour, out |\n|---|---|---|---|---|\n");
+    for (int k = 0; k < nt; k++) {
+        int gi = (int)lround(ts[k] * (steps - 1));
+        if (gi < 1) gi = 1;
+        double din = 0, dout = 0, dmove = 0, dctl = 0;
+        for (int f = 0; f < count; f++) {
+            float fac[LOCO_FACES_N_FACTORS], col_in[2][3], col_out[2][3];
+            uint8_t own[CE_PIX * 3], other[CE_PIX * 3], lab[CE_PIX], rgb[CE_PIX * 3];
+            if (loco_faces_sample_version(held_seed, f, version, fac) || loco_faces_render(fac, own, lab)) return 1;
+            fac[fb] = fmodf(fac[fb] + 0.25f, 1.0f); /* the next of the four backgrounds */
+            if (loco_faces_render(fac, other, NULL)) return 1;
+            for (int moved = 0; moved < 2; moved++) {
+                for (int p = 0; p < CE_PIX; p++)
+                    for (int c = 0; c < 3; c++) {
+                        double v = own[p * 3 + c];
+                        if (moved && lab[p] == LOCO_LABEL_BACKGROUND) v = (1 - frac) * v + frac * other[p * 3 + c];
+                        rgb[p * 3 + c] = (uint8_t)lround(v);
+                    }
+                ce_colours(&r, rgb, col_in);
+                const float a = loco_model_abar(m, grid[gi]);
+                uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)f;
+                for (int c = 0; c < 3; c++)
+                    for (int p = 0; p < CE_PIX; p++)
+                        x[c * CE_PIX + p] = sqrtf(a) * (rgb[p * 3 + c] / 127.5f - 1.0f) + sqrtf(1.0f - a) * (float)normal(&s);
+                if (loco_ddim_sample(m, 1, x, grid, gi, 0, 0, 0, NULL, NULL)) {
+                    fprintf(stderr, "eval_modes: %s\n", loco_last_error());
+                    return 1;
+                }
+                ce_to_rgb(x, rgb);
+                ce_colours(&r, rgb, col_out);
+                if (moved) {
+                    din += ce_distance(&r, 1, col_in[1]) / count;
+                    dout += ce_distance(&r, 1, col_out[1]) / count;
+                    dmove += dist3(col_out[1], col_in[1]) / count;
+                } else
+                    dctl += ce_distance(&r, 1, col_out[1]) / count;
+            }
+        }
+        printf("| %.0f | %.3f | %.1f / %.1f | %.1f | %.1f |\n", grid[gi], sqrt(loco_model_abar(m, grid[gi])), din, dout,
+               dmove, dctl);
+        fflush(stdout);
+    }
+    free(grid), free(x);
+    ce_free(&r);
+    loco_model_free(m);
+    return 0;
+}
