@@ -67,14 +67,16 @@ static void test_denoises(void **s) {
     loco_model_free(m);
 }
 
-/* One edit of face 0 with the short schedule; returns the inside/outside
- * ratio with and without null-space projection and the inside change. */
-static void edit_ratio(loco_model *m, const char *part, double *ratio_proj, double *ratio_raw, double *inside) {
+/* One edit of held-out face `index` with the short schedule; returns the
+ * inside/outside ratio with and without null-space projection and the
+ * inside change. */
+static void edit_ratio(loco_model *m, int index, const char *part, double *ratio_proj, double *ratio_raw,
+                       double *inside) {
     const int C = 3, H = 32, W = 32;
     const size_t n = (size_t)C * H * W;
     float *x0 = malloc(sizeof(float) * n), *batch = malloc(sizeof(float) * n * 5);
     uint8_t labels[1024], mask[1024];
-    face(0, x0, labels);
+    face(index, x0, labels);
     CHECK_OK(loco_part_mask(labels, H, W, part, 1, mask));
     loco_edit_recipe es;
     loco_edit_recipe_init(&es);
@@ -96,17 +98,18 @@ static void edit_ratio(loco_model *m, const char *part, double *ratio_proj, doub
     *ratio_proj = (i1 + i2) / (o1 + o2);
     *ratio_raw = (i3 + i4) / (o3 + o4);
     *inside = 127.5 * (i1 + i2) / 2;
-    printf("  %s edit, strength %g: mean |change| inside %.1f, outside %.1f (8-bit levels): ratio %.2f with "
-           "null-space projection, %.2f without\n",
-           part, (double)strength, *inside, 127.5 * (o1 + o2) / 2, *ratio_proj, *ratio_raw);
+    printf("  face %d, %s edit, strength %g: mean |change| inside %.1f, outside %.2f (8-bit levels): ratio %.2f with "
+           "null-space projection; without: inside %.1f, outside %.2f, ratio %.2f\n",
+           index, part, (double)strength, *inside, 127.5 * (o1 + o2) / 2, *ratio_proj, 127.5 * (i3 + i4) / 2,
+           127.5 * (o3 + o4) / 2, *ratio_raw);
     free(x0), free(batch);
 }
 
 /* Measures all three parts first (so a failure shows every number), then
  * checks them. Measured on face 0 (generator version 2) with this short
- * schedule: ratio 28.74 / 28.36 / 15.12 for eyes / mouth / hair with
- * null-space projection, 22.87 / 24.61 / 17.73 without. The bar is 5 (the
- * issue's) for every part; the full evaluation over 20 faces gives 58 of 60
+ * schedule: ratio 24.21 / 25.41 / 18.37 for eyes / mouth / hair with
+ * null-space projection, 26.50 / 26.05 / 17.02 without. The bar is 5 (the
+ * issue's) for every part; the full evaluation over 20 faces gives 59 of 60
  * edits >= 5 (docs/models.md). */
 static void test_local_edit(void **s) {
     (void)s;
@@ -114,16 +117,20 @@ static void test_local_edit(void **s) {
     CHECK_OK(loco_model_open(model_dir(), &m));
     const char *parts[3] = {"eyes", "mouth", "hair"};
     double rp[3], rr[3], in[3];
-    for (int k = 0; k < 3; k++) edit_ratio(m, parts[k], &rp[k], &rr[k], &in[k]);
+    for (int k = 0; k < 3; k++) edit_ratio(m, 0, parts[k], &rp[k], &rr[k], &in[k]);
     const double bar[3] = {5.0, 5.0, 5.0};
     for (int k = 0; k < 3; k++) {
         if (!(in[k] >= 4.0 && rp[k] >= bar[k]))
             fail_msg("%s: inside %.1f levels (need >= 4), ratio %.2f (need >= %.1f)", parts[k], in[k], rp[k], bar[k]);
     }
-    /* on this face the projection makes the eyes edit more local (1.26x;
-     * over 20 faces it matters most for the mouth, 22.5 against 15.9, and
-     * little for the hair: docs/models.md) */
-    if (!(rp[0] >= 1.1 * rr[0])) fail_msg("eyes: projection %.2f, without %.2f: need >= 1.1x", rp[0], rr[0]);
+    /* The null-space projection: over 20 faces it matters most for the mouth
+     * (19.4 against 15.3 without, docs/models.md); on face 0 with this short
+     * schedule it changes little for any part (above), on face 3's mouth it
+     * takes the outside change from 2.08 to 1.40 levels: ratio 25.59 against
+     * 17.52 (1.46x). Bar 1.2x: a projection that did nothing gives ~1x. */
+    double p3, r3, i3;
+    edit_ratio(m, 3, "mouth", &p3, &r3, &i3);
+    if (!(p3 >= 1.2 * r3)) fail_msg("face 3 mouth: projection %.2f, without %.2f: need >= 1.2x", p3, r3);
     loco_model_free(m);
 }
 
