@@ -411,9 +411,13 @@ loco_status loco_train(const loco_train_params *p) {
     if (!(p->lr > 0) || !isfinite(p->lr)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: lr must be > 0");
     if (!(p->ema >= 0 && p->ema < 1)) return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: ema must be in [0, 1)");
     if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1) || !(p->adam_eps > 0) ||
-        !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0 || p->lr_decay_steps < 0 ||
-        p->lr_decay_end < 0 || p->lr_decay_steps > (p->lr_decay_end > 0 ? p->lr_decay_end : p->steps))
+        !(p->weight_decay >= 0) || p->warmup < 0 || p->save_every < 0)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: bad optimiser parameters");
+    const int decay_end = p->lr_decay_end > 0 ? p->lr_decay_end : p->steps;
+    if (p->lr_decay_steps < 0 || p->lr_decay_end < 0 || p->lr_decay_steps > decay_end)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT,
+                         "train: lr_decay_steps %d must be in 0..%d (the decay's end, lr_decay_end %d or steps %d)",
+                         p->lr_decay_steps, decay_end, p->lr_decay_end, p->steps);
     if ((int)p->prediction < 0 || (int)p->prediction > 2)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: unknown prediction type %d", (int)p->prediction);
     if (p->zero_snr && p->prediction == LOCO_PRED_EPSILON)

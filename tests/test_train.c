@@ -253,10 +253,10 @@ static void test_lr_decay(void **st) {
     free(db);
     params(&p, path("bad", NULL), 2);
     p.lr_decay_steps = 3; /* more than the run */
-    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "optimiser", NULL);
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "lr_decay_steps 3", NULL);
     params(&p, path("bad", NULL), 2);
     p.lr_decay_steps = -1;
-    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "optimiser", NULL);
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "lr_decay_steps -1", NULL);
 }
 
 /* the schedule option: the folder's scheduler is the run's (the model opened
