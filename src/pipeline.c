@@ -54,11 +54,55 @@ static loco_status check_grid(const loco_model *m, const float *grid, int a, int
 /* clip: clamp the predicted x0 to [-1, 1] (diffusers' clip_sample; eps
  * stays the network's, as with use_clipped_model_output False) */
 /* a and an: the alphas (alphas_cumprod) at the step's start and end */
-/* rng: the stochastic steps' noise (NULL when eta is 0): one stream shared
- * by the batch (n_rng 1) or one per image (n_rng B) */
-static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float *x, float *eps, float *tb, float t_net,
-                             float a, float an, float eta, loco_rng *rng, int n_rng, int clip) {
+/* A DDIM run's buffers, made once per call (ddim_work_new): the network's
+ * output eps [B, n] and timesteps tb [B]; for sampling also the stochastic
+ * steps' noise streams rng (one shared by the batch, n_rng 1, or one per
+ * image, n_rng B) and their noise z [n_rng, n]. */
+typedef struct ddim_work {
+    float *eps, *tb, *z;
+    loco_rng *rng;
+    int n_rng;
+} ddim_work;
+
+static void ddim_work_free(ddim_work *w) {
+    free(w->eps), free(w->tb), free(w->z), free(w->rng);
+    memset(w, 0, sizeof *w);
+}
+
+/* noise: 0 (inversion: no streams), or the streams for sampling:
+ * first_image < 0, one stream from seed shared by the batch (an edit's
+ * strengths then differ only by the edit); else one per image, image b's
+ * seeded from (seed, first_image + b) only. Either way an image's result
+ * does not depend on its batch neighbours. */
+static loco_status ddim_work_new(loco_model *m, int B, int noise, uint64_t seed, int first_image, ddim_work *w) {
+    memset(w, 0, sizeof *w);
     const size_t n = model_image_size(m);
+    w->eps = loco_malloc(sizeof(float) * (size_t)B * n);
+    w->tb = loco_malloc(sizeof(float) * (size_t)B);
+    int ok = w->eps && w->tb;
+    if (ok && noise) {
+        w->n_rng = first_image < 0 ? 1 : B;
+        w->rng = loco_malloc(sizeof *w->rng * (size_t)w->n_rng);
+        w->z = loco_malloc(sizeof(float) * (size_t)w->n_rng * n);
+        ok = w->rng && w->z;
+        if (ok && first_image < 0) loco_rng_seed(w->rng, seed);
+        else if (ok)
+            for (int b = 0; b < B; b++)
+                loco_rng_seed(&w->rng[b],
+                              (seed ^ 0xD1B54A32D192ED03ull) * 0x9E3779B97F4A7C15ull + (uint64_t)(first_image + b));
+    }
+    if (!ok) {
+        ddim_work_free(w);
+        return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
+    }
+    return LOCO_OK;
+}
+
+/* eta > 0 needs w's noise streams */
+static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float *x, ddim_work *w, float t_net, float a,
+                             float an, float eta, int clip) {
+    const size_t n = model_image_size(m);
+    float *eps = w->eps, *tb = w->tb;
     for (int b = 0; b < B; b++) tb[b] = t_net;
     const pred_type pred = m->sched.pred;
     if (pred == PRED_EPSILON && !(a > 0))
@@ -74,16 +118,13 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
     float sigma = 0.0f;
     if (eta > 0) sigma = eta * sqrtf((1.0f - an) / (1.0f - a)) * sqrtf(fmaxf(0.0f, 1.0f - a / an));
     const float ce = sqrtf(fmaxf(0.0f, 1.0f - an - sigma * sigma));
-    /* stochastic steps draw one noise image per step from each stream: with
-     * one stream it is shared by the whole batch (an edit's strengths then
-     * differ only by the edit), with one per image each image has its own;
-     * either way an image's result does not depend on its batch neighbours */
-    float *z = NULL;
-    const size_t nz = n_rng > 1 ? n * (size_t)B : n;
+    /* a stochastic step draws one noise image from each stream */
+    const float *z = NULL;
+    const int n_rng = w->n_rng;
     if (sigma > 0) {
-        if (!rng) return loco_fail(LOCO_E_INVALID_ARGUMENT, "DDIM: a stochastic step without a noise stream");
-        if (!(z = loco_malloc(sizeof(float) * nz))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
-        for (size_t i = 0; i < nz; i++) z[i] = (float)loco_rng_normal(&rng[n_rng > 1 ? i / n : 0]);
+        if (!w->rng) return loco_fail(LOCO_E_INVALID_ARGUMENT, "DDIM: a stochastic step without noise streams");
+        for (size_t i = 0; i < (size_t)n_rng * n; i++) w->z[i] = (float)loco_rng_normal(&w->rng[i / n]);
+        z = w->z;
     }
     for (size_t i = 0; i < n * (size_t)B; i++) {
         /* x0 and eps straight from the prediction at the step's start
@@ -96,18 +137,6 @@ static loco_status ddim_step(loco_model *m, const loco_cond *cond, int B, float 
         float v = cx * x0 + ce * e;
         if (z) v += sigma * z[n_rng > 1 ? i : i % n];
         x[i] = v;
-    }
-    free(z);
-    return LOCO_OK;
-}
-
-static loco_status ddim_buffers(loco_model *m, int B, float **eps, float **tb) {
-    *eps = loco_malloc(sizeof(float) * (size_t)B * model_image_size(m));
-    *tb = loco_malloc(sizeof(float) * (size_t)B);
-    if (!*eps || !*tb) {
-        free(*eps);
-        free(*tb);
-        return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
     }
     return LOCO_OK;
 }
@@ -126,30 +155,16 @@ loco_status loco_ddim_invert_cond(loco_model *m, const loco_cond *cond, int B, f
                          to);
     if (m->info.in_ch != m->info.out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
-    float *eps, *tb;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    ddim_work w;
+    if ((s = ddim_work_new(m, B, 0, 0, -1, &w))) return s;
     for (int i = from; i < to && !s; i++) {
         float t_net = grid[i] > 0 ? grid[i] : 1e-6f; /* the authors' first step */
-        s = ddim_step(m, cond, B, x, eps, tb, t_net, schedule_abar(&m->sched, grid[i]),
-                      schedule_abar(&m->sched, grid[i + 1]), 0.0f, NULL, 1, 0);
+        s = ddim_step(m, cond, B, x, &w, t_net, schedule_abar(&m->sched, grid[i]), schedule_abar(&m->sched, grid[i + 1]),
+                      0.0f, 0);
         if (!s) s = loco_progress_report(progress, user, "inversion", i - from + 1, to - from, NAN);
     }
-    free(eps);
-    free(tb);
+    ddim_work_free(&w);
     return s;
-}
-
-/* The stochastic steps' noise streams: first_image < 0, one stream from
- * seed shared by the batch; else one per image, image b's seeded from
- * (seed, first_image + b) only. *rng is the caller's (free). */
-static loco_status noise_streams(uint64_t seed, int first_image, int B, loco_rng **rng, int *n_rng) {
-    *n_rng = first_image < 0 ? 1 : B;
-    if (!(*rng = loco_malloc(sizeof **rng * (size_t)*n_rng))) return loco_fail(LOCO_E_NOMEM, "DDIM: out of memory");
-    if (first_image < 0) loco_rng_seed(*rng, seed);
-    else
-        for (int b = 0; b < B; b++)
-            loco_rng_seed(&(*rng)[b], (seed ^ 0xD1B54A32D192ED03ull) * 0x9E3779B97F4A7C15ull + (uint64_t)(first_image + b));
-    return LOCO_OK;
 }
 
 static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, float *x, const float *grid, int from,
@@ -162,23 +177,15 @@ static loco_status ddim_sample(loco_model *m, const loco_cond *cond, int B, floa
                          to);
     if (m->info.in_ch != m->info.out_ch)
         return loco_fail(LOCO_E_UNSUPPORTED, "DDIM needs in_channels == out_channels");
-    float *eps, *tb;
-    loco_rng *rng;
-    int n_rng;
-    if ((s = noise_streams(seed, first_image, B, &rng, &n_rng))) return s;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) {
-        free(rng);
-        return s;
-    }
+    ddim_work w;
+    if ((s = ddim_work_new(m, B, 1, seed, first_image, &w))) return s;
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && grid[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, cond, B, x, eps, tb, grid[i], schedule_abar(&m->sched, grid[i]),
-                      schedule_abar(&m->sched, grid[i - 1]), eta, rng, n_rng, clip);
+        s = ddim_step(m, cond, B, x, &w, grid[i], schedule_abar(&m->sched, grid[i]),
+                      schedule_abar(&m->sched, grid[i - 1]), eta, clip);
         if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
-    free(rng);
-    free(eps);
-    free(tb);
+    ddim_work_free(&w);
     return s;
 }
 
@@ -343,22 +350,14 @@ static loco_status plan_sample(loco_model *m, const loco_cond *cond, const ddim_
         return ddim_sample(m, cond, B, x, p->t, from, to, boost_t, seed, first_image, clip, progress, user);
     loco_status s = check_span(m, p, B, x, to, from, "sampling");
     if (s) return s;
-    float *eps, *tb;
-    loco_rng *rng;
-    int n_rng;
-    if ((s = noise_streams(seed, first_image, B, &rng, &n_rng))) return s;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) {
-        free(rng);
-        return s;
-    }
+    ddim_work w;
+    if ((s = ddim_work_new(m, B, 1, seed, first_image, &w))) return s;
     for (int i = from; i > to && !s; i--) {
         float eta = (boost_t > 0 && p->t[i] <= boost_t) ? 1.0f : 0.0f;
-        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->ab[i], p->lo[i], eta, rng, n_rng, clip);
+        s = ddim_step(m, cond, B, x, &w, p->t[i], p->ab[i], p->lo[i], eta, clip);
         if (!s) s = loco_progress_report(progress, user, "sampling", from - i + 1, from - to, NAN);
     }
-    free(rng);
-    free(eps);
-    free(tb);
+    ddim_work_free(&w);
     return s;
 }
 
@@ -368,14 +367,13 @@ static loco_status plan_invert(loco_model *m, const loco_cond *cond, const ddim_
     if (p->ts == LOCO_TIMESTEPS_AUTHORS) return loco_ddim_invert_cond(m, cond, B, x, p->t, from, to, progress, user);
     loco_status s = check_span(m, p, B, x, from, to, "inversion");
     if (s) return s;
-    float *eps, *tb;
-    if ((s = ddim_buffers(m, B, &eps, &tb))) return s;
+    ddim_work w;
+    if ((s = ddim_work_new(m, B, 0, 0, -1, &w))) return s;
     for (int i = from + 1; i <= to && !s; i++) { /* DDIMInverseScheduler: eps at the target timestep */
-        s = ddim_step(m, cond, B, x, eps, tb, p->t[i], p->lo[i], p->ab[i], 0.0f, NULL, 1, 0);
+        s = ddim_step(m, cond, B, x, &w, p->t[i], p->lo[i], p->ab[i], 0.0f, 0);
         if (!s) s = loco_progress_report(progress, user, "inversion", i - from, to - from, NAN);
     }
-    free(eps);
-    free(tb);
+    ddim_work_free(&w);
     return s;
 }
 

@@ -215,8 +215,9 @@ static void test_determinism_resume(void **st) {
 
 /* the learning-rate decay: a constant run saved before the decay starts
  * resumes into it bit for bit (as the shipped faces model was trained: 2000
- * constant steps, then resumed to 4000 with the last 2000 decaying); the
- * decay changes the weights; the decay is checked */
+ * constant steps, then resumed to 4000 with the last 2000 decaying), also in
+ * chunks; the decay changes the weights; its factors are the stated ones;
+ * bad values are refused */
 static void test_lr_decay(void **st) {
     (void)st;
     setup_dir();
@@ -251,6 +252,21 @@ static void test_lr_decay(void **st) {
     if (na == nb && memcmp(da, db, na) == 0) fail_msg("lr_decay_steps 3 gave the same weights as no decay");
     free(da);
     free(db);
+    /* the factors themselves: 4 steps with lr_decay_steps 3 take lr x 1,
+     * 3/4, 2/4, 1/4; the same run made step by step with those rates given
+     * as constants (a resume may change lr) has the same weights, bit for
+     * bit (the factor is applied as lr * (float)factor in both) */
+    params(&p, path("dec5", NULL), 4);
+    p.lr_decay_steps = 3;
+    CHECK_OK(loco_train(&p));
+    const float base = p.lr;
+    for (int k = 1; k <= 4; k++) {
+        params(&p, path("dec6", NULL), k);
+        p.resume = k > 1;
+        p.lr = k == 1 ? base : base * (float)((double)(5 - k) / 4.0);
+        CHECK_OK(loco_train(&p));
+    }
+    same_file(path("dec5", "diffusion_pytorch_model.safetensors"), path("dec6", "diffusion_pytorch_model.safetensors"));
     params(&p, path("bad", NULL), 2);
     p.lr_decay_steps = 3; /* more than the run */
     expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "lr_decay_steps 3", NULL);
