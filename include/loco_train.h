@@ -155,6 +155,8 @@ const char *loco_fashion_mnist_class(int label);
  * exponential moving average of the weights is kept, started from the
  * initial weights; at step k (1-based) its decay is min(ema, (1+k)/(10+k)),
  * as diffusers' EMAModel, so short runs do not stay at the initialisation.
+ * With t_focus_share, a share of the timesteps is drawn from a range
+ * instead (more training where the model needs it).
  * Schedule: linear betas beta_start..beta_end (1e-4..0.02, DDPM's), T = 1000,
  * or squaredcos_cap_v2 (cosine); zero_snr rescales either to a zero
  * terminal SNR (alphas_cumprod[999] = 0, Lin et al. 2024), which only a
@@ -242,6 +244,14 @@ typedef struct loco_train_params {
                                 LOCO_PRED_V or LOCO_PRED_SAMPLE (0)          */
     int cosine;              /* 1: squaredcos_cap_v2 betas (beta_start and
                                 beta_end unused) instead of linear (0)       */
+    float t_focus_share;     /* > 0: each image's timestep is drawn from
+                                [t_focus_lo, t_focus_hi] with this
+                                probability and from [0, T-1] otherwise, to
+                                train a range of noise levels more; in
+                                [0, 1]. Each image then takes two generator
+                                draws instead of one (0: uniform, one draw,
+                                the runs before this option bit for bit)     */
+    int t_focus_lo, t_focus_hi; /* the range, 0 <= lo <= hi <= T-1 (T 1000) */
     /* Called after every step (may be NULL): the step just done (1-based),
      * the total, the batch loss and the images per second since the start
      * of this call. */

@@ -45,6 +45,10 @@ void loco_rng_seed(loco_rng *r, uint64_t seed);
 uint64_t loco_rng_next(loco_rng *r);
 double loco_rng_uniform(loco_rng *r);  /* [0, 1) */
 double loco_rng_normal(loco_rng *r);   /* standard normal */
+/* A training timestep in [0, T-1] (src/train.c): share <= 0 takes one draw,
+ * uniform; otherwise two, the first choosing [lo, hi] with probability
+ * share, the second the step, uniform in the chosen range. */
+int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi);
 
 /* ---- files -------------------------------------------------------------- */
 /* Reads a whole (small) file; *data is NUL-terminated, caller frees. */

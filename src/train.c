@@ -395,6 +395,13 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
 /* the learning rate's factor at step k (1-based): 1, or the linear decay
  * over the last lr_decay_steps steps before lr_decay_end (never below
  * 1 / (lr_decay_steps + 1), also past the end) */
+int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi) {
+    if (!(share > 0)) return (int)(loco_rng_next(r) % (uint64_t)T);
+    const int focus = loco_rng_uniform(r) < share;
+    const uint64_t a = focus ? (uint64_t)lo : 0, n = focus ? (uint64_t)(hi - lo + 1) : (uint64_t)T;
+    return (int)(a + loco_rng_next(r) % n);
+}
+
 static float lr_decay_factor(const loco_train_params *p, int64_t k) {
     const int64_t n = p->lr_decay_steps, end = p->lr_decay_end > 0 ? p->lr_decay_end : p->steps;
     if (n <= 0 || k <= end - n) return 1.0f;
@@ -418,6 +425,11 @@ loco_status loco_train(const loco_train_params *p) {
         return loco_fail(LOCO_E_INVALID_ARGUMENT,
                          "train: lr_decay_steps %d must be in 0..%d (the decay's end, lr_decay_end %d or steps %d)",
                          p->lr_decay_steps, decay_end, p->lr_decay_end, p->steps);
+    if (!(p->t_focus_share >= 0 && p->t_focus_share <= 1))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: t_focus_share %g must be in [0, 1]", (double)p->t_focus_share);
+    if (p->t_focus_share > 0 && !(p->t_focus_lo >= 0 && p->t_focus_lo <= p->t_focus_hi && p->t_focus_hi <= 999))
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: t_focus_lo %d and t_focus_hi %d must satisfy 0 <= lo <= hi <= 999",
+                         p->t_focus_lo, p->t_focus_hi);
     if ((int)p->prediction < 0 || (int)p->prediction > 2)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: unknown prediction type %d", (int)p->prediction);
     if (p->zero_snr && p->prediction == LOCO_PRED_EPSILON)
@@ -494,7 +506,7 @@ loco_status loco_train(const loco_train_params *p) {
             int idx = (int)(loco_rng_next(&tr.rng) % (uint64_t)data.n);
             int fl = p->flip ? (int)(loco_rng_next(&tr.rng) >> 63) : 0;
             if ((s = data_get(&data, idx, fl, x + (size_t)b * per))) goto done;
-            t[b] = (float)(loco_rng_next(&tr.rng) % (uint64_t)T);
+            t[b] = (float)loco_train_timestep(&tr.rng, T, p->t_focus_share, p->t_focus_lo, p->t_focus_hi);
         }
         for (size_t i = 0; i < n; i++) noise[i] = (float)loco_rng_normal(&tr.rng);
         for (int b = 0; b < p->batch; b++) {

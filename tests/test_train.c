@@ -2,6 +2,7 @@
  * resume equals one run, the folder opens as a model, bad arguments fail. */
 #include "testutil.h"
 #include "loco_train.h"
+#include "internal.h"
 
 #include <unistd.h>
 
@@ -443,6 +444,69 @@ static void test_bad_args(void **st) {
     assert_non_null(strstr(loco_last_error(), "train_state.safetensors"));
 }
 
+/* --t-focus: without it one draw per timestep, as before (the runs before
+ * the option stay bit for bit); with it the share in the range is the one
+ * asked for, every range value is reached and nothing falls outside [0, T-1];
+ * a focused run trains on other timesteps (other losses) and bad values are
+ * refused naming the field */
+static void test_t_focus(void **st) {
+    (void)st;
+    loco_rng a, b;
+    loco_rng_seed(&a, 7);
+    loco_rng_seed(&b, 7);
+    for (int i = 0; i < 1000; i++) {
+        int x = loco_train_timestep(&a, 1000, 0.0, 500, 900), y = (int)(loco_rng_next(&b) % 1000);
+        if (x != y) fail_msg("share 0: draw %d gave %d, the uniform draw %d", i, x, y);
+    }
+    const int N = 200000;
+    int in = 0, lo_seen = 0, hi_seen = 0, tmin = 1000, tmax = -1;
+    for (int i = 0; i < N; i++) {
+        int t = loco_train_timestep(&a, 1000, 0.5, 500, 900);
+        in += t >= 500 && t <= 900;
+        tmin = t < tmin ? t : tmin;
+        tmax = t > tmax ? t : tmax;
+    }
+    /* expected 0.5 + 0.5 * 401 / 1000 = 0.7005; the binomial sd is 0.001 */
+    double frac = (double)in / N;
+    printf("  t focus 500..900 share 0.5: %.4f in range (expected 0.7005), t in %d..%d\n", frac, tmin, tmax);
+    if (fabs(frac - 0.7005) > 0.005) fail_msg("share in range %.4f, expected 0.7005", frac);
+    if (tmin != 0 || tmax != 999) fail_msg("timesteps %d..%d, expected 0..999", tmin, tmax);
+    for (int i = 0; i < N; i++) {
+        int t = loco_train_timestep(&a, 1000, 1.0, 700, 703);
+        if (t < 700 || t > 703) fail_msg("share 1: t %d outside 700..703", t);
+        lo_seen |= t == 700;
+        hi_seen |= t == 703;
+    }
+    assert_true(lo_seen && hi_seen);
+
+    setup_dir();
+    loco_train_params p;
+    float l0[2], l1[2];
+    params(&p, path("focus0", NULL), 2);
+    p.losses = l0;
+    assert_int_equal(loco_train(&p), LOCO_OK);
+    params(&p, path("focus1", NULL), 2);
+    p.losses = l1;
+    p.t_focus_share = 1.0f;
+    p.t_focus_lo = p.t_focus_hi = 10;
+    assert_int_equal(loco_train(&p), LOCO_OK);
+    printf("  step losses: uniform %.5f %.5f, all at t = 10 %.5f %.5f\n", (double)l0[0], (double)l0[1], (double)l1[0],
+           (double)l1[1]);
+    if (l0[0] == l1[0]) fail_msg("the focused run's first loss equals the uniform run's (%g)", (double)l0[0]);
+
+    params(&p, path("bad", NULL), 2);
+    p.t_focus_share = 1.5f;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "t_focus_share", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.t_focus_share = 0.5f;
+    p.t_focus_lo = 900;
+    p.t_focus_hi = 500;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "t_focus_lo", NULL);
+    p.t_focus_lo = 0;
+    p.t_focus_hi = 1000;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "t_focus_hi", NULL);
+}
+
 static int cleanup(void **st) {
     (void)st;
     if (g_dir[0] && !getenv("LOCO_KEEP")) {
@@ -462,6 +526,7 @@ int main(void) {
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_schedule_option),
         cmocka_unit_test(test_v_zero_snr),
+        cmocka_unit_test(test_t_focus),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

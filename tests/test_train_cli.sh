@@ -138,6 +138,9 @@ expect_fail "--zero-snr with eps prediction" train --config "$T/cfg.json" --data
 expect_fail "--zero-snr --prediction eps" train --config "$T/cfg.json" --data faces --out "$T/x" --zero-snr --prediction eps
 expect_fail "--lr-decay over --steps" train --config "$T/cfg.json" --data faces --out "$T/x" --steps 10 --lr-decay 11
 expect_fail "--lr-decay -1" train --config "$T/cfg.json" --data faces --out "$T/x" --lr-decay -1
+for f in 1:2 5:4:0.5 0:1000:0.5 0:999:0 0:999:1.5 a:b:c 1:2:0.5:9 100:200:nan -1:5:0.5; do
+    expect_fail "--t-focus $f" train --config "$T/cfg.json" --data faces --out "$T/x" --t-focus "$f"
+done
 expect_fail "--schedule bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --schedule bogus
 expect_fail "--prediction without a value" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction
 

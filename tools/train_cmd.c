@@ -14,7 +14,7 @@
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--lr-decay 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
     "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]\n"                         \
-    "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine]"
+    "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine] [--t-focus LO:HI:SHARE]"
 
 typedef struct prog {
     int tty, every, total;
@@ -62,6 +62,24 @@ static int write_samples(const char *dir, int n, int steps) {
     return st ? fail(st) : 0;
 }
 
+/* "LO:HI:SHARE" into p's t_focus fields; 0 when malformed or out of range */
+static int parse_t_focus(const char *v, loco_train_params *p) {
+    char buf[64];
+    if (strlen(v) >= sizeof buf) return 0;
+    strcpy(buf, v);
+    char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c1 || !c2) return 0;
+    *c1 = *c2 = 0;
+    long long lo, hi;
+    double share;
+    if (!parse_long(buf, 0, 999, &lo) || !parse_long(c1 + 1, 0, 999, &hi) || lo > hi) return 0;
+    if (!parse_float(c2 + 1, &share) || !(share > 0 && share <= 1)) return 0;
+    p->t_focus_lo = (int)lo;
+    p->t_focus_hi = (int)hi;
+    p->t_focus_share = (float)share;
+    return 1;
+}
+
 int cmd_train(args *a) {
     loco_train_params p;
     loco_train_params_init(&p);
@@ -89,6 +107,9 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--lr-decay"))) {
             if (!parse_long(v, 0, 1000000000, &n)) return usage_error("train: bad --lr-decay '%s'", v);
             p.lr_decay_steps = (int)n;
+        } else if ((v = opt(a, "--t-focus"))) {
+            if (!parse_t_focus(v, &p))
+                return usage_error("train: bad --t-focus '%s' (LO:HI:SHARE, 0 <= LO <= HI <= 999, SHARE in (0, 1])", v);
         } else if ((v = opt(a, "--ema"))) {
             if (!parse_float(v, &d) || !(d >= 0 && d < 1)) return usage_error("train: bad --ema '%s' (in [0, 1))", v);
             p.ema = (float)d;
@@ -161,9 +182,13 @@ int cmd_train(args *a) {
         char decay[64] = "";
         if (p.lr_decay_steps > 0)
             snprintf(decay, sizeof decay, " falling linearly over the last %d steps", p.lr_decay_steps);
-        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g%s, ema %g, %s%s, %s prediction, seed %llu)%s\n",
+        char focus[80] = "";
+        if (p.t_focus_share > 0)
+            snprintf(focus, sizeof focus, ", %g of the timesteps in %d..%d", (double)p.t_focus_share, p.t_focus_lo,
+                     p.t_focus_hi);
+        fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g%s, ema %g, %s%s, %s prediction%s, seed %llu)%s\n",
                 p.config_path, p.data, p.steps, p.batch, (double)p.lr, decay, (double)p.ema, sch,
-                p.zero_snr ? " rescaled to zero terminal SNR" : "", pn[p.prediction], (unsigned long long)p.seed,
+                p.zero_snr ? " rescaled to zero terminal SNR" : "", pn[p.prediction], focus, (unsigned long long)p.seed,
                 p.resume ? ", resuming" : "");
     }
     /* train in chunks of sample_every steps (resuming from the state each
