@@ -86,7 +86,7 @@ static int probe(loco_model *m, const ce_regions *r, int count, int version, uin
     printf("\nOne step: x0_hat's background colour from the unchanged faces noised to t, against the face's own "
            "(RGB levels, mean over faces); the posterior: the mean colour given the noisy background's mean, the 512 "
            "training colours as the prior\n\n");
-    printf("| t | sqrt(abar) | noise on the mean colour (levels, in x0) | model: off the own colour | posterior: off the own "
+    printf("| t | sqrt(abar) | noise on the mean colour (levels per channel, in x0) | model: off the own colour | posterior: off the own "
            "colour | model: off the posterior |\n|---|---|---|---|---|---|\n");
     const double n = r->count[1];
     for (int k = 0; k < np; k++) {
