@@ -252,6 +252,17 @@ typedef struct loco_train_params {
                                 draws instead of one (0: uniform, one draw,
                                 the runs before this option bit for bit)     */
     int t_focus_lo, t_focus_hi; /* the range, 0 <= lo <= hi <= T-1 (T 1000) */
+    float ms_weight;         /* > 0: a multiscale loss (as simple diffusion,
+                                Hoogeboom et al. 2023): the objective adds
+                                ms_weight times the mean squared error of the
+                                output-minus-target averaged over 2x2, 4x4,
+                                ... blocks (ms_levels of them), so errors
+                                shared by a region (its colour) count more
+                                than pixel noise; the loss reported (progress,
+                                losses) stays the plain mean squared error
+                                (0: off)                                      */
+    int ms_levels;           /* 1..: the block sizes 2 .. 2^ms_levels, which
+                                must divide the image's height and width (3) */
     /* Called after every step (may be NULL): the step just done (1-based),
      * the total, the batch loss and the images per second since the start
      * of this call. */

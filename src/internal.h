@@ -49,6 +49,14 @@ double loco_rng_normal(loco_rng *r);   /* standard normal */
  * uniform; otherwise two, the first choosing [lo, hi] with probability
  * share, the second the step, uniform in the chosen range. */
 int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi);
+/* The training objective (src/train.c) of out against target, [B, C, H, W]:
+ * mean((out - target)^2) + w * sum over l = 1..levels of the mean of the
+ * squares of (out - target) averaged over 2^l x 2^l blocks (H and W
+ * multiples of 2^levels; w = 0 or levels = 0: the plain mean). Writes its
+ * gradient with respect to out into cot (caller's, [B*C*H*W]; may be out)
+ * and the plain mean squared error into *mse; returns the objective. */
+double loco_train_loss(const float *out, const float *target, int B, int C, int H, int W, float w, int levels,
+                       float *cot, double *mse);
 
 /* ---- files -------------------------------------------------------------- */
 /* Reads a whole (small) file; *data is NUL-terminated, caller frees. */

@@ -31,6 +31,7 @@ void loco_train_params_init(loco_train_params *p) {
     p->adam_eps = 1e-8f;
     p->ema = 0.999f;
     p->save_every = 500;
+    p->ms_levels = 3;
     p->data_count = 10000;
     p->beta_start = SCHEDULE_BETA_START;
     p->beta_end = SCHEDULE_BETA_END;
@@ -402,6 +403,50 @@ int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi) {
     return (int)(a + loco_rng_next(r) % n);
 }
 
+double loco_train_loss(const float *out, const float *target, int B, int C, int H, int W, float w, int levels,
+                       float *cot, double *mse) {
+    const size_t n = (size_t)B * C * H * W;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        float d = out[i] - target[i];
+        sum += (double)d * d;
+        cot[i] = d; /* the differences first; scaled below */
+    }
+    *mse = sum / (double)n;
+    double obj = *mse;
+    if (w > 0 && levels > 0) {
+        /* per level, each block's mean difference P; the objective's gradient
+         * is 2/n (d_i + w * sum_l P_l(i)), since a level's mean over its
+         * n / s^2 blocks of P^2 has the gradient 2 P s^2 / n / s^2 */
+        float *acc = loco_calloc(n, sizeof(float));
+        if (!acc) return NAN;
+        for (int l = 1; l <= levels; l++) {
+            const int sz = 1 << l, hb = H / sz, wb = W / sz;
+            double lsum = 0;
+            for (size_t pl = 0; pl < (size_t)B * C; pl++) {
+                const float *dp = cot + pl * H * W;
+                float *ap = acc + pl * H * W;
+                for (int by = 0; by < hb; by++)
+                    for (int bx = 0; bx < wb; bx++) {
+                        double m = 0;
+                        for (int y = by * sz; y < (by + 1) * sz; y++)
+                            for (int x = bx * sz; x < (bx + 1) * sz; x++) m += dp[(size_t)y * W + x];
+                        m /= (double)sz * sz;
+                        lsum += m * m;
+                        for (int y = by * sz; y < (by + 1) * sz; y++)
+                            for (int x = bx * sz; x < (bx + 1) * sz; x++) ap[(size_t)y * W + x] += (float)m;
+                    }
+            }
+            obj += (double)w * lsum / ((double)B * C * hb * wb);
+        }
+        for (size_t i = 0; i < n; i++) cot[i] += w * acc[i];
+        free(acc);
+    }
+    const float g = 2.0f / (float)n;
+    for (size_t i = 0; i < n; i++) cot[i] *= g;
+    return obj;
+}
+
 static float lr_decay_factor(const loco_train_params *p, int64_t k) {
     const int64_t n = p->lr_decay_steps, end = p->lr_decay_end > 0 ? p->lr_decay_end : p->steps;
     if (n <= 0 || k <= end - n) return 1.0f;
@@ -430,6 +475,9 @@ loco_status loco_train(const loco_train_params *p) {
     if (p->t_focus_share > 0 && !(p->t_focus_lo >= 0 && p->t_focus_lo <= p->t_focus_hi && p->t_focus_hi <= 999))
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: t_focus_lo %d and t_focus_hi %d must satisfy 0 <= lo <= hi <= 999",
                          p->t_focus_lo, p->t_focus_hi);
+    if (!(p->ms_weight >= 0) || !isfinite(p->ms_weight) || p->ms_levels < 0 || p->ms_levels > 12)
+        return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: ms_weight %g must be >= 0 and ms_levels %d in 0..12",
+                         (double)p->ms_weight, p->ms_levels);
     if ((int)p->prediction < 0 || (int)p->prediction > 2)
         return loco_fail(LOCO_E_INVALID_ARGUMENT, "train: unknown prediction type %d", (int)p->prediction);
     if (p->zero_snr && p->prediction == LOCO_PRED_EPSILON)
@@ -464,6 +512,11 @@ loco_status loco_train(const loco_train_params *p) {
         s = loco_fail(LOCO_E_UNSUPPORTED, "train: %s prediction needs out_channels == in_channels (%d, %d)",
                       pred_names[p->prediction], cfg.out_ch,
                       cfg.in_ch);
+        goto done;
+    }
+    if (p->ms_weight > 0 && ((cfg.height | cfg.width) & ((1 << p->ms_levels) - 1))) {
+        s = loco_fail(LOCO_E_INVALID_ARGUMENT, "train: ms_levels %d: blocks of %d do not divide the %dx%d images of %s",
+                      p->ms_levels, 1 << p->ms_levels, cfg.height, cfg.width, p->config_path);
         goto done;
     }
     if ((s = data_open(&data, p, &cfg))) goto done;
@@ -520,15 +573,15 @@ loco_status loco_train(const loco_train_params *p) {
         }
         threads_for_work(tr.u.flops);
         if ((s = graph_train_forward(ut, x, t, epsh))) goto done;
-        double loss = 0;
-        const float g = 2.0f / (float)n;
-        for (size_t i = 0; i < n; i++) {
-            float d = epsh[i] - target[i];
-            loss += (double)d * d;
-            epsh[i] = g * d; /* the cotangent of eps, in place */
+        /* the cotangent of the output, in place */
+        double loss;
+        const double obj = loco_train_loss(epsh, target, p->batch, cfg.in_ch, cfg.height, cfg.width, p->ms_weight,
+                                           p->ms_levels, epsh, &loss);
+        if (isnan(obj) && isfinite(loss)) {
+            s = loco_fail(LOCO_E_NOMEM, "train: out of memory for the multiscale loss");
+            goto done;
         }
-        loss /= (double)n;
-        if (!isfinite(loss)) {
+        if (!isfinite(loss) || !isfinite(obj)) {
             s = loco_fail(LOCO_E_NUMERIC, "train: loss is not finite at step %lld", (long long)tr.step + 1);
             goto done;
         }

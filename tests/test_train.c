@@ -507,6 +507,73 @@ static void test_t_focus(void **st) {
     expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "t_focus_hi", NULL);
 }
 
+/* the multiscale loss: its gradient matches central differences of the
+ * objective; a region-wide offset counts 1 + w * levels times, pixel noise
+ * much less; w = 0 is the plain mean; bad values and sizes are refused */
+static void test_multiscale_loss(void **st) {
+    (void)st;
+    enum { B = 2, C = 3, H = 8, W = 8, N = B * C * H * W };
+    float out[N], tg[N], cot[N], cot0[N], tmp[N];
+    uint64_t z = 12345;
+    for (int i = 0; i < N; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        out[i] = (float)((double)(z >> 11) / 9007199254740992.0 - 0.5);
+        tg[i] = 0.3f * (float)sin(i * 0.37);
+    }
+    double mse, mse0;
+    const double obj = loco_train_loss(out, tg, B, C, H, W, 2.0f, 3, cot, &mse);
+    const double obj0 = loco_train_loss(out, tg, B, C, H, W, 0.0f, 3, cot0, &mse0);
+    assert_true(mse == mse0 && obj0 == mse0);
+    double worst = 0;
+    for (int i = 0; i < N; i += 7) {
+        const float h = 1e-3f;
+        double m, op, om;
+        memcpy(tmp, out, sizeof out);
+        tmp[i] = out[i] + h;
+        op = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0 /* scratch */, &m);
+        tmp[i] = out[i] - h;
+        om = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &m);
+        double fd = (op - om) / (2.0 * (double)h), e = fabs(fd - cot[i]) / (fabs(fd) + 1e-6);
+        if (e > worst) worst = e;
+    }
+    printf("  multiscale loss w 2, 3 levels: objective %.6f (mse %.6f); gradient against central differences: worst "
+           "relative error %.2e\n", obj, mse, worst);
+    if (worst > 2e-2) fail_msg("multiscale gradient off by %.2e (relative)", worst);
+    /* an offset of 0.1 everywhere: every level's block mean is 0.1 */
+    for (int i = 0; i < N; i++) tmp[i] = tg[i] + 0.1f;
+    double o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &mse);
+    printf("  a uniform offset 0.1: objective %.6f (expected %.6f = 0.01 * (1 + 2 * 3))\n", o, 0.01 * 7);
+    if (fabs(o - 0.07) > 1e-6) fail_msg("offset objective %.6f, expected 0.07", o);
+    /* +-0.1 alternating pixel by pixel: no block mean, only the plain term */
+    for (int i = 0; i < N; i++) tmp[i] = tg[i] + (((i % W) + (i / W)) % 2 ? 0.1f : -0.1f);
+    o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &mse);
+    if (fabs(o - 0.01) > 1e-6) fail_msg("checkerboard objective %.6f, expected 0.01", o);
+
+    setup_dir();
+    loco_train_params p;
+    params(&p, path("bad", NULL), 2);
+    p.ms_weight = -1.0f;
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "ms_weight", NULL);
+    params(&p, path("bad", NULL), 2);
+    p.ms_weight = 1.0f;
+    p.ms_levels = 6; /* 64 does not divide 32 */
+    expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "ms_levels", NULL);
+    float l0[2], l1[2];
+    params(&p, path("ms0", NULL), 2);
+    p.losses = l0;
+    assert_int_equal(loco_train(&p), LOCO_OK);
+    params(&p, path("ms1", NULL), 2);
+    p.losses = l1;
+    p.ms_weight = 4.0f;
+    assert_int_equal(loco_train(&p), LOCO_OK);
+    /* the same first batch: the plain loss is reported, so step 1 agrees;
+     * the update differs, so step 2 does not */
+    printf("  step losses: plain %.6f %.6f, multiscale 4 %.6f %.6f\n", (double)l0[0], (double)l0[1], (double)l1[0],
+           (double)l1[1]);
+    if (l0[0] != l1[0]) fail_msg("step 1's reported loss differs (%g, %g): it should be the plain MSE", (double)l0[0], (double)l1[0]);
+    if (l0[1] == l1[1]) fail_msg("the multiscale loss did not change the update (step 2 loss %g both)", (double)l0[1]);
+}
+
 static int cleanup(void **st) {
     (void)st;
     if (g_dir[0] && !getenv("LOCO_KEEP")) {
@@ -527,6 +594,7 @@ int main(void) {
         cmocka_unit_test(test_schedule_option),
         cmocka_unit_test(test_v_zero_snr),
         cmocka_unit_test(test_t_focus),
+        cmocka_unit_test(test_multiscale_loss),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

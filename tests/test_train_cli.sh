@@ -141,6 +141,10 @@ expect_fail "--lr-decay -1" train --config "$T/cfg.json" --data faces --out "$T/
 for f in 1:2 5:4:0.5 0:1000:0.5 0:999:0 0:999:1.5 a:b:c 1:2:0.5:9 100:200:nan -1:5:0.5; do
     expect_fail "--t-focus $f" train --config "$T/cfg.json" --data faces --out "$T/x" --t-focus "$f"
 done
+for f in 0 -1 nan inf 1:0 1:13 1:x x 2:3:4; do
+    expect_fail "--multiscale-loss $f" train --config "$T/cfg.json" --data faces --out "$T/x" --multiscale-loss "$f"
+done
+expect_fail "--multiscale-loss 1:6 (blocks of 64 on 32x32)" train --config "$T/cfg.json" --data faces --out "$T/x" --steps 1 --multiscale-loss 1:6
 expect_fail "--schedule bogus" train --config "$T/cfg.json" --data faces --out "$T/x" --schedule bogus
 expect_fail "--prediction without a value" train --config "$T/cfg.json" --data faces --out "$T/x" --prediction
 

@@ -14,7 +14,8 @@
     "       [--batch 32] [--lr 2e-4] [--warmup 0] [--lr-decay 0] [--ema 0.999] [--flip] [--seed 0] [--save-every 500]\n"             \
     "       [--resume] [--weight-decay 0] [--data-count N] [--data-seed S] [--sample-every N] [--winograd]\n"      \
     "       [--sample-count 64] [--sample-steps 50] [--beta-start 1e-4] [--beta-end 0.02]\n"                         \
-    "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine] [--t-focus LO:HI:SHARE]"
+    "       [--prediction eps|v|sample] [--zero-snr] [--schedule linear|cosine] [--t-focus LO:HI:SHARE]\n"        \
+    "       [--multiscale-loss WEIGHT[:LEVELS]]"
 
 typedef struct prog {
     int tty, every, total;
@@ -80,6 +81,24 @@ static int parse_t_focus(const char *v, loco_train_params *p) {
     return 1;
 }
 
+/* "WEIGHT[:LEVELS]" into p's ms fields; 0 when malformed or out of range */
+static int parse_multiscale(const char *v, loco_train_params *p) {
+    char buf[64];
+    if (strlen(v) >= sizeof buf) return 0;
+    strcpy(buf, v);
+    char *c = strchr(buf, ':');
+    long long lv = 3;
+    if (c) {
+        *c = 0;
+        if (!parse_long(c + 1, 1, 12, &lv)) return 0;
+    }
+    double w;
+    if (!parse_float(buf, &w) || !(w > 0 && w <= 1e6)) return 0;
+    p->ms_weight = (float)w;
+    p->ms_levels = (int)lv;
+    return 1;
+}
+
 int cmd_train(args *a) {
     loco_train_params p;
     loco_train_params_init(&p);
@@ -110,6 +129,9 @@ int cmd_train(args *a) {
         } else if ((v = opt(a, "--t-focus"))) {
             if (!parse_t_focus(v, &p))
                 return usage_error("train: bad --t-focus '%s' (LO:HI:SHARE, 0 <= LO <= HI <= 999, SHARE in (0, 1])", v);
+        } else if ((v = opt(a, "--multiscale-loss"))) {
+            if (!parse_multiscale(v, &p))
+                return usage_error("train: bad --multiscale-loss '%s' (WEIGHT[:LEVELS], WEIGHT > 0, LEVELS 1..12)", v);
         } else if ((v = opt(a, "--ema"))) {
             if (!parse_float(v, &d) || !(d >= 0 && d < 1)) return usage_error("train: bad --ema '%s' (in [0, 1))", v);
             p.ema = (float)d;
@@ -182,10 +204,14 @@ int cmd_train(args *a) {
         char decay[64] = "";
         if (p.lr_decay_steps > 0)
             snprintf(decay, sizeof decay, " falling linearly over the last %d steps", p.lr_decay_steps);
-        char focus[80] = "";
+        char focus[160] = "";
+        int k = 0;
         if (p.t_focus_share > 0)
-            snprintf(focus, sizeof focus, ", %g of the timesteps in %d..%d", (double)p.t_focus_share, p.t_focus_lo,
-                     p.t_focus_hi);
+            k = snprintf(focus, sizeof focus, ", %g of the timesteps in %d..%d", (double)p.t_focus_share, p.t_focus_lo,
+                         p.t_focus_hi);
+        if (p.ms_weight > 0)
+            snprintf(focus + k, sizeof focus - (size_t)k, ", multiscale loss %g over %d levels", (double)p.ms_weight,
+                     p.ms_levels);
         fprintf(stderr, "loco: training %s on %s, %d steps of batch %d (lr %g%s, ema %g, %s%s, %s prediction%s, seed %llu)%s\n",
                 p.config_path, p.data, p.steps, p.batch, (double)p.lr, decay, (double)p.ema, sch,
                 p.zero_snr ? " rescaled to zero terminal SNR" : "", pn[p.prediction], focus, (unsigned long long)p.seed,
