@@ -150,10 +150,10 @@ int main(int argc, char **argv) {
     loco_threads_reexec(argv);
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: eval_modes MODEL [--count 24] [--frac 0.3] [--t 0.2,0.4,0.6,0.8] [--steps 50] "
-                        "[--probe-t 0.3,0.5,0.6,0.7,0.8,0.9] [--faces-version 2] [--held-out-seed 99] [--seed 0]\n");
+                        "[--probe-t 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9] [--faces-version 2] [--held-out-seed 99] [--seed 0]\n");
         return 2;
     }
-    const char *model = argv[1], *tlist = "0.2,0.4,0.6,0.8", *plist = "0.3,0.5,0.6,0.7,0.8,0.9";
+    const char *model = argv[1], *tlist = "0.2,0.4,0.6,0.8", *plist = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9";
     int count = 24, steps = 50, version = LOCO_FACES_VERSION;
     double frac = 0.3;
     uint64_t held_seed = 99, seed = 0;
