@@ -54,9 +54,11 @@ int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi);
  * squares of (out - target) averaged over 2^l x 2^l blocks (H and W
  * multiples of 2^levels; w = 0 or levels = 0: the plain mean). Writes its
  * gradient with respect to out into cot (caller's, [B*C*H*W]; may be out)
- * and the plain mean squared error into *mse; returns the objective. */
+ * and the plain mean squared error into *mse; returns the objective.
+ * scratch: the caller's [B*C*H*W] when w > 0 and levels > 0 (else unused,
+ * may be NULL). */
 double loco_train_loss(const float *out, const float *target, int B, int C, int H, int W, float w, int levels,
-                       float *cot, double *mse);
+                       float *cot, float *scratch, double *mse);
 
 /* ---- files -------------------------------------------------------------- */
 /* Reads a whole (small) file; *data is NUL-terminated, caller frees. */

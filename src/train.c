@@ -393,9 +393,6 @@ static loco_status load_state(trainer *tr, const char *out_dir, const loco_train
 
 /* ---- the loop -------------------------------------------------------------- */
 
-/* the learning rate's factor at step k (1-based): 1, or the linear decay
- * over the last lr_decay_steps steps before lr_decay_end (never below
- * 1 / (lr_decay_steps + 1), also past the end) */
 int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi) {
     if (!(share > 0)) return (int)(loco_rng_next(r) % (uint64_t)T);
     const int focus = loco_rng_uniform(r) < share;
@@ -404,7 +401,7 @@ int loco_train_timestep(loco_rng *r, int T, double share, int lo, int hi) {
 }
 
 double loco_train_loss(const float *out, const float *target, int B, int C, int H, int W, float w, int levels,
-                       float *cot, double *mse) {
+                       float *cot, float *scratch, double *mse) {
     const size_t n = (size_t)B * C * H * W;
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
@@ -418,8 +415,8 @@ double loco_train_loss(const float *out, const float *target, int B, int C, int 
         /* per level, each block's mean difference P; the objective's gradient
          * is 2/n (d_i + w * sum_l P_l(i)), since a level's mean over its
          * n / s^2 blocks of P^2 has the gradient 2 P s^2 / n / s^2 */
-        float *acc = loco_calloc(n, sizeof(float));
-        if (!acc) return NAN;
+        float *acc = scratch;
+        memset(acc, 0, n * sizeof(float));
         for (int l = 1; l <= levels; l++) {
             const int sz = 1 << l, hb = H / sz, wb = W / sz;
             double lsum = 0;
@@ -440,13 +437,15 @@ double loco_train_loss(const float *out, const float *target, int B, int C, int 
             obj += (double)w * lsum / ((double)B * C * hb * wb);
         }
         for (size_t i = 0; i < n; i++) cot[i] += w * acc[i];
-        free(acc);
     }
     const float g = 2.0f / (float)n;
     for (size_t i = 0; i < n; i++) cot[i] *= g;
     return obj;
 }
 
+/* the learning rate's factor at step k (1-based): 1, or the linear decay
+ * over the last lr_decay_steps steps before lr_decay_end (never below
+ * 1 / (lr_decay_steps + 1), also past the end) */
 static float lr_decay_factor(const loco_train_params *p, int64_t k) {
     const int64_t n = p->lr_decay_steps, end = p->lr_decay_end > 0 ? p->lr_decay_end : p->steps;
     if (n <= 0 || k <= end - n) return 1.0f;
@@ -498,7 +497,7 @@ loco_status loco_train(const loco_train_params *p) {
     memset(&data, 0, sizeof data);
     schedule sched = {0};
     graph_train *ut = NULL;
-    float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL, *target = NULL;
+    float *x = NULL, *noise = NULL, *epsh = NULL, *t = NULL, *target = NULL, *ms_scratch = NULL;
     unet_config cfg;
     int built = 0;
     if ((s = unet_config_parse(&cfg, cfg_text, cfg_len, p->config_path))) goto done;
@@ -534,7 +533,9 @@ loco_status loco_train(const loco_train_params *p) {
     t = loco_malloc((size_t)p->batch * sizeof(float));
     /* the target: the noise itself for eps prediction, else its own buffer */
     target = p->prediction == LOCO_PRED_EPSILON ? noise : loco_malloc(n * sizeof(float));
-    if (!tr.w || !tr.m || !tr.v || !tr.ema || !tr.grad || !x || !noise || !epsh || !t || !target) {
+    if (p->ms_weight > 0) ms_scratch = loco_malloc(n * sizeof(float));
+    if (!tr.w || !tr.m || !tr.v || !tr.ema || !tr.grad || !x || !noise || !epsh || !t || !target ||
+        (p->ms_weight > 0 && !ms_scratch)) {
         s = loco_fail(LOCO_E_NOMEM, "train: out of memory for %zu parameters, batch %d", P, p->batch);
         goto done;
     }
@@ -576,11 +577,7 @@ loco_status loco_train(const loco_train_params *p) {
         /* the cotangent of the output, in place */
         double loss;
         const double obj = loco_train_loss(epsh, target, p->batch, cfg.in_ch, cfg.height, cfg.width, p->ms_weight,
-                                           p->ms_levels, epsh, &loss);
-        if (isnan(obj) && isfinite(loss)) {
-            s = loco_fail(LOCO_E_NOMEM, "train: out of memory for the multiscale loss");
-            goto done;
-        }
+                                           p->ms_levels, epsh, ms_scratch, &loss);
         if (!isfinite(loss) || !isfinite(obj)) {
             s = loco_fail(LOCO_E_NUMERIC, "train: loss is not finite at step %lld", (long long)tr.step + 1);
             goto done;
@@ -634,6 +631,7 @@ done:
     loco_free(epsh);
     loco_free(t);
     if (target != noise) loco_free(target);
+    loco_free(ms_scratch);
     loco_free(data.pix);
     schedule_free(&sched);
     free(cfg_text);

@@ -513,7 +513,7 @@ static void test_t_focus(void **st) {
 static void test_multiscale_loss(void **st) {
     (void)st;
     enum { B = 2, C = 3, H = 8, W = 8, N = B * C * H * W };
-    float out[N], tg[N], cot[N], cot0[N], tmp[N];
+    float out[N], tg[N], cot[N], cot0[N], tmp[N], scr[N];
     uint64_t z = 12345;
     for (int i = 0; i < N; i++) {
         z = z * 6364136223846793005ull + 1442695040888963407ull;
@@ -521,8 +521,8 @@ static void test_multiscale_loss(void **st) {
         tg[i] = 0.3f * (float)sin(i * 0.37);
     }
     double mse, mse0;
-    const double obj = loco_train_loss(out, tg, B, C, H, W, 2.0f, 3, cot, &mse);
-    const double obj0 = loco_train_loss(out, tg, B, C, H, W, 0.0f, 3, cot0, &mse0);
+    const double obj = loco_train_loss(out, tg, B, C, H, W, 2.0f, 3, cot, scr, &mse);
+    const double obj0 = loco_train_loss(out, tg, B, C, H, W, 0.0f, 3, cot0, NULL, &mse0);
     assert_true(mse == mse0 && obj0 == mse0);
     double worst = 0;
     for (int i = 0; i < N; i += 7) {
@@ -530,9 +530,9 @@ static void test_multiscale_loss(void **st) {
         double m, op, om;
         memcpy(tmp, out, sizeof out);
         tmp[i] = out[i] + h;
-        op = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0 /* scratch */, &m);
+        op = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, scr, &m);
         tmp[i] = out[i] - h;
-        om = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &m);
+        om = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, scr, &m);
         double fd = (op - om) / (2.0 * (double)h), e = fabs(fd - cot[i]) / (fabs(fd) + 1e-6);
         if (e > worst) worst = e;
     }
@@ -541,12 +541,12 @@ static void test_multiscale_loss(void **st) {
     if (worst > 2e-2) fail_msg("multiscale gradient off by %.2e (relative)", worst);
     /* an offset of 0.1 everywhere: every level's block mean is 0.1 */
     for (int i = 0; i < N; i++) tmp[i] = tg[i] + 0.1f;
-    double o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &mse);
+    double o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, scr, &mse);
     printf("  a uniform offset 0.1: objective %.6f (expected %.6f = 0.01 * (1 + 2 * 3))\n", o, 0.01 * 7);
     if (fabs(o - 0.07) > 1e-6) fail_msg("offset objective %.6f, expected 0.07", o);
     /* +-0.1 alternating pixel by pixel: no block mean, only the plain term */
     for (int i = 0; i < N; i++) tmp[i] = tg[i] + (((i % W) + (i / W)) % 2 ? 0.1f : -0.1f);
-    o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, &mse);
+    o = loco_train_loss(tmp, tg, B, C, H, W, 2.0f, 3, cot0, scr, &mse);
     if (fabs(o - 0.01) > 1e-6) fail_msg("checkerboard objective %.6f, expected 0.01", o);
 
     setup_dir();
