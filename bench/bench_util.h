@@ -1,11 +1,27 @@
-/* bench_util.h - the clock and the memory counters the benchmark programs
- * share (header-only: each program is one translation unit). */
+/* bench_util.h - the clock, the memory counters and the random streams the
+ * benchmark programs share (header-only: each program is one translation unit). */
 #ifndef LOCO_BENCH_UTIL_H
 #define LOCO_BENCH_UTIL_H
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* splitmix64: the eval programs' reproducible streams */
+static inline double bench_uniform(uint64_t *s) { /* (0, 1) */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+/* a standard normal by Box-Muller, the two uniforms drawn in order */
+static inline double bench_normal(uint64_t *s) {
+    const double u0 = bench_uniform(s), u1 = bench_uniform(s);
+    return sqrt(-2.0 * log(u0)) * cos(6.283185307179586 * u1);
+}
 
 static inline double now_s(void) {
     struct timespec ts;

@@ -27,6 +27,7 @@
 #include "loco_train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,23 @@ static inline int ce_init(ce_regions *r, uint64_t seed, int version, int n_ref) 
     return 0;
 }
 
+/* opens a 3x32x32 faces model for program prog; NULL (said on stderr) when
+ * it cannot be opened or has another shape. The caller frees it. */
+static inline loco_model *ce_open_model(const char *prog, const char *path) {
+    loco_model *m = NULL;
+    if (loco_model_open(path, &m)) {
+        fprintf(stderr, "%s: %s\n", prog, loco_last_error());
+        return NULL;
+    }
+    loco_model_info inf;
+    loco_model_get_info(m, &inf);
+    if (inf.in_channels != 3 || inf.height != LOCO_FACES_SIZE || inf.width != LOCO_FACES_SIZE) {
+        fprintf(stderr, "%s: %s is not a 3x32x32 faces model\n", prog, path);
+        loco_model_free(m);
+        return NULL;
+    }
+    return m;
+}
 static inline void ce_free(ce_regions *r) {
     free(r->ref);
     r->ref = NULL;

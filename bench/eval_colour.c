@@ -76,17 +76,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "eval_colour: the reference faces: %s\n", loco_last_error());
         return 1;
     }
-    loco_model *m = NULL;
-    if (loco_model_open(model, &m)) {
-        fprintf(stderr, "eval_colour: %s\n", loco_last_error());
-        return 1;
-    }
-    loco_model_info inf;
-    loco_model_get_info(m, &inf);
-    if (inf.in_channels != 3 || inf.height != LOCO_FACES_SIZE || inf.width != LOCO_FACES_SIZE) {
-        fprintf(stderr, "eval_colour: %s is not a 3x32x32 faces model\n", model);
-        return 1;
-    }
+    loco_model *m = ce_open_model("eval_colour", model);
+    if (!m) return 1;
     float *x = malloc(sizeof(float) * 3 * CE_PIX * (size_t)count);
     float(*cs)[2][3] = malloc(sizeof *cs * (size_t)count), (*ch)[2][3] = malloc(sizeof *ch * (size_t)count);
     float(*fs)[2] = malloc(sizeof *fs * (size_t)count), (*fh)[2] = malloc(sizeof *fh * (size_t)count);

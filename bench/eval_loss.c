@@ -12,6 +12,7 @@
  * --seed) and the loss is mean((eps_hat - eps)^2), the training objective.
  * Prints one line per band and the mean over bands (the expected training
  * loss under uniform t). */
+#include "bench_util.h"
 #include "loco.h"
 #include "loco_train.h"
 
@@ -20,16 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* splitmix64 + Box-Muller: a small self-contained generator */
-static uint64_t sm(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return ((sm(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-static double gauss(uint64_t *s) { return sqrt(-2 * log(unif(s))) * cos(6.283185307179586 * unif(s)); }
 
 int main(int argc, char **argv) {
     loco_threads_reexec(argv); /* short OpenMP waits unless chosen otherwise */
@@ -104,12 +95,12 @@ int main(int argc, char **argv) {
         for (int i0 = 0; i0 < count; i0 += batch) {
             const int B = count - i0 < batch ? count - i0 : batch;
             for (int j = 0; j < B; j++) {
-                int t = lo + (int)(unif(&s) * (hi - lo));
+                int t = lo + (int)(bench_uniform(&s) * (hi - lo));
                 if (t >= hi) t = hi - 1;
                 tb[j] = (float)t;
                 float ab = loco_model_abar(m, (float)t), sa = sqrtf(ab), sb = sqrtf(1 - ab);
                 for (size_t e = 0; e < per; e++) {
-                    float z = (float)gauss(&s);
+                    float z = (float)bench_normal(&s);
                     eps[per * j + e] = z;
                     x[per * j + e] = sa * x0[per * (i0 + j) + e] + sb * z;
                 }

@@ -30,21 +30,17 @@
  * a lower bound on how sharply a perfect denoiser can name the colour (it
  * sees only the region; --t none skips the first table). Where the posterior is near 0 and the model is not,
  * the model has not learned that the colours are four. Exit 0; 1 on errors. */
+#include "bench_util.h"
 #include "colour_eval.h"
 
 #include <stdio.h>
 
-/* a standard normal from a splitmix64 stream (Box-Muller) */
-static double normal(uint64_t *s) {
-    double u[2];
-    for (int k = 0; k < 2; k++) {
-        uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        u[k] = ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-    }
-    return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
+/* x [3, H, W] = sqrt(abar) x0 + sqrt(1 - abar) eps: the 8-bit face rgb
+ * [H*W*3] in [-1, 1] noised with the stream seeded s */
+static void noise_face(const uint8_t *rgb, float abar, uint64_t s, float *x) {
+    for (int c = 0; c < 3; c++)
+        for (int p = 0; p < CE_PIX; p++)
+            x[c * CE_PIX + p] = sqrtf(abar) * (rgb[p * 3 + c] / 127.5f - 1.0f) + sqrtf(1.0f - abar) * (float)bench_normal(&s);
 }
 
 static double dist3(const float a[3], const float b[3]) {
@@ -93,11 +89,8 @@ static int probe(loco_model *m, const ce_regions *r, int count, int version, uin
         const float t = (float)lround(ps[k] * 999);
         const double a = loco_model_abar(m, t);
         for (int f = 0; f < count; f++) {
-            uint64_t s = (seed + 1) * 0x9E3779B97F4A7C15ull + (uint64_t)f * 7919u + (uint64_t)k;
-            float *xf = x + (size_t)f * 3 * CE_PIX;
-            for (int c = 0; c < 3; c++)
-                for (int p = 0; p < CE_PIX; p++)
-                    xf[c * CE_PIX + p] = (float)(sqrt(a) * (own[f][p * 3 + c] / 127.5 - 1.0) + sqrt(1.0 - a) * normal(&s));
+            noise_face(own[f], (float)a, (seed + 1) * 0x9E3779B97F4A7C15ull + (uint64_t)f * 7919u + (uint64_t)k,
+                       x + (size_t)f * 3 * CE_PIX);
             tt[f] = t;
         }
         if (loco_model_x0_hat(m, count, x, tt, x0, NULL)) {
@@ -195,17 +188,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "eval_modes: the reference faces: %s\n", loco_last_error());
         return 1;
     }
-    loco_model *m = NULL;
-    if (loco_model_open(model, &m)) {
-        fprintf(stderr, "eval_modes: %s\n", loco_last_error());
-        return 1;
-    }
-    loco_model_info inf;
-    loco_model_get_info(m, &inf);
-    if (inf.in_channels != 3 || inf.height != LOCO_FACES_SIZE || inf.width != LOCO_FACES_SIZE) {
-        fprintf(stderr, "eval_modes: %s is not a 3x32x32 faces model\n", model);
-        return 1;
-    }
+    loco_model *m = ce_open_model("eval_modes", model);
+    if (!m) return 1;
     float *grid = malloc(sizeof(float) * (size_t)steps), *x = malloc(sizeof(float) * 3 * CE_PIX);
     if (!grid || !x || loco_ddim_grid(steps, 1000, grid)) return 1;
     printf("eval_modes %s: %d held-out faces (seed %llu, generator %d), background moved %.2f of the way to another "
@@ -233,10 +217,7 @@ int main(int argc, char **argv) {
                     }
                 ce_colours(&r, rgb, col_in);
                 const float a = loco_model_abar(m, grid[gi]);
-                uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)f;
-                for (int c = 0; c < 3; c++)
-                    for (int p = 0; p < CE_PIX; p++)
-                        x[c * CE_PIX + p] = sqrtf(a) * (rgb[p * 3 + c] / 127.5f - 1.0f) + sqrtf(1.0f - a) * (float)normal(&s);
+                noise_face(rgb, a, seed * 0x9E3779B97F4A7C15ull + (uint64_t)f, x);
                 if (loco_ddim_sample(m, 1, x, grid, gi, 0, 0, 0, NULL, NULL)) {
                     fprintf(stderr, "eval_modes: %s\n", loco_last_error());
                     return 1;

@@ -444,6 +444,25 @@ static void test_bad_args(void **st) {
     assert_non_null(strstr(loco_last_error(), "train_state.safetensors"));
 }
 
+/* the step losses of p's run (2 steps), into out */
+static void two_step_losses(loco_train_params *p, float out[2]) {
+    p->losses = out;
+    assert_int_equal(loco_train(p), LOCO_OK);
+}
+
+/* the default 2-step run's losses, run once for the tests that compare with it */
+static const float *plain_two_steps(void) {
+    static float l[2];
+    static int done;
+    if (!done) {
+        loco_train_params p;
+        params(&p, path("plain2", NULL), 2);
+        two_step_losses(&p, l);
+        done = 1;
+    }
+    return l;
+}
+
 /* --t-focus: without it one draw per timestep, as before (the runs before
  * the option stay bit for bit); with it the share in the range is the one
  * asked for, every range value is reached and nothing falls outside [0, T-1];
@@ -481,15 +500,12 @@ static void test_t_focus(void **st) {
 
     setup_dir();
     loco_train_params p;
-    float l0[2], l1[2];
-    params(&p, path("focus0", NULL), 2);
-    p.losses = l0;
-    assert_int_equal(loco_train(&p), LOCO_OK);
+    const float *l0 = plain_two_steps();
+    float l1[2];
     params(&p, path("focus1", NULL), 2);
-    p.losses = l1;
     p.t_focus_share = 1.0f;
     p.t_focus_lo = p.t_focus_hi = 10;
-    assert_int_equal(loco_train(&p), LOCO_OK);
+    two_step_losses(&p, l1);
     printf("  step losses: uniform %.5f %.5f, all at t = 10 %.5f %.5f\n", (double)l0[0], (double)l0[1], (double)l1[0],
            (double)l1[1]);
     if (l0[0] == l1[0]) fail_msg("the focused run's first loss equals the uniform run's (%g)", (double)l0[0]);
@@ -558,14 +574,11 @@ static void test_multiscale_loss(void **st) {
     p.ms_weight = 1.0f;
     p.ms_levels = 6; /* 64 does not divide 32 */
     expect_error(loco_train(&p), LOCO_E_INVALID_ARGUMENT, "ms_levels", NULL);
-    float l0[2], l1[2];
-    params(&p, path("ms0", NULL), 2);
-    p.losses = l0;
-    assert_int_equal(loco_train(&p), LOCO_OK);
+    const float *l0 = plain_two_steps();
+    float l1[2];
     params(&p, path("ms1", NULL), 2);
-    p.losses = l1;
     p.ms_weight = 4.0f;
-    assert_int_equal(loco_train(&p), LOCO_OK);
+    two_step_losses(&p, l1);
     /* the same first batch: the plain loss is reported, so step 1 agrees;
      * the update differs, so step 2 does not */
     printf("  step losses: plain %.6f %.6f, multiscale 4 %.6f %.6f\n", (double)l0[0], (double)l0[1], (double)l1[0],
